@@ -1,0 +1,50 @@
+# Godwit: the two commands are `make demo` and `make test` (see README.md).
+# Both install what they need first (scripts/deps.sh) and work on a fresh
+# Debian machine with Go at /usr/local/go, as root.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO ?= go
+BIN := bin/godwit
+GUEST := guest/build/guest.elf
+
+.PHONY: all deps build guest demo test check unit bench-boot clean
+
+all: build guest
+
+deps:
+	@bash scripts/deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/godwit
+
+guest:
+	$(MAKE) -C guest
+
+# The main job: boot the test guest, show it working, then stop it.
+demo: deps build guest
+	$(GO) run ./internal/tools/demo --godwit $(BIN) --guest $(GUEST)
+
+# Everything CI runs: formatting, vet, staticcheck, then every test with the
+# race detector; the summary counts the tests that need /dev/kvm, root or
+# network namespaces and says which skipped and why.
+test: deps build guest check
+	set -o pipefail; GODWIT_GUEST=$(CURDIR)/$(GUEST) $(GO) test -race -count=1 -timeout 40m -json ./... \
+		| $(GO) run ./internal/tools/testsummary
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	staticcheck ./...
+
+# Unit tests only (no KVM, root or namespaces needed).
+unit:
+	$(GO) test -short ./...
+
+bench-boot: deps build guest
+	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST)
+
+clean:
+	rm -rf bin
+	$(MAKE) -C guest clean

@@ -1,0 +1,88 @@
+// Package testenv lets tests that need real host facilities (/dev/kvm, root,
+// network namespaces, a built test guest) say so. Each Require function
+// either logs "testenv: requires X: available" and returns, or skips the test
+// with "testenv: requires X: <why missing>". The test runner's summary
+// (internal/tools/testsummary) counts these lines to report how many such
+// tests ran and how many skipped.
+//
+// With GODWIT_TEST_STRICT=1 in the environment (CI sets it) a missing
+// facility fails the test instead of skipping it, so that a machine that
+// should run everything cannot pass by skipping.
+//
+// Who may import: tests only.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/godwit-vmm/godwit/internal/kvm"
+)
+
+// RequireKVM skips t unless /dev/kvm can be opened.
+func RequireKVM(t testing.TB) {
+	t.Helper()
+	if err := kvm.Available(); err != nil {
+		skipf(t, "testenv: requires kvm: %v", err)
+	}
+	t.Log("testenv: requires kvm: available")
+}
+
+// RequireRoot skips t unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipf(t, "testenv: requires root: not running as root (run `sudo make test`)")
+	}
+	t.Log("testenv: requires root: available")
+}
+
+// RequireNetns skips t unless network namespaces, veths and bridges can be
+// made: root and the ip(8) command.
+func RequireNetns(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipf(t, "testenv: requires netns: not running as root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		skipf(t, "testenv: requires netns: ip(8) not found (apt-get install iproute2)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		skipf(t, "testenv: requires netns: /dev/net/tun: %v", err)
+	}
+	t.Log("testenv: requires netns: available")
+}
+
+// RepoRoot returns the repository root (the directory holding go.mod).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// GuestELF returns the path of the built test guest, or skips t naming the
+// build command when it is missing. GODWIT_GUEST overrides the path.
+func GuestELF(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("GODWIT_GUEST")
+	if p == "" {
+		p = filepath.Join(RepoRoot(t), "guest", "build", "guest.elf")
+	}
+	if _, err := os.Stat(p); err != nil {
+		skipf(t, "testenv: requires guest: %s missing (run `make guest`)", p)
+	}
+	t.Log("testenv: requires guest: available")
+	return p
+}
+
+// skipf skips t, or fails it under GODWIT_TEST_STRICT.
+func skipf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("GODWIT_TEST_STRICT") != "" {
+		t.Fatalf(format+" (GODWIT_TEST_STRICT is set: this machine must run it)", args...)
+	}
+	t.Skipf(format, args...)
+}
