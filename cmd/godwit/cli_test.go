@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/testenv"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// godwitBin is the CLI built once for these tests.
+var godwitBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "godwit-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755) // TestNoKVMPermission runs it as another user
+	godwitBin = filepath.Join(dir, "godwit")
+	out, err := exec.Command("go", "build", "-o", godwitBin, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// godwit runs the CLI to completion.
+func godwit(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, godwitBin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run godwit %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// vmProc is a `godwit run` process with its console parsed.
+type vmProc struct {
+	cmd    *exec.Cmd
+	con    *guest.Console
+	sock   string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func spawnVM(t *testing.T, name string, extra ...string) *vmProc {
+	t.Helper()
+	testenv.RequireKVM(t)
+	testenv.RequireRoot(t)
+	elf := testenv.GuestELF(t)
+	sock := filepath.Join(t.TempDir(), name+".sock")
+	args := append([]string{"run", "--name", name, "--kernel", elf, "--mem", "128M",
+		"--api-socket", sock, "--log-level", "warn"}, extra...)
+	cmd := exec.Command(godwitBin, args...)
+	p := &vmProc{cmd: cmd, con: guest.NewConsole(nil), sock: sock, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.con, p.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close() })
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait(); p.con.Close() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("vmm stderr:\n%s", p.stderr)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatalf("guest not READY: %v\nstderr: %s", err, p.stderr)
+	}
+	return p
+}
+
+func (p *vmProc) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("VMM process did not exit")
+		return nil
+	}
+}
+
+func TestLifecycleThroughCLI(t *testing.T) {
+	p := spawnVM(t, "cli-life", "--cpus", "2", "--cmdline", "cpus=2")
+	out, errOut, code := godwit(t, "status", "--api-socket", p.sock, "--json")
+	if code != 0 {
+		t.Fatalf("status: %s", errOut)
+	}
+	var st vm.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON %q: %v", out, err)
+	}
+	if st.State != vm.StateRunning || st.VCPUs != 2 || st.MemMiB != 128 {
+		t.Errorf("status = %+v", st)
+	}
+	if _, errOut, code := godwit(t, "pause", "--api-socket", p.sock); code != 0 {
+		t.Fatalf("pause: %s", errOut)
+	}
+	n := len(p.con.Heartbeats())
+	time.Sleep(200 * time.Millisecond)
+	if m := len(p.con.Heartbeats()); m > n+1 {
+		t.Errorf("%d heartbeats while paused", m-n)
+	}
+	if _, errOut, code := godwit(t, "resume", "--api-socket", p.sock); code != 0 {
+		t.Fatalf("resume: %s", errOut)
+	}
+	mark := p.con.Mark()
+	if _, errOut, code := godwit(t, "console", "--api-socket", p.sock, "STATUS"); code != 0 {
+		t.Fatalf("console: %s", errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := p.con.WaitPrefix(ctx, mark, "STATUS cpus=2"); err != nil {
+		t.Fatal(err)
+	}
+	if g := guest.CheckHeartbeats(p.con.Heartbeats()); len(g.SeqErrors) > 0 {
+		t.Errorf("heartbeats broken: %v", g.SeqErrors)
+	}
+	if _, errOut, code := godwit(t, "stop", "--api-socket", p.sock); code != 0 {
+		t.Fatalf("stop: %s", errOut)
+	}
+	if err := p.wait(t); err != nil {
+		t.Errorf("VMM exit after stop: %v (%s)", err, p.stderr)
+	}
+	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {
+		t.Errorf("API socket left behind: %v", err)
+	}
+}
+
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	p := spawnVM(t, "cli-term")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t); err != nil {
+		t.Errorf("exit after SIGTERM: %v (%s)", err, p.stderr)
+	}
+	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {
+		t.Errorf("API socket left behind")
+	}
+}
+
+func TestGuestPowerOffEndsProcess(t *testing.T) {
+	p := spawnVM(t, "cli-off")
+	if _, errOut, code := godwit(t, "console", "--api-socket", p.sock, "OFF"); code != 0 {
+		t.Fatalf("console: %s", errOut)
+	}
+	if err := p.wait(t); err != nil {
+		t.Errorf("exit after guest power-off: %v (%s)", err, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "powered off") {
+		t.Errorf("stderr does not say the guest powered off: %s", p.stderr)
+	}
+}
+
+func TestSocketInUse(t *testing.T) {
+	p := spawnVM(t, "cli-sock")
+	_, errOut, code := godwit(t, "run", "--name", "cli-sock2", "--kernel", testenv.GuestELF(t), "--api-socket", p.sock)
+	if code == 0 || !strings.Contains(errOut, "in use") {
+		t.Fatalf("second VMM on the same socket: code %d, %q", code, errOut)
+	}
+	// The first VM is untouched.
+	if _, errOut, code := godwit(t, "status", "--api-socket", p.sock); code != 0 {
+		t.Fatalf("first VM lost its socket: %s", errOut)
+	}
+}
+
+// TestBadInput checks that each mistake gets one line that says what to do,
+// a non-zero exit, and nothing left behind.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notKernel := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notKernel, []byte("this is not a kernel\n"), 0o644)
+	oddDisk := filepath.Join(dir, "odd.img")
+	os.WriteFile(oddDisk, make([]byte, 1000), 0o644)
+	elf := filepath.Join(dir, "missing.elf")
+	if p := os.Getenv("GODWIT_GUEST"); p != "" {
+		elf = p
+	} else if p := filepath.Join(testenv.RepoRoot(t), "guest", "build", "guest.elf"); fileExists(p) {
+		elf = p
+	}
+	sock := filepath.Join(dir, "api.sock")
+	base := []string{"run", "--name", "bad", "--api-socket", sock}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no kernel flag", []string{}, "--kernel"},
+		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope.elf")}, "no such file"},
+		{"not multiboot", []string{"--kernel", notKernel}, "not a multiboot"},
+		{"too little memory", []string{"--kernel", elf, "--mem", "8M"}, "too little"},
+		{"bad memory size", []string{"--kernel", elf, "--mem", "lots"}, "not a size"},
+		{"zero vcpus", []string{"--kernel", elf, "--cpus", "0"}, "vcpus"},
+		{"missing disk", []string{"--kernel", elf, "--disk", filepath.Join(dir, "nodisk.img")}, "disk image"},
+		{"disk size", []string{"--kernel", elf, "--disk", oddDisk}, "multiple of 512"},
+		{"bad mac", []string{"--kernel", elf, "--tap", "gwbad0", "--mac", "zz"}, "--mac"},
+		{"mac without tap", []string{"--kernel", elf, "--mac", "52:54:00:00:00:01"}, "--mac needs --tap"},
+		{"unknown flag", []string{"--kernel", elf, "--frobnicate"}, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := godwit(t, append(base, tt.args...)...)
+			if code == 0 {
+				t.Fatal("exit code 0")
+			}
+			if !strings.Contains(errOut, tt.want) {
+				t.Errorf("stderr %q does not mention %q", errOut, tt.want)
+			}
+			if _, err := os.Stat(sock); !os.IsNotExist(err) {
+				t.Errorf("socket left behind")
+			}
+		})
+	}
+}
+
+// TestNoKVMPermission runs the VMM as an unprivileged user, who may not
+// open /dev/kvm (mode 0600 root).
+func TestNoKVMPermission(t *testing.T) {
+	testenv.RequireRoot(t)
+	elf := testenv.GuestELF(t)
+	dir, err := os.MkdirTemp("", "godwit-nokvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777) // writable by the unprivileged user
+	sock := filepath.Join(dir, "api.sock")
+	cmd := exec.Command(godwitBin, "run", "--name", "nokvm", "--kernel", elf, "--api-socket", sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("VMM ran without permission on /dev/kvm")
+	}
+	if !strings.Contains(string(out), "/dev/kvm") {
+		t.Errorf("error does not name /dev/kvm: %s", out)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind")
+	}
+}
+
+func TestControlWithoutVM(t *testing.T) {
+	_, errOut, code := godwit(t, "status", "--api-socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code == 0 || !strings.Contains(errOut, "cannot reach the VMM") {
+		t.Errorf("status of no VM: code %d, %q", code, errOut)
+	}
+	if _, _, code := godwit(t, "frobnicate"); code == 0 {
+		t.Error("unknown command accepted")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"256M", 256 << 20, true}, {"1G", 1 << 30, true}, {"512", 512 << 20, true},
+		{"2GiB", 2 << 30, true}, {"0", 0, false}, {"-1G", 0, false}, {"G", 0, false}, {"1T", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestFilterEscape(t *testing.T) {
+	out, esc, quit := filterEscape([]byte("ab\x01\x01c"), false)
+	if string(out) != "ab\x01c" || esc || quit {
+		t.Errorf("Ctrl-A Ctrl-A: %q %v %v", out, esc, quit)
+	}
+	if _, _, quit := filterEscape([]byte("\x01x"), false); !quit {
+		t.Error("Ctrl-A x does not quit")
+	}
+	if out, esc, _ := filterEscape([]byte("\x01"), false); len(out) != 0 || !esc {
+		t.Error("lone Ctrl-A not held for the next read")
+	}
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

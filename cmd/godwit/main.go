@@ -1,0 +1,132 @@
+// Command godwit runs and controls Godwit virtual machines.
+//
+//	godwit run --name NAME --kernel FILE [--mem 1G] [--cpus 2] [--tap TAP] [--disk IMG] ...
+//	godwit status|pause|resume|stop NAME
+//	godwit console NAME TEXT
+//
+// Each `godwit run` is one VMM process for one VM. The other subcommands
+// talk to it through its API socket (internal/api).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/api"
+)
+
+const usage = `godwit: run and control Godwit virtual machines
+
+Usage:
+  godwit run --name NAME --kernel FILE [flags]   start a VM in this process (see godwit run -h)
+  godwit status  NAME|--api-socket PATH [--json] show a VM's state
+  godwit pause   NAME|--api-socket PATH          pause every vCPU
+  godwit resume  NAME|--api-socket PATH          resume a paused VM
+  godwit stop    NAME|--api-socket PATH          stop a VM (its VMM process exits)
+  godwit console NAME|--api-socket PATH TEXT     type TEXT (plus a newline) on the guest console
+
+NAME finds the socket at /run/godwit/NAME.sock.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "godwit:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned after usage text was already printed.
+var errUsage = errors.New("see usage above")
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runVM(rest, stderr)
+	case "status", "pause", "resume", "stop", "console":
+		return control(cmd, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+// control runs one of the subcommands that talk to a running VMM.
+func control(cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("api-socket", "", "API socket of the VM (default /run/godwit/NAME.sock)")
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if *sock == "" {
+		if len(pos) == 0 {
+			return fmt.Errorf("%s: name the VM or pass --api-socket", cmd)
+		}
+		*sock = api.SocketPath(pos[0])
+		pos = pos[1:]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c := api.NewClient(*sock)
+	switch cmd {
+	case "status":
+		s, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		return printStatus(stdout, s, *asJSON)
+	case "pause":
+		s, err := c.Pause(ctx)
+		if err != nil {
+			return err
+		}
+		return printStatus(stdout, s, *asJSON)
+	case "resume":
+		s, err := c.Resume(ctx)
+		if err != nil {
+			return err
+		}
+		return printStatus(stdout, s, *asJSON)
+	case "stop":
+		return c.Stop(ctx)
+	case "console":
+		if len(pos) == 0 {
+			return errors.New("console: give the text to type")
+		}
+		return c.Console(ctx, []byte(strings.Join(pos, " ")+"\n"))
+	}
+	return nil
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (`godwit status vm1 --json`).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

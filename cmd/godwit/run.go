@@ -1,0 +1,274 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// runVM is `godwit run`: one VM in this process until it stops.
+func runVM(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "", "VM name (logs, default API socket /run/godwit/NAME.sock)")
+	kernel := fs.String("kernel", "", "multiboot v1 ELF guest kernel")
+	cmdline := fs.String("cmdline", "", "guest kernel command line")
+	mem := fs.String("mem", "256M", "guest RAM: a number with M or G (MiB if no suffix)")
+	cpus := fs.Int("cpus", 1, "number of vCPUs")
+	tap := fs.String("tap", "", "add a virtio-net device on this TAP interface (created by the VMM)")
+	mac := fs.String("mac", "", "guest MAC address for --tap (default: derived from --name)")
+	disk := fs.String("disk", "", "add a virtio-blk device on this raw image file")
+	diskRO := fs.Bool("disk-readonly", false, "attach --disk read-only")
+	sock := fs.String("api-socket", "", "API socket path (default /run/godwit/NAME.sock)")
+	console := fs.String("console", "stdio", "serial console: stdio (terminal both ways; Ctrl-A x quits) or none")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("run: --log-level %q: use debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	memBytes, err := parseSize(*mem)
+	if err != nil {
+		return fmt.Errorf("run: --mem: %w", err)
+	}
+	cfg := vm.Config{Name: *name, MemBytes: memBytes, VCPUs: *cpus, Kernel: *kernel, Cmdline: *cmdline}
+	if *tap != "" {
+		cfg.Net = &vm.NetConfig{TAP: *tap}
+		if *mac != "" {
+			hw, err := net.ParseMAC(*mac)
+			if err != nil {
+				return fmt.Errorf("run: --mac %q: %w", *mac, err)
+			}
+			cfg.Net.MAC = hw
+		}
+	} else if *mac != "" {
+		return errors.New("run: --mac needs --tap")
+	}
+	if *disk != "" {
+		cfg.Disk = &vm.DiskConfig{Path: *disk, ReadOnly: *diskRO}
+	}
+	switch *console {
+	case "stdio":
+		cfg.Console = os.Stdout
+	case "none":
+	default:
+		return fmt.Errorf("run: --console %q: use stdio or none", *console)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if *sock == "" {
+		*sock = api.SocketPath(*name)
+	}
+
+	// Claim the socket before creating anything else, so a second VMM on
+	// the same path fails without touching TAPs or disks.
+	v, srv, err := startVM(cfg, *sock, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			v.Stop("signal " + s.String())
+		case <-v.Done():
+		}
+	}()
+	if *console == "stdio" {
+		restore := consoleInput(v, log)
+		defer restore()
+	}
+	err = v.Wait()
+	fmt.Fprintf(stderr, "godwit: vm %s stopped: %s\n", cfg.Name, v.Status().Stopped)
+	if err != nil {
+		return fmt.Errorf("vm %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// startVM creates and starts the VM and its API server; on error nothing is
+// left behind.
+func startVM(cfg vm.Config, sock string, log *slog.Logger) (*vm.VM, *api.Server, error) {
+	ctl := &lateController{}
+	srv, err := api.Serve(sock, ctl, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := vm.New(cfg, log)
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	ctl.p.Store(v)
+	if err := v.Start(); err != nil {
+		v.Stop("start failed")
+		srv.Close()
+		return nil, nil, err
+	}
+	log.Info("vm running", "api_socket", sock)
+	return v, srv, nil
+}
+
+// lateController serves the API before the VM exists (the socket is
+// claimed first) and answers "starting" until it does.
+type lateController struct{ p atomic.Pointer[vm.VM] }
+
+func (c *lateController) Status() vm.Status {
+	if v := c.p.Load(); v != nil {
+		return v.Status()
+	}
+	return vm.Status{State: "starting"}
+}
+
+func (c *lateController) Pause() error {
+	if v := c.p.Load(); v != nil {
+		return v.Pause()
+	}
+	return errors.New("vm is starting")
+}
+
+func (c *lateController) Resume() error {
+	if v := c.p.Load(); v != nil {
+		return v.Resume()
+	}
+	return errors.New("vm is starting")
+}
+
+func (c *lateController) Stop(reason string) {
+	if v := c.p.Load(); v != nil {
+		v.Stop(reason)
+	}
+}
+
+func (c *lateController) ConsoleInput(b []byte) {
+	if v := c.p.Load(); v != nil {
+		v.ConsoleInput(b)
+	}
+}
+
+// consoleInput forwards stdin to the guest's serial port. On a terminal it
+// switches to raw mode (restored by the returned function) and treats
+// Ctrl-A x as "quit", as QEMU does.
+func consoleInput(v *vm.VM, log *slog.Logger) (restore func()) {
+	fd := int(os.Stdin.Fd())
+	restore = func() {}
+	tty := term.IsTerminal(fd)
+	if tty {
+		old, err := term.MakeRaw(fd)
+		if err != nil {
+			log.Warn("console: cannot switch the terminal to raw mode", "err", err)
+		} else {
+			restore = func() { term.Restore(fd, old) }
+		}
+	}
+	go func() {
+		buf := make([]byte, 4096)
+		escape := false
+		for {
+			n, err := os.Stdin.Read(buf)
+			if n > 0 {
+				b := buf[:n]
+				if tty {
+					var quit bool
+					b, escape, quit = filterEscape(b, escape)
+					if quit {
+						v.Stop("quit from the console (Ctrl-A x)")
+						return
+					}
+				}
+				v.ConsoleInput(b)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return restore
+}
+
+// filterEscape handles the Ctrl-A prefix: Ctrl-A x quits, Ctrl-A Ctrl-A
+// sends one Ctrl-A.
+func filterEscape(in []byte, escape bool) (out []byte, stillEscape, quit bool) {
+	out = in[:0:0]
+	for _, c := range in {
+		switch {
+		case escape && c == 'x':
+			return out, false, true
+		case escape:
+			escape = false
+			out = append(out, c)
+		case c == 0x01:
+			escape = true
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, escape, false
+}
+
+// parseSize parses "256M", "1G", "1024" (MiB) into bytes.
+func parseSize(s string) (uint64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	mult := uint64(1 << 20)
+	switch {
+	case strings.HasSuffix(s, "G"), strings.HasSuffix(s, "GIB"):
+		mult = 1 << 30
+	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "MIB"):
+	default:
+		if _, err := strconv.ParseUint(s, 10, 64); err != nil {
+			return 0, fmt.Errorf("%q is not a size: use e.g. 512M or 2G", s)
+		}
+	}
+	n, err := strconv.ParseUint(strings.TrimRight(s, "GMIB"), 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%q is not a size: use e.g. 512M or 2G", s)
+	}
+	return n * mult, nil
+}
+
+func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
+	if asJSON {
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(s)
+	}
+	fmt.Fprintf(w, "name:    %s\nstate:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
+		s.Name, s.State, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
+	for _, d := range s.Devices {
+		fmt.Fprintf(w, "device:  %-8s %s\n", d.Kind, d.Detail)
+	}
+	if s.Stopped != "" {
+		fmt.Fprintf(w, "stopped: %s\n", s.Stopped)
+	}
+	if s.Error != "" {
+		fmt.Fprintf(w, "error:   %s\n", s.Error)
+	}
+	return nil
+}

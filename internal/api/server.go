@@ -1,0 +1,108 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// Controller is what the server drives: a running VM.
+type Controller interface {
+	Status() vm.Status
+	Pause() error
+	Resume() error
+	Stop(reason string)
+	ConsoleInput(b []byte)
+}
+
+// maxConsoleInput bounds one console write.
+const maxConsoleInput = 64 << 10
+
+// Server serves the API of one VM on a Unix socket.
+type Server struct {
+	path string
+	l    net.Listener
+	http *http.Server
+}
+
+// Serve starts serving ctl on the socket at path. Close stops it and removes
+// the socket.
+func Serve(path string, ctl Controller, log *slog.Logger) (*Server, error) {
+	l, err := listen(path)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/vm", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, ctl.Status())
+	})
+	mux.HandleFunc("PUT /v1/vm/pause", func(w http.ResponseWriter, r *http.Request) {
+		if err := ctl.Pause(); err != nil {
+			replyErr(w, http.StatusConflict, err)
+			return
+		}
+		reply(w, http.StatusOK, ctl.Status())
+	})
+	mux.HandleFunc("PUT /v1/vm/resume", func(w http.ResponseWriter, r *http.Request) {
+		if err := ctl.Resume(); err != nil {
+			replyErr(w, http.StatusConflict, err)
+			return
+		}
+		reply(w, http.StatusOK, ctl.Status())
+	})
+	mux.HandleFunc("PUT /v1/vm/stop", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]string{"result": "stopping"})
+		// Stop after the reply is written: stopping ends the process.
+		go ctl.Stop("stopped through the API")
+	})
+	mux.HandleFunc("PUT /v1/vm/console", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxConsoleInput+1))
+		if err != nil {
+			replyErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if len(b) > maxConsoleInput {
+			replyErr(w, http.StatusRequestEntityTooLarge, errors.New("console input over 64 KiB: send it in pieces"))
+			return
+		}
+		ctl.ConsoleInput(b)
+		reply(w, http.StatusOK, map[string]int{"bytes": len(b)})
+	})
+	s := &Server{path: path, l: l, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() {
+		if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("api server stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Path returns the socket path.
+func (s *Server) Path() string { return s.path }
+
+// Close stops the server and removes its socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	os.Remove(s.path)
+	return err
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func replyErr(w http.ResponseWriter, code int, err error) {
+	reply(w, code, map[string]string{"error": err.Error()})
+}

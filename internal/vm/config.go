@@ -1,0 +1,100 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/godwit-vmm/godwit/internal/memory"
+)
+
+// Config describes a VM. Validate checks it before anything is created.
+type Config struct {
+	Name     string // used in logs and as the default API socket name
+	MemBytes uint64 // guest RAM, a multiple of 2 MiB
+	VCPUs    int    // 1..MaxVCPUs
+	Kernel   string // multiboot v1 ELF
+	Cmdline  string // kernel command line
+
+	// Console receives the guest's serial output. Nil discards it.
+	Console io.Writer
+
+	// Net, if TAP is set, adds a virtio-net device on that TAP.
+	Net *NetConfig
+	// Disk, if set, adds a virtio-blk device on that raw image.
+	Disk *DiskConfig
+}
+
+// NetConfig is a virtio-net device.
+type NetConfig struct {
+	TAP string           // TAP interface name, created by the VMM
+	MAC net.HardwareAddr // guest MAC; nil picks a locally administered one
+}
+
+// DiskConfig is a virtio-blk device.
+type DiskConfig struct {
+	Path     string
+	ReadOnly bool
+}
+
+// MaxVCPUs is the most vCPUs a VM may have.
+const MaxVCPUs = 16
+
+// MinMemBytes is the least RAM a VM may have: the multiboot structures and a
+// test guest's 16 MiB workload base need it.
+const MinMemBytes = 32 << 20
+
+// Validate checks the configuration and says what to change.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("a VM name is required (--name)"))
+	}
+	switch {
+	case c.MemBytes < MinMemBytes:
+		errs = append(errs, fmt.Errorf("memory %d MiB is too little: give at least %d MiB (--mem)", c.MemBytes>>20, MinMemBytes>>20))
+	case c.MemBytes > memory.MaxSize:
+		errs = append(errs, fmt.Errorf("memory %d GiB is too much: at most %d GiB (--mem)", c.MemBytes>>30, memory.MaxSize>>30))
+	case c.MemBytes%(2<<20) != 0:
+		errs = append(errs, fmt.Errorf("memory must be a multiple of 2 MiB, not %d bytes (--mem)", c.MemBytes))
+	}
+	if c.VCPUs < 1 || c.VCPUs > MaxVCPUs {
+		errs = append(errs, fmt.Errorf("vcpus must be 1 to %d, not %d (--cpus)", MaxVCPUs, c.VCPUs))
+	}
+	if c.Kernel == "" {
+		errs = append(errs, errors.New("a guest kernel is required (--kernel FILE)"))
+	} else if st, err := os.Stat(c.Kernel); err != nil {
+		errs = append(errs, fmt.Errorf("guest kernel %s: %w (build it with `make guest` or pass --kernel)", c.Kernel, unwrapPath(err)))
+	} else if !st.Mode().IsRegular() {
+		errs = append(errs, fmt.Errorf("guest kernel %s is not a regular file", c.Kernel))
+	}
+	if c.Net != nil {
+		if c.Net.TAP == "" || len(c.Net.TAP) >= 16 {
+			errs = append(errs, fmt.Errorf("TAP name %q must be 1 to 15 characters (--tap)", c.Net.TAP))
+		}
+		if c.Net.MAC != nil && (len(c.Net.MAC) != 6 || c.Net.MAC[0]&1 != 0) {
+			errs = append(errs, fmt.Errorf("MAC %s must be a 6-byte unicast address (--mac)", c.Net.MAC))
+		}
+	}
+	if c.Disk != nil {
+		if st, err := os.Stat(c.Disk.Path); err != nil {
+			errs = append(errs, fmt.Errorf("disk image %s: %w (create it, e.g. `truncate -s 64M %s`)", c.Disk.Path, unwrapPath(err), c.Disk.Path))
+		} else if !st.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("disk image %s is not a regular file", c.Disk.Path))
+		} else if st.Size()%512 != 0 || st.Size() == 0 {
+			errs = append(errs, fmt.Errorf("disk image %s is %d bytes: its size must be a non-zero multiple of 512", c.Disk.Path, st.Size()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unwrapPath drops the *PathError wrapper, whose text repeats the path.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,372 @@
+// Package vm runs one virtual machine: guest RAM, the KVM VM with its
+// in-kernel interrupt controllers and PIT, one locked OS thread per vCPU, the
+// I/O-port bus and the emulated devices, and the multiboot boot path.
+//
+// vCPU threads are controlled by requests (pause, resume, run-on-thread,
+// exit), never by flags poked from outside; see vcpu.go.
+//
+// Who may import: the API server, the CLI's run command, and migration.
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/arch/x86"
+	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/memory"
+)
+
+// Addresses KVM needs on Intel hosts for real-mode emulation, placed in the
+// MMIO hole below the IOAPIC (as Firecracker does).
+const (
+	tssAddr         = 0xfffbd000
+	identityMapAddr = 0xfffbc000
+)
+
+// State is a VM's run state.
+type State string
+
+// VM states.
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped"
+)
+
+// VM is one running virtual machine.
+type VM struct {
+	cfg   Config
+	log   *slog.Logger
+	kvm   *kvm.VM
+	mem   *memory.Guest
+	ports *PortBus
+	vcpus []*vcpu
+	dev   *deviceSet
+	irqs  []*irqLine
+
+	started time.Time
+
+	// mu guards state, stopErr and stopReason.
+	mu         sync.Mutex
+	state      State
+	stopErr    error
+	stopReason string
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when the VM has stopped for good
+
+	mmioOnce sync.Map // guest-physical addresses of unclaimed MMIO already logged
+}
+
+// New creates a VM from cfg: RAM, KVM objects, devices, vCPUs (parked), and
+// the guest kernel loaded. Nothing runs until Start. On error everything
+// created so far is released.
+func New(cfg Config, log *slog.Logger) (_ *VM, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("vm", cfg.Name)
+	kernel, err := x86.ReadKernel(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	sys, err := kvm.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer sys.Close()
+
+	v := &VM{cfg: cfg, log: log, state: StateCreated, stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			v.release()
+		}
+	}()
+	if v.kvm, err = sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if err = v.kvm.SetTSSAddr(tssAddr); err != nil {
+		return nil, err
+	}
+	if err = v.kvm.SetIdentityMapAddr(identityMapAddr); err != nil {
+		return nil, err
+	}
+	if err = v.kvm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err = v.kvm.CreatePIT2(); err != nil {
+		return nil, err
+	}
+	if v.mem, err = memory.New(cfg.MemBytes); err != nil {
+		return nil, err
+	}
+	for _, r := range v.mem.Regions() {
+		if err = v.kvm.SetUserMemoryRegion(r.Slot, r.GPA, r.Host, 0); err != nil {
+			return nil, err
+		}
+	}
+	v.ports = NewPortBus(log)
+	if v.dev, err = v.createDevices(); err != nil {
+		return nil, err
+	}
+	info, err := kernel.Load(v.mem, cfg.Cmdline)
+	if err != nil {
+		return nil, err
+	}
+	if err = x86.WriteBootGDT(v.mem); err != nil {
+		return nil, err
+	}
+	cpuid, err := sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < cfg.VCPUs; i++ {
+		c := &vcpu{id: i, vm: v, reqs: make(chan request, 4)}
+		v.vcpus = append(v.vcpus, c)
+	}
+	installKickHandler()
+	for _, c := range v.vcpus {
+		setup := func(cpu *kvm.VCPU) error {
+			return setupVCPU(cpu, x86.PatchCPUID(cpuid, cpu.ID, cfg.VCPUs), kernel.Entry, info)
+		}
+		if err = c.start(setup); err != nil {
+			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)
+		}
+	}
+	log.Info("vm created", "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel)
+	return v, nil
+}
+
+// setupVCPU sets the reset state of one vCPU: CPUID, LAPIC LINT pins, and
+// for the BSP the multiboot entry state. APs stay in wait-for-SIPI, as KVM
+// creates them with an in-kernel irqchip.
+func setupVCPU(cpu *kvm.VCPU, cpuid []kvm.CPUIDEntry2, entry, info uint32) error {
+	if err := cpu.SetCPUID2(cpuid); err != nil {
+		return err
+	}
+	lapic, err := cpu.GetLAPIC()
+	if err != nil {
+		return err
+	}
+	x86.SetLINTs(&lapic)
+	if err := cpu.SetLAPIC(lapic); err != nil {
+		return err
+	}
+	if cpu.ID != 0 {
+		return nil
+	}
+	sregs, err := cpu.GetSregs()
+	if err != nil {
+		return err
+	}
+	if err := cpu.SetSregs(x86.MultibootSregs(sregs)); err != nil {
+		return err
+	}
+	return cpu.SetRegs(x86.MultibootRegs(entry, info))
+}
+
+// Start runs the vCPUs.
+func (v *VM) Start() error {
+	v.mu.Lock()
+	if v.state != StateCreated {
+		v.mu.Unlock()
+		return fmt.Errorf("vm %s: start: vm is %s", v.cfg.Name, v.state)
+	}
+	v.state = StateRunning
+	v.started = time.Now()
+	v.mu.Unlock()
+	v.startDevices()
+	return v.eachVCPU(request{kind: reqResume})
+}
+
+// Pause stops every vCPU between instructions. It returns once all are
+// parked.
+func (v *VM) Pause() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch v.state {
+	case StatePaused:
+		return nil
+	case StateRunning:
+	default:
+		return fmt.Errorf("vm %s: pause: vm is %s", v.cfg.Name, v.state)
+	}
+	if err := v.eachVCPU(request{kind: reqPause}); err != nil {
+		return fmt.Errorf("vm %s: pause: %w", v.cfg.Name, err)
+	}
+	v.state = StatePaused
+	v.log.Info("vm paused")
+	return nil
+}
+
+// Resume continues a paused VM.
+func (v *VM) Resume() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch v.state {
+	case StateRunning:
+		return nil
+	case StatePaused:
+	default:
+		return fmt.Errorf("vm %s: resume: vm is %s", v.cfg.Name, v.state)
+	}
+	if err := v.eachVCPU(request{kind: reqResume}); err != nil {
+		return fmt.Errorf("vm %s: resume: %w", v.cfg.Name, err)
+	}
+	v.state = StateRunning
+	v.log.Info("vm resumed")
+	return nil
+}
+
+func (v *VM) eachVCPU(r request) error {
+	var errs []error
+	for _, c := range v.vcpus {
+		if err := c.send(r); err != nil {
+			errs = append(errs, fmt.Errorf("vcpu %d: %w", c.id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop ends the VM: the vCPUs exit and the VM's resources are released.
+// reason is recorded for Status. It is safe to call more than once and from
+// any goroutine except a vCPU thread (those use guestStop).
+func (v *VM) Stop(reason string) {
+	v.stopOnce.Do(func() {
+		v.mu.Lock()
+		if v.stopReason == "" {
+			v.stopReason = reason
+		}
+		v.mu.Unlock()
+		v.eachVCPU(request{kind: reqExit})
+		v.release()
+		v.mu.Lock()
+		v.state = StateStopped
+		v.mu.Unlock()
+		v.log.Info("vm stopped", "reason", v.stopReason, "error", v.stopErr)
+		close(v.stopped)
+	})
+}
+
+// guestStop is called on a vCPU thread when the guest powers off or resets:
+// the stop itself runs on another goroutine, since it waits for every vCPU
+// thread including the caller.
+func (v *VM) guestStop(reason string) {
+	v.mu.Lock()
+	if v.stopReason == "" {
+		v.stopReason = reason
+	}
+	v.mu.Unlock()
+	go v.Stop(reason)
+}
+
+// fail records a fatal error from a vCPU and stops the VM.
+func (v *VM) fail(err error) {
+	v.mu.Lock()
+	if v.stopErr == nil {
+		v.stopErr = err
+	}
+	v.mu.Unlock()
+	v.log.Error("vm failed", "err", err)
+	v.guestStop("error: " + err.Error())
+}
+
+// Wait blocks until the VM has stopped and returns the error that stopped it,
+// or nil for a clean power-off or Stop.
+func (v *VM) Wait() error {
+	<-v.stopped
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stopErr
+}
+
+// Done is closed when the VM has stopped.
+func (v *VM) Done() <-chan struct{} { return v.stopped }
+
+// release frees devices, IRQ lines, RAM and the KVM VM.
+func (v *VM) release() {
+	if v.dev != nil {
+		v.dev.close()
+	}
+	for _, l := range v.irqs {
+		l.Close()
+	}
+	v.irqs = nil
+	if v.kvm != nil {
+		v.kvm.Close()
+		v.kvm = nil
+	}
+	if v.mem != nil {
+		v.mem.Close()
+		v.mem = nil
+	}
+}
+
+func (v *VM) logMMIOOnce(addr uint64, write bool) {
+	if _, seen := v.mmioOnce.LoadOrStore(addr&^0xfff, true); !seen {
+		v.log.Debug("guest accessed unclaimed MMIO", "addr", fmt.Sprintf("%#x", addr), "write", write)
+	}
+}
+
+// ConsoleInput sends bytes to the guest's serial port as if typed.
+func (v *VM) ConsoleInput(b []byte) { v.dev.uart.Input(b) }
+
+// Status is a snapshot of the VM for the API.
+type Status struct {
+	Name      string         `json:"name"`
+	State     State          `json:"state"`
+	VCPUs     int            `json:"vcpus"`
+	MemMiB    uint64         `json:"mem_mib"`
+	Kernel    string         `json:"kernel"`
+	UptimeSec float64        `json:"uptime_s"`
+	Exits     uint64         `json:"exits"`
+	Stopped   string         `json:"stopped_reason,omitempty"`
+	Error     string         `json:"error,omitempty"`
+	Devices   []DeviceStatus `json:"devices,omitempty"`
+}
+
+// DeviceStatus describes one device for the API.
+type DeviceStatus struct {
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
+}
+
+// Status returns a snapshot of the VM.
+func (v *VM) Status() Status {
+	v.mu.Lock()
+	s := Status{
+		Name:    v.cfg.Name,
+		State:   v.state,
+		VCPUs:   v.cfg.VCPUs,
+		MemMiB:  v.cfg.MemBytes >> 20,
+		Kernel:  v.cfg.Kernel,
+		Stopped: v.stopReason,
+	}
+	if v.stopErr != nil {
+		s.Error = v.stopErr.Error()
+	}
+	if !v.started.IsZero() {
+		s.UptimeSec = time.Since(v.started).Seconds()
+	}
+	v.mu.Unlock()
+	for _, c := range v.vcpus {
+		s.Exits += c.exits.Load()
+	}
+	s.Devices = v.dev.status()
+	return s
+}
+
+// Config returns the VM's configuration.
+func (v *VM) Config() Config { return v.cfg }
+
+// consoleWriter is where guest serial output goes when Config.Console is nil.
+var consoleWriter io.Writer = io.Discard

@@ -1,0 +1,211 @@
+package vm_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/testenv"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// bootTimeout allows for the emulating KVM of CI machines.
+const bootTimeout = 60 * time.Second
+
+// startGuest boots the test guest in-process and waits for READY.
+func startGuest(t *testing.T, cfg vm.Config) (*vm.VM, *guest.Console) {
+	t.Helper()
+	testenv.RequireKVM(t)
+	cfg.Kernel = testenv.GuestELF(t)
+	if cfg.Name == "" {
+		cfg.Name = strings.ReplaceAll(t.Name(), "/", "-")
+	}
+	if cfg.MemBytes == 0 {
+		cfg.MemBytes = 128 << 20
+	}
+	if cfg.VCPUs == 0 {
+		cfg.VCPUs = 1
+	}
+	cfg.Cmdline = strings.TrimSpace(fmt.Sprintf("cpus=%d %s", cfg.VCPUs, cfg.Cmdline))
+	con := guest.NewConsole(nil)
+	cfg.Console = con
+	v, err := vm.New(cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("vm.New: %v", err)
+	}
+	t.Cleanup(func() {
+		v.Stop("test over")
+		if t.Failed() {
+			lines := con.Lines()
+			for _, l := range lines[max(0, len(lines)-30):] {
+				t.Logf("console: %s", l.Text)
+			}
+		}
+	})
+	if err := v.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatalf("guest did not get READY: %v", err)
+	}
+	return v, con
+}
+
+// command types cmd on the guest console and waits for a line starting with
+// reply.
+func command(t *testing.T, v *vm.VM, con *guest.Console, cmd, reply string, timeout time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	mark := con.Mark()
+	v.ConsoleInput([]byte(cmd + "\n"))
+	line, err := con.WaitPrefix(ctx, mark, reply)
+	if err != nil {
+		t.Fatalf("%q: no %q reply: %v", cmd, reply, err)
+	}
+	return line
+}
+
+// cpuCounts parses `CPU <seq> <ticks0> <ticks1> ...`.
+func cpuCounts(t *testing.T, line string) []uint64 {
+	t.Helper()
+	f := strings.Fields(line)
+	if len(f) < 3 || f[0] != "CPU" {
+		t.Fatalf("bad CPU line %q", line)
+	}
+	var n []uint64
+	for _, s := range f[2:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("bad CPU line %q", line)
+		}
+		n = append(n, v)
+	}
+	return n
+}
+
+func TestBootHeartbeatsEveryVCPU(t *testing.T) {
+	for _, n := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("vcpus=%d", n), func(t *testing.T) {
+			v, con := startGuest(t, vm.Config{VCPUs: n})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			first, err := con.WaitPrefix(ctx, 0, "CPU ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := len(con.Heartbeats())
+			if err := con.WaitHeartbeats(ctx, start+100); err != nil {
+				t.Fatal(err)
+			}
+			last, _ := con.WaitPrefix(ctx, con.Mark()-1, "CPU ")
+			a, b := cpuCounts(t, first), cpuCounts(t, last)
+			if len(a) != n || len(b) != n {
+				t.Fatalf("CPU lines list %d/%d vCPUs, want %d", len(a), len(b), n)
+			}
+			for i := range n {
+				if b[i] <= a[i] {
+					t.Errorf("vcpu %d timer ticks did not advance: %d then %d", i, a[i], b[i])
+				}
+			}
+			hbs := con.Heartbeats()
+			g := guest.CheckHeartbeats(hbs)
+			if len(g.SeqErrors) > 0 {
+				t.Errorf("heartbeat sequence broken: %v", g.SeqErrors)
+			}
+			// 100 heartbeats at 10 ms: the guest's timer runs at 100 Hz.
+			span := hbs[len(hbs)-1].At.Sub(hbs[start].At)
+			if span < 700*time.Millisecond || span > 2*time.Second {
+				t.Errorf("100 heartbeats took %v, want about 1 s", span)
+			}
+			if s := v.Status(); s.State != vm.StateRunning || s.VCPUs != n {
+				t.Errorf("status = %+v", s)
+			}
+		})
+	}
+}
+
+func TestPauseResumeKeepsHeartbeatSequence(t *testing.T) {
+	v, con := startGuest(t, vm.Config{VCPUs: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := con.WaitHeartbeats(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := v.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	pauseTook := time.Since(t0)
+	if pauseTook > 100*time.Millisecond {
+		t.Errorf("pause took %v, want milliseconds", pauseTook)
+	}
+	if s := v.Status(); s.State != vm.StatePaused {
+		t.Fatalf("state after pause = %s", s.State)
+	}
+	before := len(con.Heartbeats())
+	time.Sleep(300 * time.Millisecond)
+	// A line in flight in the UART's output buffer may still land.
+	if after := len(con.Heartbeats()); after > before+1 {
+		t.Fatalf("%d heartbeats arrived while paused", after-before)
+	}
+	if err := v.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	n := len(con.Heartbeats())
+	if err := con.WaitHeartbeats(ctx, n+50); err != nil {
+		t.Fatal(err)
+	}
+	g := guest.CheckHeartbeats(con.Heartbeats())
+	if len(g.SeqErrors) > 0 {
+		t.Errorf("heartbeat sequence broken across pause: %v", g.SeqErrors)
+	}
+	if g.LongestGap < 250*time.Millisecond {
+		t.Errorf("longest heartbeat gap %v: the pause did not stop the guest", g.LongestGap)
+	}
+	t.Logf("pause took %v; longest heartbeat gap %v", pauseTook, g.LongestGap)
+}
+
+func TestWorkloadVerify(t *testing.T) {
+	v, con := startGuest(t, vm.Config{VCPUs: 2, MemBytes: 256 << 20})
+	command(t, v, con, "W 32 32 0", "ACK W 32 32 0", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Let the workload sweep the working set at least once.
+	mark := len(con.Heartbeats())
+	if err := con.WaitHeartbeats(ctx, mark+200); err != nil {
+		t.Fatal(err)
+	}
+	hbs := con.Heartbeats()
+	if d := hbs[len(hbs)-1].Dirtied; d < 8192 {
+		t.Fatalf("workload dirtied only %d pages in 2 s", d)
+	}
+	line := command(t, v, con, "V", "VERIFY ", 120*time.Second)
+	if !strings.HasPrefix(line, "VERIFY OK") {
+		t.Fatalf("verify: %s", line)
+	}
+	t.Logf("%s; %d pages dirtied", line, hbs[len(hbs)-1].Dirtied)
+}
+
+// TestVerifyDetectsCorruption proves the oracle can fail: one page whose
+// stamp the guest itself damages must be reported.
+func TestVerifyDetectsCorruption(t *testing.T) {
+	v, con := startGuest(t, vm.Config{MemBytes: 128 << 20})
+	command(t, v, con, "W 8 8 0", "ACK W 8 8 0", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := con.WaitHeartbeats(ctx, len(con.Heartbeats())+100); err != nil {
+		t.Fatal(err)
+	}
+	command(t, v, con, "POKE 0x1003000", "POKE", 30*time.Second)
+	line := command(t, v, con, "V", "VERIFY ", 120*time.Second)
+	if !strings.HasPrefix(line, "VERIFY FAIL") {
+		t.Fatalf("verify after corrupting a page: %s", line)
+	}
+}
