@@ -13,10 +13,12 @@
 package testenv
 
 import (
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/godwit-vmm/godwit/internal/kvm"
@@ -85,4 +87,21 @@ func skipf(t testing.TB, format string, args ...any) {
 		t.Fatalf(format+" (GODWIT_TEST_STRICT is set: this machine must run it)", args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// Logger returns a logger that writes through t.Log: warnings and errors by
+// default, everything at the level GODWIT_TEST_LOG names (e.g. debug).
+func Logger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if s := os.Getenv("GODWIT_TEST_LOG"); s != "" {
+		level.UnmarshalText([]byte(s))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -47,7 +47,9 @@ const MaxVCPUs = 16
 const MinMemBytes = 32 << 20
 
 // Validate checks the configuration and says what to change.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validate(true) }
+
+func (c Config) validate(needKernel bool) error {
 	var errs []error
 	if c.Name == "" {
 		errs = append(errs, errors.New("a VM name is required (--name)"))
@@ -64,7 +66,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("vcpus must be 1 to %d, not %d (--cpus)", MaxVCPUs, c.VCPUs))
 	}
 	if c.Kernel == "" {
-		errs = append(errs, errors.New("a guest kernel is required (--kernel FILE)"))
+		if needKernel {
+			errs = append(errs, errors.New("a guest kernel is required (--kernel FILE)"))
+		}
 	} else if st, err := os.Stat(c.Kernel); err != nil {
 		errs = append(errs, fmt.Errorf("guest kernel %s: %w (build it with `make guest` or pass --kernel)", c.Kernel, unwrapPath(err)))
 	} else if !st.Mode().IsRegular() {

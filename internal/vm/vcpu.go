@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -56,6 +57,10 @@ type vcpu struct {
 	reqs chan request
 
 	exits atomic.Uint64 // exits to userspace, for status
+
+	// throttle is how long the vCPU must sleep at its next stop outside
+	// KVM_RUN, in nanoseconds (auto-converge; see throttle.go).
+	throttle atomic.Int64
 }
 
 // start creates the vCPU on a new locked OS thread, runs setup there, and
@@ -151,6 +156,10 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 		}
 		if parked {
 			continue
+		}
+		if d := c.throttle.Swap(0); d > 0 {
+			c.sleep(time.Duration(d))
+			continue // requests may have arrived while asleep
 		}
 		reason, err := cpu.Run()
 		if errors.Is(err, kvm.ErrInterrupted) {

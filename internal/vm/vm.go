@@ -52,11 +52,13 @@ type VM struct {
 
 	started time.Time
 
-	// mu guards state, stopErr and stopReason.
-	mu         sync.Mutex
-	state      State
-	stopErr    error
-	stopReason string
+	// mu guards state, stopErr, stopReason and the throttle fields.
+	mu           sync.Mutex
+	state        State
+	stopErr      error
+	stopReason   string
+	throttlePct  int
+	throttleStop chan struct{}
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the VM has stopped for good
@@ -67,18 +69,32 @@ type VM struct {
 // New creates a VM from cfg: RAM, KVM objects, devices, vCPUs (parked), and
 // the guest kernel loaded. Nothing runs until Start. On error everything
 // created so far is released.
-func New(cfg Config, log *slog.Logger) (_ *VM, err error) {
+func New(cfg Config, log *slog.Logger) (*VM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("vm", cfg.Name)
 	kernel, err := x86.ReadKernel(cfg.Kernel)
 	if err != nil {
 		return nil, err
 	}
+	return create(cfg, log, kernel)
+}
+
+// NewIncoming creates a VM of cfg's shape whose state will come from a
+// migration (RestoreState) instead of a kernel: RAM, devices and parked
+// vCPUs, nothing loaded. cfg.Kernel is not needed.
+func NewIncoming(cfg Config, log *slog.Logger) (*VM, error) {
+	if err := cfg.validate(false); err != nil {
+		return nil, err
+	}
+	return create(cfg, log, nil)
+}
+
+func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("vm", cfg.Name)
 	sys, err := kvm.Open()
 	if err != nil {
 		return nil, err
@@ -118,31 +134,37 @@ func New(cfg Config, log *slog.Logger) (_ *VM, err error) {
 	if v.dev, err = v.createDevices(); err != nil {
 		return nil, err
 	}
-	info, err := kernel.Load(v.mem, cfg.Cmdline)
-	if err != nil {
-		return nil, err
-	}
-	if err = x86.WriteBootGDT(v.mem); err != nil {
-		return nil, err
+	var entry, info uint32
+	if kernel != nil {
+		if info, err = kernel.Load(v.mem, cfg.Cmdline); err != nil {
+			return nil, err
+		}
+		if err = x86.WriteBootGDT(v.mem); err != nil {
+			return nil, err
+		}
+		entry = kernel.Entry
 	}
 	cpuid, err := sys.SupportedCPUID()
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < cfg.VCPUs; i++ {
-		c := &vcpu{id: i, vm: v, reqs: make(chan request, 4)}
-		v.vcpus = append(v.vcpus, c)
+		v.vcpus = append(v.vcpus, &vcpu{id: i, vm: v, reqs: make(chan request, 4)})
 	}
 	installKickHandler()
 	for _, c := range v.vcpus {
 		setup := func(cpu *kvm.VCPU) error {
-			return setupVCPU(cpu, x86.PatchCPUID(cpuid, cpu.ID, cfg.VCPUs), kernel.Entry, info)
+			ids := x86.PatchCPUID(cpuid, cpu.ID, cfg.VCPUs)
+			if kernel == nil {
+				return cpu.SetCPUID2(ids) // the rest comes with the state
+			}
+			return setupVCPU(cpu, ids, entry, info)
 		}
 		if err = c.start(setup); err != nil {
 			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)
 		}
 	}
-	log.Info("vm created", "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel)
+	log.Info("vm created", "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", kernel == nil)
 	return v, nil
 }
 
@@ -203,6 +225,13 @@ func (v *VM) Pause() error {
 	if err := v.eachVCPU(request{kind: reqPause}); err != nil {
 		return fmt.Errorf("vm %s: pause: %w", v.cfg.Name, err)
 	}
+	// Devices stop touching guest RAM and the disk is synced, so that
+	// RAM, device state and the image agree from here on.
+	if err := v.dev.pause(); err != nil {
+		v.dev.resume()
+		v.eachVCPU(request{kind: reqResume})
+		return fmt.Errorf("vm %s: pause devices: %w", v.cfg.Name, err)
+	}
 	v.state = StatePaused
 	v.log.Info("vm paused")
 	return nil
@@ -219,6 +248,7 @@ func (v *VM) Resume() error {
 	default:
 		return fmt.Errorf("vm %s: resume: vm is %s", v.cfg.Name, v.state)
 	}
+	v.dev.resume()
 	if err := v.eachVCPU(request{kind: reqResume}); err != nil {
 		return fmt.Errorf("vm %s: resume: %w", v.cfg.Name, err)
 	}

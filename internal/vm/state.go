@@ -1,0 +1,151 @@
+package vm
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/arch/x86"
+	"github.com/godwit-vmm/godwit/internal/kvm"
+)
+
+// MachineStateVersion is the version of MachineState's encoding.
+const MachineStateVersion = 1
+
+// MachineState is everything of a paused VM except RAM: every vCPU, the
+// in-kernel interrupt controllers, PIT and clock, the TSC offsets, and the
+// devices. Migration carries it as one blob (Encode/DecodeMachineState).
+type MachineState struct {
+	Version int
+	SavedAt time.Time // host wall clock when the clock was read
+	VCPUs   []*x86.VCPUState
+	VM      *x86.VMState
+	Devices DeviceState
+}
+
+// Encode serialises the state.
+func (s *MachineState) Encode() ([]byte, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(s); err != nil {
+		return nil, fmt.Errorf("vm: encode machine state: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// DecodeMachineState parses a blob made by Encode. Peer bytes: errors, never
+// panics (encoding/gob guarantees that for malformed input).
+func DecodeMachineState(b []byte) (*MachineState, error) {
+	var s MachineState
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&s); err != nil {
+		return nil, fmt.Errorf("vm: decode machine state: %w", err)
+	}
+	if s.Version != MachineStateVersion {
+		return nil, fmt.Errorf("vm: machine state version %d, this VMM reads %d", s.Version, MachineStateVersion)
+	}
+	if s.VM == nil || len(s.VCPUs) == 0 {
+		return nil, errors.New("vm: machine state lacks vCPU or VM state")
+	}
+	return &s, nil
+}
+
+// MigrationInfo is what a destination must match before a VM can move to
+// it: measured on this VMM's KVM.
+type MigrationInfo struct {
+	TSCKHz    uint32
+	XSAVESize int
+	MSRs      []uint32
+	CPUID     []kvm.CPUIDEntry2 // as set on vCPU 0
+}
+
+// MigrationInfo probes what the VM's state depends on. Call it while the VM
+// is paused or before it starts.
+func (v *VM) MigrationInfo() (MigrationInfo, error) {
+	var info MigrationInfo
+	err := v.vcpus[0].send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
+		var err error
+		if info.TSCKHz, err = cpu.TSCKHz(); err != nil {
+			return err
+		}
+		if info.CPUID, err = cpu.GetCPUID2(); err != nil {
+			return err
+		}
+		sys, err := kvm.Open()
+		if err != nil {
+			return err
+		}
+		defer sys.Close()
+		info.MSRs, err = x86.ProbeMSRs(sys, cpu)
+		return err
+	}})
+	info.XSAVESize = max(v.kvm.CheckExtension(kvm.KVM_CAP_XSAVE2), 4096)
+	return info, err
+}
+
+// SaveState reads the whole machine state. The VM must be paused (Pause
+// has completed any pending I/O instruction on every vCPU and quiesced the
+// devices).
+func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
+	v.mu.Lock()
+	state := v.state
+	v.mu.Unlock()
+	if state != StatePaused {
+		return nil, fmt.Errorf("vm %s: save state: vm is %s, not paused", v.cfg.Name, state)
+	}
+	ms := &MachineState{Version: MachineStateVersion, VCPUs: make([]*x86.VCPUState, len(v.vcpus))}
+	for i, c := range v.vcpus {
+		err := c.send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
+			s, err := x86.SaveVCPU(cpu, info.XSAVESize, info.MSRs)
+			ms.VCPUs[i] = s
+			return err
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: save vcpu %d: %w", v.cfg.Name, i, err)
+		}
+	}
+	var err error
+	if ms.VM, err = x86.SaveVM(v.kvm); err != nil {
+		return nil, fmt.Errorf("vm %s: %w", v.cfg.Name, err)
+	}
+	ms.SavedAt = time.Now()
+	if ms.Devices, err = v.dev.save(); err != nil {
+		return nil, fmt.Errorf("vm %s: save devices: %w", v.cfg.Name, err)
+	}
+	return ms, nil
+}
+
+// RestoreState loads a machine state into a VM created with NewIncoming,
+// which has not run. The VM is left paused; Start runs it.
+func (v *VM) RestoreState(ms *MachineState) error {
+	if len(ms.VCPUs) != len(v.vcpus) {
+		return fmt.Errorf("vm %s: state has %d vCPUs, this VM %d", v.cfg.Name, len(ms.VCPUs), len(v.vcpus))
+	}
+	cpus := make([]*kvm.VCPU, len(v.vcpus))
+	offsets := make([]uint64, len(v.vcpus))
+	for i, c := range v.vcpus {
+		s := ms.VCPUs[i]
+		offsets[i] = s.TSCOffset
+		err := c.send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
+			cpus[i] = cpu
+			return x86.RestoreVCPU(cpu, s)
+		}})
+		if err != nil {
+			return fmt.Errorf("vm %s: %w", v.cfg.Name, err)
+		}
+	}
+	if err := x86.RestoreVM(v.kvm, ms.VM); err != nil {
+		return fmt.Errorf("vm %s: %w", v.cfg.Name, err)
+	}
+	elapsed := time.Since(ms.SavedAt)
+	if elapsed < 0 {
+		elapsed = 0
+	}
+	if err := x86.RestoreClock(v.kvm, cpus, ms.VM.Clock, offsets, ms.VCPUs[0].TSCKHz, uint64(elapsed)); err != nil {
+		return fmt.Errorf("vm %s: restore clock: %w", v.cfg.Name, err)
+	}
+	if err := v.dev.restore(ms.Devices); err != nil {
+		return fmt.Errorf("vm %s: restore devices: %w", v.cfg.Name, err)
+	}
+	return nil
+}
