@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/testenv"
+)
+
+// TestNetworkPingAndUDPEcho boots a guest on a TAP in a host namespace,
+// bridged to a client namespace, and talks to it with ICMP echo and UDP.
+func TestNetworkPingAndUDPEcho(t *testing.T) {
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	host := lab.Hosts()[0]
+	ip := lab.GuestAddr(0)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	cmd := host.Command(godwitBin, "run", "--name", "net1", "--kernel", elf, "--mem", "128M",
+		"--tap", "gwtap0", "--mac", "52:54:00:aa:00:01", "--cmdline", "cpus=1 ip="+ip.String(),
+		"--api-socket", sock, "--log-level", "warn")
+	con := guest.NewConsole(nil)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = con, &stderr
+	stdin, _ := cmd.StdinPipe()
+	defer stdin.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); con.Close() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("vmm stderr: %s", stderr.String())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := con.WaitPrefix(ctx, 0, "NET "); err != nil || !strings.Contains(line, "52:54:00:aa:00:01") {
+		t.Fatalf("guest NIC: %q %v", line, err)
+	}
+	if err := host.AttachTAP("gwtap0"); err != nil {
+		t.Fatal(err)
+	}
+	ping, err := netlab.Ping(lab.Client.Name, ip, 100, 10*time.Millisecond, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ping: %v", ping)
+	// The first request may wait for ARP; everything after must arrive.
+	if ping.Received < ping.Sent-2 || ping.Duplicates > 0 {
+		t.Errorf("ping: %v", ping)
+	}
+	udp, err := netlab.UDPEcho(lab.Client.Name, netip.AddrPortFrom(ip, 7), 100, 10*time.Millisecond, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("udp echo: %v", udp)
+	if udp.Received < udp.Sent-1 || udp.Duplicates > 0 {
+		t.Errorf("udp echo: %v", udp)
+	}
+	mark := con.Mark()
+	if _, errOut, code := godwit(t, "console", "--api-socket", sock, "NETSTAT"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if line, err := con.WaitPrefix(ctx, mark, "NETSTAT"); err != nil || !strings.Contains(line, "icmp=") {
+		t.Errorf("NETSTAT: %q %v", line, err)
+	}
+	out, _, _ := godwit(t, "status", "--api-socket", sock)
+	if !strings.Contains(out, "guest-ip "+ip.String()) {
+		t.Errorf("status does not show the guest IP learned from its ARP traffic:\n%s", out)
+	}
+	godwit(t, "stop", "--api-socket", sock)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("VMM did not exit")
+	}
+	// The TAP went away with the VMM.
+	if err := exec.Command("ip", "netns", "exec", host.Name, "ip", "link", "show", "gwtap0").Run(); err == nil {
+		t.Error("TAP gwtap0 left behind")
+	}
+}
+
+// TestTAPNameInUse: a TAP name taken by another kind of interface is a
+// clear error, and nothing is left behind.
+func TestTAPNameInUse(t *testing.T) {
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	host := lab.Hosts()[0]
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	out, err := host.Command(godwitBin, "run", "--name", "tapbusy", "--kernel", elf, "--tap", "uplink",
+		"--api-socket", sock).CombinedOutput()
+	if err == nil {
+		t.Fatal("VMM started on an interface that is not a TAP")
+	}
+	if !strings.Contains(string(out), "uplink") {
+		t.Errorf("error does not name the TAP: %s", out)
+	}
+}
