@@ -216,3 +216,15 @@ func (r *Region) TakeDirty(dst []uint64) int {
 	}
 	return n
 }
+
+// Incoming returns the host bytes backing [gpa, gpa+n) for an incoming
+// migration to fill before the VM first runs. These writes are not tracked:
+// nothing needs them to be (a later outgoing migration starts with every
+// page dirty), and only the migration receiver may use this.
+func (g *Guest) Incoming(gpa, n uint64) ([]byte, error) {
+	r, off, err := g.find(gpa, n)
+	if err != nil {
+		return nil, err
+	}
+	return r.Host[off : off+n : off+n], nil
+}

@@ -6,11 +6,11 @@
 //
 // The shape (issue "the network follows the VM"):
 //
-//	   netns <p>-a (host A)      netns <p>-b (host B)      netns <p>-c (client)
-//	   VMM --tap-- guest         VMM --tap-- guest         10.<n>.0.100
-//	        |  veth <p>a             |  veth <p>b              |  veth <p>c
-//	        +-----------+------------+-------------+-----------+
-//	                    bridge br0 in netns <p>-net ("the same network")
+//	netns <p>-a (host A)      netns <p>-b (host B)      netns <p>-c (client)
+//	VMM --tap-- guest         VMM --tap-- guest         10.<n>.0.100
+//	     |  veth <p>a             |  veth <p>b              |  veth <p>c
+//	     +-----------+------------+-------------+-----------+
+//	                 bridge br0 in netns <p>-net ("the same network")
 //
 // Each host namespace has its own bridge "gwbr" that joins its TAPs to the
 // shared segment through its veth (as a hypervisor host's bridge joins VM
@@ -108,8 +108,8 @@ func New(prefix string, hosts int) (_ *Lab, err error) {
 			return nil, err
 		}
 		h := &Host{Name: name, Bridge: "gwbr", MigAddr: netip.AddrFrom4([4]byte{10, byte(n), 1, byte(1 + i)})}
-		up := fmt.Sprintf("%s%c", prefix, 'a'+i)    // veth on the guest segment
-		mig := fmt.Sprintf("%sm%c", prefix, 'a'+i)  // veth on the migration network
+		up := fmt.Sprintf("%s%c", prefix, 'a'+i)   // veth on the guest segment
+		mig := fmt.Sprintf("%sm%c", prefix, 'a'+i) // veth on the migration network
 		if err := l.veth(name, up, "uplink", core, "br0"); err != nil {
 			return nil, err
 		}
