@@ -59,28 +59,25 @@ type MigrationInfo struct {
 	CPUID     []kvm.CPUIDEntry2 // as set on vCPU 0
 }
 
-// MigrationInfo probes what the VM's state depends on. Call it while the VM
-// is paused or before it starts.
-func (v *VM) MigrationInfo() (MigrationInfo, error) {
+// MigrationInfo returns what the VM's state depends on, probed on this
+// VMM's KVM when the VM was created.
+func (v *VM) MigrationInfo() (MigrationInfo, error) { return v.info, nil }
+
+// probeMigrationInfo runs on vCPU 0's thread at creation.
+func probeMigrationInfo(sys *kvm.System, vmfd *kvm.VM, cpu *kvm.VCPU) (MigrationInfo, error) {
 	var info MigrationInfo
-	err := v.vcpus[0].send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
-		var err error
-		if info.TSCKHz, err = cpu.TSCKHz(); err != nil {
-			return err
-		}
-		if info.CPUID, err = cpu.GetCPUID2(); err != nil {
-			return err
-		}
-		sys, err := kvm.Open()
-		if err != nil {
-			return err
-		}
-		defer sys.Close()
-		info.MSRs, err = x86.ProbeMSRs(sys, cpu)
-		return err
-	}})
-	info.XSAVESize = max(v.kvm.CheckExtension(kvm.KVM_CAP_XSAVE2), 4096)
-	return info, err
+	var err error
+	if info.TSCKHz, err = cpu.TSCKHz(); err != nil {
+		return info, err
+	}
+	if info.CPUID, err = cpu.GetCPUID2(); err != nil {
+		return info, err
+	}
+	if info.MSRs, err = x86.ProbeMSRs(sys, cpu); err != nil {
+		return info, err
+	}
+	info.XSAVESize = max(vmfd.CheckExtension(kvm.KVM_CAP_XSAVE2), 4096)
+	return info, nil
 }
 
 // SaveState reads the whole machine state. The VM must be paused (Pause

@@ -51,6 +51,7 @@ type VM struct {
 	irqs  []*irqLine
 
 	started time.Time
+	info    MigrationInfo // probed at creation
 
 	// mu guards state, stopErr, stopReason and the throttle fields.
 	mu           sync.Mutex
@@ -155,10 +156,16 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 	for _, c := range v.vcpus {
 		setup := func(cpu *kvm.VCPU) error {
 			ids := x86.PatchCPUID(cpuid, cpu.ID, cfg.VCPUs)
+			var err error
 			if kernel == nil {
-				return cpu.SetCPUID2(ids) // the rest comes with the state
+				err = cpu.SetCPUID2(ids) // the rest comes with the state
+			} else {
+				err = setupVCPU(cpu, ids, entry, info)
 			}
-			return setupVCPU(cpu, ids, entry, info)
+			if err == nil && cpu.ID == 0 {
+				v.info, err = probeMigrationInfo(sys, v.kvm, cpu)
+			}
+			return err
 		}
 		if err = c.start(setup); err != nil {
 			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)

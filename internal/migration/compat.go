@@ -1,0 +1,319 @@
+package migration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/godwit-vmm/godwit/internal/memory"
+	"github.com/godwit-vmm/godwit/internal/migration/wire"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// Device kinds in CONFIG.
+const (
+	devNet = "virtio-net"
+	devBlk = "virtio-blk"
+)
+
+// maxTSCSkewPPM is how far the destination's TSC frequency may differ: KVM
+// here cannot scale the guest TSC (TSC_CONTROL = 0), so the guest keeps
+// counting at the destination host's rate.
+const maxTSCSkewPPM = 250
+
+// diskIdentity names a disk image so that the destination can tell whether
+// it sees the very same file (shared storage), not a copy.
+type diskIdentity struct {
+	Path     string `json:"path"`
+	Size     int64  `json:"size"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// BootID and Dev/Ino identify the file exactly when both VMMs run on
+	// one kernel (hosts as network namespaces of one machine).
+	BootID string `json:"boot_id"`
+	Dev    uint64 `json:"dev"`
+	Ino    uint64 `json:"ino"`
+	// CRC is a CRC32C of the first and last MiB, for hosts on different
+	// kernels (and as a check that the content is the same).
+	CRC uint32 `json:"crc"`
+}
+
+func identifyDisk(path string, ro bool) (diskIdentity, error) {
+	id := diskIdentity{Path: path, ReadOnly: ro, BootID: bootID()}
+	f, err := os.Open(path)
+	if err != nil {
+		return id, fmt.Errorf("migration: disk image: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return id, err
+	}
+	id.Size = st.Size()
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.Dev, id.Ino = uint64(sys.Dev), sys.Ino
+	}
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	const span = 1 << 20
+	io.Copy(h, io.NewSectionReader(f, 0, min(span, id.Size)))
+	if id.Size > span {
+		io.Copy(h, io.NewSectionReader(f, max(span, id.Size-span), span))
+	}
+	id.CRC = h.Sum32()
+	return id, nil
+}
+
+func bootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}
+
+// wireConfig describes the source VM for CONFIG.
+func (s *Source) wireConfig(info vm.MigrationInfo) wire.Config {
+	c := s.vm.Config()
+	cfg := wire.Config{
+		VCPUs:     c.VCPUs,
+		TSCKHz:    info.TSCKHz,
+		XSAVESize: uint32(info.XSAVESize),
+		MSRs:      info.MSRs,
+		Streams:   s.opts.Streams,
+		Verify:    s.opts.Verify,
+	}
+	for _, r := range s.vm.Memory().Regions() {
+		cfg.RAM = append(cfg.RAM, wire.Region{GPA: r.GPA, Size: r.Size()})
+	}
+	for _, e := range info.CPUID {
+		cfg.CPUID = append(cfg.CPUID, wire.CPUIDEntry{Function: e.Function, Index: e.Index, Flags: e.Flags,
+			EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX})
+	}
+	if c.Net != nil {
+		cfg.Devices = append(cfg.Devices, wire.Device{Kind: devNet, ID: s.vm.MAC().String()})
+	}
+	if c.Disk != nil {
+		id, err := identifyDisk(c.Disk.Path, c.Disk.ReadOnly)
+		if err != nil {
+			s.log.Warn("cannot identify the disk image", "err", err)
+		}
+		b, _ := json.Marshal(id)
+		cfg.Devices = append(cfg.Devices, wire.Device{Kind: devBlk, ID: string(b)})
+	}
+	return cfg
+}
+
+// incomingConfig builds the destination VM's config from the source's
+// shape and this host's settings, refusing what this host cannot provide.
+func incomingConfig(base vm.Config, cfg wire.Config) (vm.Config, error) {
+	c := base
+	c.VCPUs = cfg.VCPUs
+	var size uint64
+	for _, r := range cfg.RAM {
+		size += r.Size
+	}
+	// The layout must be the one this VMM builds for that size.
+	c.MemBytes = size
+	want := vmLayout(c.MemBytes)
+	if len(want) != len(cfg.RAM) {
+		return c, fmt.Errorf("migration: source RAM layout %v is not one this VMM builds", cfg.RAM)
+	}
+	for i, r := range cfg.RAM {
+		if want[i] != r {
+			return c, fmt.Errorf("migration: source RAM layout %v is not one this VMM builds", cfg.RAM)
+		}
+	}
+	var hasNet, hasBlk bool
+	for _, d := range cfg.Devices {
+		switch d.Kind {
+		case devNet:
+			hasNet = true
+			mac, err := net.ParseMAC(d.ID)
+			if err != nil {
+				return c, fmt.Errorf("migration: source NIC MAC %q: %w", d.ID, err)
+			}
+			if base.Net == nil || base.Net.TAP == "" {
+				return c, fmt.Errorf("migration: the VM has a network card (MAC %s) but this destination was started without --tap", mac)
+			}
+			n := *base.Net
+			n.MAC = mac
+			c.Net = &n
+		case devBlk:
+			hasBlk = true
+			var id diskIdentity
+			if err := json.Unmarshal([]byte(d.ID), &id); err != nil {
+				return c, fmt.Errorf("migration: source disk description: %w", err)
+			}
+			if err := checkSameDisk(id); err != nil {
+				return c, err
+			}
+			c.Disk = &vm.DiskConfig{Path: id.Path, ReadOnly: id.ReadOnly}
+		default:
+			return c, fmt.Errorf("migration: source has a %q device this VMM does not know", d.Kind)
+		}
+	}
+	if !hasNet {
+		c.Net = nil
+	}
+	if !hasBlk {
+		c.Disk = nil
+	}
+	return c, nil
+}
+
+func vmLayout(size uint64) []wire.Region {
+	var out []wire.Region
+	for _, l := range memory.Layout(size) {
+		out = append(out, wire.Region{GPA: l[0], Size: l[1]})
+	}
+	return out
+}
+
+// checkSameDisk refuses a destination that does not see the source's image
+// as the same file: shared storage is required, a copy would fork the disk.
+func checkSameDisk(src diskIdentity) error {
+	here, err := identifyDisk(src.Path, src.ReadOnly)
+	if err != nil {
+		return fmt.Errorf("migration: the VM's disk %s is not reachable here (shared storage is required): %w", src.Path, err)
+	}
+	if here.Size != src.Size {
+		return fmt.Errorf("migration: disk %s is %d bytes here and %d on the source: not the same image", src.Path, here.Size, src.Size)
+	}
+	if src.BootID != "" && src.BootID == here.BootID && (src.Dev != here.Dev || src.Ino != here.Ino) {
+		return fmt.Errorf("migration: disk %s here is another file than the source's (a copy, not shared storage)", src.Path)
+	}
+	if here.CRC != src.CRC {
+		return fmt.Errorf("migration: disk %s differs in content from the source's: not the same image", src.Path)
+	}
+	return nil
+}
+
+// checkHost refuses a destination without the memory for the guest.
+func checkHost(cfg wire.Config) error {
+	var size uint64
+	for _, r := range cfg.RAM {
+		size += r.Size
+	}
+	avail, err := memAvailable()
+	if err == nil && avail < size {
+		return fmt.Errorf("migration: the VM has %d MiB of RAM and this host has %d MiB available", size>>20, avail>>20)
+	}
+	return nil
+}
+
+func memAvailable() (uint64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
+}
+
+// Feature registers compared between source and destination: a feature the
+// guest may use on the source must exist on the destination.
+var featureRegs = []struct {
+	fn, idx uint32
+	reg     string
+}{
+	{1, 0, "ecx"}, {1, 0, "edx"},
+	{7, 0, "ebx"}, {7, 0, "ecx"}, {7, 0, "edx"},
+	{0xd, 1, "eax"},
+	{0x80000001, 0, "ecx"}, {0x80000001, 0, "edx"},
+}
+
+// Names of some feature bits, keyed by leaf, register (0 eax … 3 edx) and
+// bit, for refusals people can act on.
+var featureNames = map[[3]uint32]string{
+	{1, 2, 0}: "sse3", {1, 2, 9}: "ssse3", {1, 2, 19}: "sse4.1", {1, 2, 20}: "sse4.2", {1, 2, 23}: "popcnt",
+	{1, 2, 25}: "aes", {1, 2, 26}: "xsave", {1, 2, 28}: "avx", {1, 2, 30}: "rdrand",
+	{7, 1, 3}: "bmi1", {7, 1, 5}: "avx2", {7, 1, 8}: "bmi2", {7, 1, 16}: "avx512f", {7, 1, 18}: "rdseed",
+	{7, 1, 29}: "sha",
+}
+
+func regCode(reg string) uint32 {
+	return map[string]uint32{"eax": 0, "ebx": 1, "ecx": 2, "edx": 3}[reg]
+}
+
+func regOf(e wire.CPUIDEntry, reg string) uint32 {
+	switch reg {
+	case "eax":
+		return e.EAX
+	case "ebx":
+		return e.EBX
+	case "ecx":
+		return e.ECX
+	}
+	return e.EDX
+}
+
+// checkCompatible compares the source's CONFIG with this VMM's KVM.
+func checkCompatible(cfg wire.Config, local vm.MigrationInfo) error {
+	skew := math.Abs(float64(cfg.TSCKHz)-float64(local.TSCKHz)) / float64(cfg.TSCKHz) * 1e6
+	if skew > maxTSCSkewPPM {
+		return fmt.Errorf("migration: TSC frequency %d kHz here vs %d kHz on the source (%.0f ppm apart, at most %d): this KVM cannot scale the guest TSC",
+			local.TSCKHz, cfg.TSCKHz, skew, maxTSCSkewPPM)
+	}
+	if int(cfg.XSAVESize) > local.XSAVESize {
+		return fmt.Errorf("migration: source XSAVE area is %d bytes, this KVM's %d", cfg.XSAVESize, local.XSAVESize)
+	}
+	for _, m := range cfg.MSRs {
+		if !slices.Contains(local.MSRs, m) {
+			return fmt.Errorf("migration: this KVM cannot restore MSR %#x that the source saves", m)
+		}
+	}
+	// Compare with what a vCPU here reports once given this KVM's
+	// supported CPUID: on KVMs that virtualise CPUID that is what the
+	// guest could be given; on this host's kvm_pvm, which ignores
+	// KVM_SET_CPUID2, it is the host CPUID that guests really see.
+	var here []wire.CPUIDEntry
+	for _, e := range local.CPUID {
+		here = append(here, wire.CPUIDEntry{Function: e.Function, Index: e.Index, Flags: e.Flags, EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX})
+	}
+	find := func(ents []wire.CPUIDEntry, fn, idx uint32) (wire.CPUIDEntry, bool) {
+		for _, e := range ents {
+			if e.Function == fn && (e.Index == idx || e.Flags&1 == 0) {
+				return e, true
+			}
+		}
+		return wire.CPUIDEntry{}, false
+	}
+	var missing []string
+	for _, r := range featureRegs {
+		src, ok := find(cfg.CPUID, r.fn, r.idx)
+		if !ok {
+			continue
+		}
+		dst, _ := find(here, r.fn, r.idx)
+		lack := regOf(src, r.reg) &^ regOf(dst, r.reg)
+		if r.fn == 1 && r.reg == "ecx" {
+			lack &^= 1 << 27 // OSXSAVE mirrors the guest's CR4, not the host
+		}
+		for bit := uint32(0); bit < 32; bit++ {
+			if lack&(1<<bit) == 0 {
+				continue
+			}
+			name := featureNames[[3]uint32{r.fn, regCode(r.reg), bit}]
+			if name == "" {
+				name = fmt.Sprintf("cpuid %#x.%d %s bit %d", r.fn, r.idx, r.reg, bit)
+			}
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("migration: this host's CPU lacks features the guest may use: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}

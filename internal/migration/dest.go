@@ -1,0 +1,417 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/memory"
+	"github.com/godwit-vmm/godwit/internal/migration/wire"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// Destination waits for one incoming migration on a listener.
+type Destination struct {
+	ln   net.Listener
+	base vm.Config // host-local settings: name, TAP name, console
+	log  *slog.Logger
+
+	// AcceptTimeout bounds the wait for the data connections after CONFIG
+	// and for each control frame while a migration is under way.
+	AcceptTimeout time.Duration
+
+	mu       sync.Mutex // guards sessions
+	sessions map[wire.SessionID]wire.CommitState
+}
+
+// NewDestination prepares to receive a VM on ln. base holds what belongs to
+// this host (Name, Console, the TAP name in Net); the VM's shape comes from
+// the source.
+func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destination {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Destination{ln: ln, base: base, log: log.With("vm", base.Name), AcceptTimeout: 30 * time.Second,
+		sessions: map[wire.SessionID]wire.CommitState{}}
+}
+
+// Receive accepts connections until one migration commits, and returns the
+// running VM. Migrations that fail or abort are discarded (their VM never
+// ran) and Receive waits for the next one, as a QEMU `-incoming` does not:
+// a refused or broken attempt should not cost the operator a restart.
+// After the commit, a goroutine keeps answering QUERY on ln until ctx ends.
+func (d *Destination) Receive(ctx context.Context) (*vm.VM, error) {
+	stop := context.AfterFunc(ctx, func() { d.ln.Close() })
+	defer stop()
+	for {
+		nc, err := d.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("migration: waiting for an incoming VM: %w", ctx.Err())
+			}
+			return nil, fmt.Errorf("migration: accept: %w", err)
+		}
+		v, err := d.session(ctx, nc)
+		if err != nil {
+			d.log.Warn("incoming migration failed; waiting for another", "from", nc.RemoteAddr(), "err", err)
+			continue
+		}
+		if v != nil {
+			stop()
+			go d.answerQueries(ctx)
+			return v, nil
+		}
+	}
+}
+
+// answerQueries serves QUERY connections after the commit.
+func (d *Destination) answerQueries(ctx context.Context) {
+	context.AfterFunc(ctx, func() { d.ln.Close() })
+	for {
+		nc, err := d.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(5 * time.Second))
+			c := wire.NewConn(nc)
+			h, err := c.ReadHello()
+			if err != nil {
+				return
+			}
+			if fh, _, err := c.ReadFrame(wire.MaxControlPayload); err == nil && fh.Type == wire.TypeQuery {
+				d.replyQuery(c, h.Session)
+			}
+		}()
+	}
+}
+
+func (d *Destination) replyQuery(c *wire.Conn, id wire.SessionID) {
+	d.mu.Lock()
+	st, ok := d.sessions[id]
+	d.mu.Unlock()
+	if !ok {
+		st = wire.UnknownSession
+	}
+	p, _ := wire.EncodeQueryReply(wire.QueryReply{State: st})
+	c.WriteFrame(wire.TypeQueryReply, 0, 0, p)
+}
+
+// incoming is the state of one migration being received.
+type incoming struct {
+	d       *Destination
+	ctrl    *wire.Conn
+	hello   wire.Hello
+	cfg     wire.Config
+	vm      *vm.VM
+	streams []*wire.Conn
+	ends    []chan uint32 // DATA_END iterations per stream
+	errs    chan error
+	done    chan struct{} // closed when the session ends, releasing stream readers
+}
+
+// session runs one control connection. It returns the VM once committed,
+// (nil, nil) for a QUERY connection, or an error after discarding the VM.
+func (d *Destination) session(ctx context.Context, nc net.Conn) (*vm.VM, error) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		wire.SetKeepalive(tc)
+		tc.SetNoDelay(true)
+	}
+	c := wire.NewConn(nc)
+	c.SetReadDeadline(time.Now().Add(d.AcceptTimeout))
+	h, err := c.ReadHello()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if h.Role != wire.RoleControl {
+		nc.Close()
+		return nil, fmt.Errorf("migration: expected a control connection, got data stream %d", h.Stream)
+	}
+	fh, payload, err := c.ReadFrame(wire.MaxControlPayload)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if fh.Type == wire.TypeQuery {
+		d.replyQuery(c, h.Session)
+		nc.Close()
+		return nil, nil
+	}
+	in := &incoming{d: d, ctrl: c, hello: h, errs: make(chan error, 1+int(h.Streams)), done: make(chan struct{})}
+	defer in.closeStreams()
+	if fh.Type != wire.TypeConfig {
+		nc.Close()
+		return nil, fmt.Errorf("migration: first frame is %v, want CONFIG", fh.Type)
+	}
+	v, err := in.run(ctx, payload)
+	if err != nil {
+		in.discard(err)
+		nc.Close()
+		return nil, err
+	}
+	// The control connection stays open until the source closes it, so
+	// that COMMITTED is not cut off by a reset.
+	go func() { io.Copy(io.Discard, nc); nc.Close() }()
+	return v, nil
+}
+
+// discard stops a VM that must never run and tells the source why.
+func (in *incoming) discard(cause error) {
+	in.d.mu.Lock()
+	in.d.sessions[in.hello.Session] = wire.NotCommitted
+	in.d.mu.Unlock()
+	if in.vm != nil {
+		in.vm.Stop("incoming migration failed: " + cause.Error())
+		in.vm = nil
+	}
+	in.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	in.ctrl.WriteFrame(wire.TypeAbort, 0, 0, wire.EncodeReason(cause.Error()))
+}
+
+func (in *incoming) refuse(why error) error {
+	in.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	in.ctrl.WriteFrame(wire.TypeError, 0, 0, wire.EncodeReason(why.Error()))
+	return why
+}
+
+func (in *incoming) run(ctx context.Context, cfgPayload []byte) (*vm.VM, error) {
+	d := in.d
+	cfg, err := wire.DecodeConfig(cfgPayload)
+	if err != nil {
+		return nil, in.refuse(err)
+	}
+	in.cfg = cfg
+	if cfg.Streams != int(in.hello.Streams) {
+		return nil, in.refuse(fmt.Errorf("migration: CONFIG says %d streams, HELLO %d", cfg.Streams, in.hello.Streams))
+	}
+	vcfg, err := incomingConfig(d.base, cfg)
+	if err != nil {
+		return nil, in.refuse(err)
+	}
+	if err := checkHost(cfg); err != nil {
+		return nil, in.refuse(err)
+	}
+	v, err := vm.NewIncoming(vcfg, d.log)
+	if err != nil {
+		return nil, in.refuse(fmt.Errorf("migration: create the VM here: %w", err))
+	}
+	in.vm = v
+	local, err := v.MigrationInfo()
+	if err != nil {
+		return nil, in.refuse(err)
+	}
+	if err := checkCompatible(cfg, local); err != nil {
+		return nil, in.refuse(err)
+	}
+	if err := in.ctrl.WriteFrame(wire.TypeAck, 0, 0, nil); err != nil {
+		return nil, err
+	}
+	d.log.Info("incoming migration accepted", "mem_mib", vcfg.MemBytes>>20, "vcpus", vcfg.VCPUs, "streams", cfg.Streams)
+	if err := in.acceptStreams(); err != nil {
+		return nil, err
+	}
+	return in.control(ctx)
+}
+
+// acceptStreams accepts the session's data connections.
+func (in *incoming) acceptStreams() error {
+	n := in.cfg.Streams
+	in.streams = make([]*wire.Conn, n)
+	in.ends = make([]chan uint32, n)
+	deadline := time.Now().Add(in.d.AcceptTimeout)
+	for got := 0; got < n; {
+		if dl, ok := in.d.ln.(interface{ SetDeadline(time.Time) error }); ok {
+			dl.SetDeadline(deadline)
+		}
+		nc, err := in.d.ln.Accept()
+		if err != nil {
+			return fmt.Errorf("migration: accept data stream: %w", err)
+		}
+		c := wire.NewConn(nc)
+		c.SetReadDeadline(deadline)
+		h, err := c.ReadHello()
+		if err != nil || h.Session != in.hello.Session || h.Role != wire.RoleData || int(h.Stream) >= n || in.streams[h.Stream] != nil {
+			nc.Close()
+			if err == nil {
+				err = errors.New("HELLO of another session or a duplicate stream")
+			}
+			return fmt.Errorf("migration: data stream: %w", err)
+		}
+		c.SetReadDeadline(time.Time{})
+		if tc, ok := nc.(*net.TCPConn); ok {
+			wire.SetKeepalive(tc)
+		}
+		in.streams[h.Stream] = c
+		in.ends[h.Stream] = make(chan uint32, 4)
+		got++
+	}
+	if dl, ok := in.d.ln.(interface{ SetDeadline(time.Time) error }); ok {
+		dl.SetDeadline(time.Time{})
+	}
+	sink := &ramSink{mem: in.vm.Memory()}
+	for i, c := range in.streams {
+		go in.readStream(i, c, sink)
+	}
+	return nil
+}
+
+// readStream stores PAGES of one data stream straight into guest RAM.
+func (in *incoming) readStream(i int, c *wire.Conn, sink *ramSink) {
+	for {
+		h, err := c.ReadHeader()
+		if err == nil {
+			switch h.Type {
+			case wire.TypePages:
+				_, err = c.ReadPages(h, sink)
+			case wire.TypeDataEnd:
+				select {
+				case in.ends[i] <- h.Iteration:
+				case <-in.done:
+					return
+				}
+				continue
+			default:
+				err = fmt.Errorf("%v frame on a data stream", h.Type)
+			}
+		}
+		if err != nil {
+			select {
+			case in.errs <- fmt.Errorf("migration: data stream %d: %w", i, err):
+			default:
+			}
+			return
+		}
+	}
+}
+
+func (in *incoming) closeStreams() {
+	close(in.done)
+	for _, c := range in.streams {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// control answers the source's control frames until COMMIT.
+func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
+	c := in.ctrl
+	restored := false
+	for {
+		c.SetReadDeadline(time.Now().Add(in.d.AcceptTimeout))
+		h, p, err := c.ReadFrame(wire.MaxControlPayload)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("migration: control connection: %w", err)
+		}
+		switch h.Type {
+		case wire.TypeIterBegin, wire.TypeProgress:
+		case wire.TypeIterEnd:
+			if err := in.waitRound(h.Iteration); err != nil {
+				return nil, err
+			}
+			if err := c.WriteFrame(wire.TypeIterDone, 0, h.Iteration, nil); err != nil {
+				return nil, err
+			}
+		case wire.TypeState:
+			ms, err := vm.DecodeMachineState(p)
+			if err != nil {
+				return nil, err
+			}
+			if err := in.vm.RestoreState(ms); err != nil {
+				return nil, err
+			}
+			restored = true
+			if err := c.WriteFrame(wire.TypeStateOK, 0, h.Iteration, nil); err != nil {
+				return nil, err
+			}
+		case wire.TypeVerify:
+			want, err := wire.DecodeVerify(p)
+			if err != nil {
+				return nil, err
+			}
+			var host [][]byte
+			for _, r := range in.vm.Memory().Regions() {
+				host = append(host, r.Host)
+			}
+			if err := wire.CompareChecksums(want, wire.ChecksumRAM(host)); err != nil {
+				return nil, fmt.Errorf("migration: verify failed, guest RAM differs from the source: %w", err)
+			}
+			if err := c.WriteFrame(wire.TypeAck, 0, h.Iteration, nil); err != nil {
+				return nil, err
+			}
+		case wire.TypeCommit:
+			if !restored {
+				return nil, errors.New("migration: COMMIT before STATE")
+			}
+			return in.commit()
+		case wire.TypeAbort:
+			why, _ := wire.DecodeReason(h.Type, p)
+			return nil, fmt.Errorf("migration: source aborted: %s", why)
+		default:
+			return nil, fmt.Errorf("migration: unexpected %v on the control connection", h.Type)
+		}
+	}
+}
+
+// waitRound waits until every data stream has delivered DATA_END(iter).
+func (in *incoming) waitRound(iter uint32) error {
+	timeout := time.NewTimer(in.d.AcceptTimeout)
+	defer timeout.Stop()
+	for i, ch := range in.ends {
+		select {
+		case got := <-ch:
+			if got != iter {
+				return fmt.Errorf("migration: stream %d ended round %d during round %d", i, got, iter)
+			}
+		case err := <-in.errs:
+			return err
+		case <-timeout.C:
+			return fmt.Errorf("migration: stream %d did not finish round %d", i, iter)
+		}
+	}
+	return nil
+}
+
+// commit starts the VM and confirms. From here on this side owns the VM.
+func (in *incoming) commit() (*vm.VM, error) {
+	v := in.vm
+	in.d.mu.Lock()
+	in.d.sessions[in.hello.Session] = wire.Committed
+	in.d.mu.Unlock()
+	if err := v.Start(); err != nil {
+		// The state is loaded but the vCPUs will not run: nothing ran
+		// twice, but the VM is lost here; say so loudly.
+		return nil, fmt.Errorf("migration: start the VM after COMMIT: %w", err)
+	}
+	if err := in.ctrl.WriteFrame(wire.TypeCommitted, 0, 0, nil); err != nil {
+		in.d.log.Warn("COMMITTED not delivered; the source will ask", "err", err)
+	}
+	in.d.log.Info("incoming migration committed; vm running")
+	return v, nil
+}
+
+// ramSink is the destination guest RAM as wire.PageSink.
+type ramSink struct{ mem *memory.Guest }
+
+func (s *ramSink) PageSlice(gpa uint64, npages uint32) ([]byte, error) {
+	return s.mem.Incoming(gpa, uint64(npages)*memory.PageSize)
+}
+
+func (s *ramSink) ZeroPages(gpa uint64, npages uint32) error {
+	b, err := s.mem.Incoming(gpa, uint64(npages)*memory.PageSize)
+	if err != nil {
+		return err
+	}
+	clear(b)
+	return nil
+}

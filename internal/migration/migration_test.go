@@ -1,0 +1,167 @@
+package migration_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/migration"
+	"github.com/godwit-vmm/godwit/internal/testenv"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// pair is a source VM running the test guest and a destination waiting on
+// loopback, both in this process, writing to one console so that a line
+// cut by the switchover is completed by the destination.
+type pair struct {
+	t   *testing.T
+	src *vm.VM
+	con *guest.Console
+	ln  net.Listener
+	dst *migration.Destination
+}
+
+func newPair(t *testing.T, cfg vm.Config) *pair {
+	t.Helper()
+	testenv.RequireKVM(t)
+	cfg.Kernel = testenv.GuestELF(t)
+	cfg.Name = "src"
+	if cfg.MemBytes == 0 {
+		cfg.MemBytes = 256 << 20
+	}
+	if cfg.VCPUs == 0 {
+		cfg.VCPUs = 2
+	}
+	cfg.Cmdline = fmt.Sprintf("cpus=%d", cfg.VCPUs)
+	p := &pair{t: t, con: guest.NewConsole(nil)}
+	cfg.Console = p.con
+	src, err := vm.New(cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.src = src
+	t.Cleanup(func() {
+		src.Stop("test over")
+		if t.Failed() {
+			lines := p.con.Lines()
+			for _, l := range lines[max(0, len(lines)-25):] {
+				t.Logf("console: %s", l.Text)
+			}
+		}
+	})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatal(err)
+	}
+	p.ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.dst = migration.NewDestination(p.ln, vm.Config{Name: "dst", Console: p.con}, testenv.Logger(t))
+	p.dst.AcceptTimeout = 10 * time.Second
+	return p
+}
+
+// command types cmd on whichever VM runs and waits for a reply line.
+func (p *pair) command(v *vm.VM, cmd, reply string, timeout time.Duration) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	mark := p.con.Mark()
+	v.ConsoleInput([]byte(cmd + "\n"))
+	line, err := p.con.WaitPrefix(ctx, mark, reply)
+	if err != nil {
+		p.t.Fatalf("%q: %v", cmd, err)
+	}
+	return line
+}
+
+// migrate runs one migration and returns the destination VM and report.
+func (p *pair) migrate(opts migration.Options) (*vm.VM, *migration.Report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	type res struct {
+		v   *vm.VM
+		err error
+	}
+	dc := make(chan res, 1)
+	go func() {
+		v, err := p.dst.Receive(ctx)
+		dc <- res{v, err}
+	}()
+	rep, err := migration.Send(ctx, p.src, p.ln.Addr().String(), opts, testenv.Logger(p.t))
+	if err != nil {
+		cancel()
+		<-dc
+		return nil, rep, err
+	}
+	r := <-dc
+	if r.err != nil {
+		return nil, rep, r.err
+	}
+	p.t.Cleanup(func() { r.v.Stop("test over") })
+	return r.v, rep, nil
+}
+
+// checkGuest asserts the guest lives on dst: heartbeats continue in
+// sequence across the move and the workload's pages all verify.
+func (p *pair) checkGuest(dst *vm.VM, workload bool) time.Duration {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := len(p.con.Heartbeats())
+	if err := p.con.WaitHeartbeats(ctx, n+50); err != nil {
+		p.t.Fatalf("no heartbeats on the destination: %v", err)
+	}
+	g := guest.CheckHeartbeats(p.con.Heartbeats())
+	if len(g.SeqErrors) > 0 {
+		p.t.Errorf("heartbeat sequence broken by the migration: %v", g.SeqErrors)
+	}
+	if workload {
+		line := p.command(dst, "V", "VERIFY ", 120*time.Second)
+		if !strings.HasPrefix(line, "VERIFY OK") {
+			p.t.Errorf("guest verify after migration: %s", line)
+		}
+	}
+	return g.LongestGap
+}
+
+func TestMigrateIdle(t *testing.T) {
+	p := newPair(t, vm.Config{})
+	dst, rep, err := p.migrate(migration.Options{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := p.src.Status(); s.State != vm.StateStopped {
+		t.Errorf("source after migration: %s", s.State)
+	}
+	gap := p.checkGuest(dst, false)
+	if !rep.Verified {
+		t.Error("RAM checksums were not verified")
+	}
+	t.Logf("total %.1f ms, downtime %.1f ms, guest pause %v, %d rounds, %d data/%d zero/%d skipped pages, %d bytes",
+		rep.TotalMs, rep.DowntimeMs, gap, len(rep.Rounds), rep.DataPages, rep.ZeroPages, rep.SkippedPages, rep.Bytes)
+}
+
+func TestMigrateUnderWorkload(t *testing.T) {
+	p := newPair(t, vm.Config{})
+	p.command(p.src, "W 64 32 0", "ACK W 64 32 0", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p.con.WaitHeartbeats(ctx, len(p.con.Heartbeats())+100)
+	dst, rep, err := p.migrate(migration.Options{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap := p.checkGuest(dst, true)
+	t.Logf("total %.1f ms, downtime %.1f ms, guest pause %v, %d rounds, throttle %d%%",
+		rep.TotalMs, rep.DowntimeMs, gap, len(rep.Rounds), rep.MaxThrottle)
+}

@@ -1,0 +1,497 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/memory"
+	"github.com/godwit-vmm/godwit/internal/migration/policy"
+	"github.com/godwit-vmm/godwit/internal/migration/wire"
+	"github.com/godwit-vmm/godwit/internal/vm"
+)
+
+// chunkPages is how many pages the sender clears and reads at once: 2 MiB,
+// the unit that maps to one data stream.
+const chunkPages = 512
+
+// Progress is a live view of a running migration for the API.
+type Progress struct {
+	Phase            string  `json:"phase"` // connecting, precopy, switchover, done
+	Iteration        int     `json:"iteration"`
+	TransferredBytes uint64  `json:"transferred_bytes"`
+	RemainingPages   uint64  `json:"remaining_pages"`
+	TotalPages       uint64  `json:"total_pages"`
+	BandwidthMiBs    float64 `json:"bandwidth_mib_s"`
+	ExpectedDownMs   float64 `json:"expected_downtime_ms"`
+	Throttle         int     `json:"throttle_pct"`
+}
+
+// Source is one outgoing migration. Progress may be read while Run runs.
+type Source struct {
+	vm   *vm.VM
+	addr string
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex // guards progress
+	progress Progress
+
+	ctrl    *wire.Conn
+	streams []*stream
+	regions []*memory.Region
+	bitmaps [][]uint64
+	present *pagemap
+	report  Report
+	bytes   atomic.Uint64
+
+	sessionID wire.SessionID
+}
+
+// NewSource prepares a migration of v to the destination at addr.
+func NewSource(v *vm.VM, addr string, opts Options, log *slog.Logger) (*Source, error) {
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	id := newSessionID()
+	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id}
+	s.report = Report{ID: fmt.Sprintf("%x", id[:4]), Destination: addr, Streams: opts.Streams}
+	s.log = log.With("migration", s.report.ID, "to", addr)
+	s.progress.Phase = "connecting"
+	return s, nil
+}
+
+// Progress returns a snapshot of the migration's progress.
+func (s *Source) Progress() Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.progress
+	p.TransferredBytes = s.bytes.Load()
+	return p
+}
+
+func (s *Source) setProgress(f func(p *Progress)) {
+	s.mu.Lock()
+	f(&s.progress)
+	s.mu.Unlock()
+}
+
+// Send migrates v to the destination at addr. On success the source VM has
+// been stopped (it runs on the destination now). On failure before the
+// commit the source VM runs as before and the error says why; after a lost
+// commit reply it stays paused unless the destination confirms it did not
+// commit.
+func Send(ctx context.Context, v *vm.VM, addr string, opts Options, log *slog.Logger) (*Report, error) {
+	s, err := NewSource(v, addr, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	return s.Run(ctx)
+}
+
+// Run performs the migration; see Send.
+func (s *Source) Run(ctx context.Context) (*Report, error) {
+	start := time.Now()
+	err := s.run(ctx, start)
+	s.report.TotalMs = ms(time.Since(start))
+	s.report.Bytes = s.bytes.Load()
+	for _, r := range s.report.Rounds {
+		s.report.DataPages += r.DataPages
+		s.report.ZeroPages += r.ZeroPages
+		s.report.SkippedPages += r.SkippedPages
+	}
+	s.setProgress(func(p *Progress) { p.Phase = "done" })
+	if err != nil {
+		s.report.Error = err.Error()
+		if s.report.Result == "" {
+			s.report.Result = "failed"
+		}
+		s.log.Error("migration failed", "err", err, "result", s.report.Result)
+		return &s.report, err
+	}
+	s.report.Result = "completed"
+	s.log.Info("migration completed", "total_ms", s.report.TotalMs, "downtime_ms", s.report.DowntimeMs,
+		"bytes", s.report.Bytes, "rounds", len(s.report.Rounds))
+	return &s.report, nil
+}
+
+func (s *Source) run(ctx context.Context, start time.Time) (err error) {
+	v := s.vm
+	info, err := v.MigrationInfo()
+	if err != nil {
+		return err
+	}
+	id := s.sessionID
+	if err := s.connect(ctx, id); err != nil {
+		return err
+	}
+	defer s.closeAll()
+	cfg := s.wireConfig(info)
+	if err := s.sendControl(wire.TypeConfig, 0, mustEncode(wire.EncodeConfig(cfg))); err != nil {
+		return err
+	}
+	h, payload, err := s.reply(ctx)
+	if err != nil {
+		return err
+	}
+	switch h.Type {
+	case wire.TypeAck:
+	case wire.TypeError:
+		why, _ := wire.DecodeReason(h.Type, payload)
+		s.report.Result = "refused"
+		return fmt.Errorf("migration: destination %s refused: %s", s.addr, why)
+	default:
+		return fmt.Errorf("migration: destination answered CONFIG with %v", h.Type)
+	}
+	if err := s.openStreams(ctx, id); err != nil {
+		return s.abort(err)
+	}
+	s.report.SetupMs = ms(time.Since(start))
+
+	// From here on the source VM is being tracked; any failure before
+	// COMMIT undoes that and leaves it running.
+	if err := v.StartDirtyLog(); err != nil {
+		return s.abort(err)
+	}
+	if s.present, err = openPagemap(); err != nil {
+		v.StopDirtyLog()
+		return s.abort(err)
+	}
+	defer s.present.Close()
+	committed := false
+	defer func() {
+		if !committed {
+			v.SetThrottle(0)
+			v.StopDirtyLog()
+		}
+	}()
+	s.regions = v.Memory().Regions()
+	var total uint64
+	for _, r := range s.regions {
+		s.bitmaps = append(s.bitmaps, make([]uint64, (r.Pages()+63)/64))
+		total += r.Pages()
+	}
+	s.setProgress(func(p *Progress) { p.Phase = "precopy"; p.TotalPages = total })
+
+	pol, err := policy.New(s.opts.Policy, time.Now())
+	if err != nil {
+		return s.abort(err)
+	}
+	pol.SetStateSize(64 << 10)
+	pol.SetFixedCost(5 * time.Millisecond)
+
+	// Round 0 starts with every page dirty (the log is initially set).
+	if _, err := v.DirtyLog(s.bitmaps); err != nil {
+		return s.abort(err)
+	}
+	var forced bool
+	for iter := 0; ; iter++ {
+		if err := ctx.Err(); err != nil {
+			return s.abort(fmt.Errorf("migration: cancelled: %w", err))
+		}
+		t0 := time.Now()
+		rd, err := s.sendRound(ctx, uint32(iter), iter == 0)
+		if err != nil {
+			return s.abort(err)
+		}
+		dur := time.Since(t0)
+		dirty, err := v.DirtyLog(s.bitmaps)
+		if err != nil {
+			return s.abort(err)
+		}
+		rd.DirtyPages = uint64(dirty)
+		rd.DurationMs = ms(dur)
+		rd.DirtyRate = float64(dirty) / max(dur.Seconds(), 1e-6)
+		rd.MBps = float64(rd.Bytes) / (1 << 20) / max(dur.Seconds(), 1e-6)
+		rd.Throttle = v.Throttle()
+		s.report.Rounds = append(s.report.Rounds, rd)
+		d := pol.Decide(time.Now(), policy.IterationResult{
+			Iteration: iter, PagesSent: rd.DataPages, ZeroPages: rd.ZeroPages, BytesSent: rd.Bytes,
+			Duration: dur, DirtyPagesAfter: uint64(dirty), DirtyRatePagesPerSec: rd.DirtyRate,
+		})
+		est := pol.Estimate()
+		s.setProgress(func(p *Progress) {
+			p.Iteration = iter + 1
+			p.RemainingPages = uint64(dirty)
+			p.BandwidthMiBs = est.Bandwidth / (1 << 20)
+			p.ExpectedDownMs = ms(est.Downtime)
+			p.Throttle = v.Throttle()
+		})
+		s.log.Debug("round done", "iter", iter, "pages", rd.DataPages, "zero", rd.ZeroPages,
+			"ms", rd.DurationMs, "dirty_after", dirty, "decision", d.Action)
+		switch d.Action {
+		case policy.Continue:
+			continue
+		case policy.Throttle:
+			v.SetThrottle(d.ThrottlePercent)
+			s.report.MaxThrottle = max(s.report.MaxThrottle, d.ThrottlePercent)
+			continue
+		case policy.Abort:
+			s.report.Result = "aborted"
+			return s.abort(d.Err())
+		case policy.SwitchOver:
+			forced = d.Forced
+		}
+		break
+	}
+	s.report.Forced = forced
+	committed, err = s.switchover(ctx, uint32(len(s.report.Rounds)))
+	return err
+}
+
+// switchover pauses the VM, sends the rest and the state, and commits. It
+// reports whether COMMIT was sent (after which the source must not resume
+// on its own).
+func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
+	v := s.vm
+	s.setProgress(func(p *Progress) { p.Phase = "switchover" })
+	v.SetThrottle(0)
+	paused := time.Now()
+	if err := v.Pause(); err != nil {
+		return false, s.abort(err)
+	}
+	resume := func(cause error) (bool, error) {
+		err := s.abort(cause)
+		if rerr := v.Resume(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("migration: resume source: %w", rerr))
+		}
+		return false, err
+	}
+	info, err := v.MigrationInfo()
+	if err != nil {
+		return resume(err)
+	}
+	st, err := v.SaveState(info)
+	if err != nil {
+		return resume(err)
+	}
+	state, err := st.Encode()
+	if err != nil {
+		return resume(err)
+	}
+	s.report.StateBytes = len(state)
+	// The last dirty pages: everything written up to the pause, including
+	// by devices while they drained.
+	if _, err := v.DirtyLog(s.bitmaps); err != nil {
+		return resume(err)
+	}
+	rd, err := s.sendRound(ctx, iter, false)
+	if err != nil {
+		return resume(err)
+	}
+	rd.DurationMs = ms(time.Since(paused))
+	s.report.Rounds = append(s.report.Rounds, rd)
+	if err := s.sendControl(wire.TypeState, iter, state); err != nil {
+		return resume(err)
+	}
+	if err := s.expect(ctx, wire.TypeStateOK); err != nil {
+		return resume(err)
+	}
+	if s.opts.Verify {
+		var host [][]byte
+		for _, r := range s.regions {
+			host = append(host, r.Host)
+		}
+		sums := wire.ChecksumRAM(host)
+		p, err := wire.EncodeVerify(sums)
+		if err != nil {
+			return resume(err)
+		}
+		if err := s.sendControl(wire.TypeVerify, iter, p); err != nil {
+			return resume(err)
+		}
+		if err := s.expect(ctx, wire.TypeAck); err != nil {
+			return resume(fmt.Errorf("migration: verify: %w", err))
+		}
+		s.report.Verified = true
+	}
+	if err := s.sendControl(wire.TypeCommit, iter, nil); err != nil {
+		// Not known to have arrived: the destination discards its VM when
+		// the connection drops without COMMIT, so resuming is safe only if
+		// it confirms; ask.
+		return true, s.lostCommit(ctx, err)
+	}
+	if err := s.expect(ctx, wire.TypeCommitted); err != nil {
+		return true, s.lostCommit(ctx, err)
+	}
+	s.report.DowntimeMs = ms(time.Since(paused))
+	v.Stop(fmt.Sprintf("migrated to %s", s.addr))
+	return true, nil
+}
+
+// lostCommit handles a COMMIT whose answer never came: the source stays
+// paused unless the destination says, on a new connection, that it did not
+// commit and will never run the VM.
+func (s *Source) lostCommit(ctx context.Context, cause error) error {
+	reply, err := s.query(ctx)
+	switch {
+	case err != nil:
+		s.report.Result = "unknown"
+		return fmt.Errorf("migration: no answer to COMMIT (%v) and the destination cannot be asked (%v): the source stays paused; check the destination, then stop or resume the source by hand", cause, err)
+	case reply.State == wire.Committed:
+		s.vm.Stop(fmt.Sprintf("migrated to %s (confirmed after a lost reply)", s.addr))
+		return nil
+	case reply.State == wire.NotCommitted:
+		s.report.Result = "aborted"
+		if err := s.vm.Resume(); err != nil {
+			return fmt.Errorf("migration: destination did not commit; resume source: %w", err)
+		}
+		return fmt.Errorf("migration: destination did not commit (%v); the source runs again", cause)
+	default:
+		s.report.Result = "unknown"
+		return fmt.Errorf("migration: destination does not know the session after a lost COMMIT reply (%v): the source stays paused", cause)
+	}
+}
+
+// abort tells the destination to give up (best effort) and returns cause.
+func (s *Source) abort(cause error) error {
+	if s.ctrl != nil {
+		s.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		s.ctrl.WriteFrame(wire.TypeAbort, 0, 0, wire.EncodeReason(cause.Error()))
+	}
+	if s.report.Result == "" {
+		s.report.Result = "aborted"
+	}
+	return cause
+}
+
+// connect opens the control connection and says HELLO.
+func (s *Source) connect(ctx context.Context, id wire.SessionID) error {
+	c, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	s.ctrl = c
+	return c.WriteHello(wire.Hello{Version: wire.ProtocolVersion, Session: id, Role: wire.RoleControl, Streams: uint8(s.opts.Streams)})
+}
+
+func (s *Source) dial(ctx context.Context) (*wire.Conn, error) {
+	d := net.Dialer{Timeout: s.opts.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return nil, fmt.Errorf("migration: connect to destination %s: %w", s.addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		wire.SetKeepalive(tc)
+		tc.SetNoDelay(true)
+	}
+	return wire.NewConn(nc), nil
+}
+
+func (s *Source) openStreams(ctx context.Context, id wire.SessionID) error {
+	for i := range s.opts.Streams {
+		c, err := s.dial(ctx)
+		if err != nil {
+			return err
+		}
+		st := newStream(c, &s.bytes)
+		s.streams = append(s.streams, st)
+		if err := c.WriteHello(wire.Hello{Version: wire.ProtocolVersion, Session: id, Role: wire.RoleData,
+			Stream: uint8(i), Streams: uint8(s.opts.Streams)}); err != nil {
+			return fmt.Errorf("migration: data stream %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (s *Source) closeAll() {
+	for _, st := range s.streams {
+		st.close()
+	}
+	if s.ctrl != nil {
+		s.ctrl.Close()
+	}
+}
+
+func (s *Source) sendControl(t wire.Type, iter uint32, payload []byte) error {
+	s.ctrl.SetWriteDeadline(time.Now().Add(s.opts.ReplyTimeout))
+	if err := s.ctrl.WriteFrame(t, 0, iter, payload); err != nil {
+		return fmt.Errorf("migration: send %v: %w", t, err)
+	}
+	s.bytes.Add(uint64(wire.HeaderSize + len(payload)))
+	return nil
+}
+
+// reply waits for the next control frame from the destination, turning an
+// ABORT or ERROR into an error.
+func (s *Source) reply(ctx context.Context) (wire.Header, []byte, error) {
+	deadline := time.Now().Add(s.opts.ReplyTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	s.ctrl.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { s.ctrl.SetReadDeadline(time.Now()) })
+	defer stop()
+	h, p, err := s.ctrl.ReadFrame(wire.MaxControlPayload)
+	if err != nil {
+		if ctx.Err() != nil {
+			return h, nil, fmt.Errorf("migration: cancelled: %w", ctx.Err())
+		}
+		return h, nil, fmt.Errorf("migration: waiting for the destination: %w", err)
+	}
+	if h.Type == wire.TypeAbort {
+		why, _ := wire.DecodeReason(h.Type, p)
+		return h, nil, fmt.Errorf("migration: destination aborted: %s", why)
+	}
+	return h, p, nil
+}
+
+func (s *Source) expect(ctx context.Context, t wire.Type) error {
+	h, p, err := s.reply(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Type == wire.TypeError {
+		why, _ := wire.DecodeReason(h.Type, p)
+		return fmt.Errorf("migration: destination error: %s", why)
+	}
+	if h.Type != t {
+		return fmt.Errorf("migration: destination sent %v, want %v", h.Type, t)
+	}
+	return nil
+}
+
+// query asks the destination on a new connection whether it committed.
+func (s *Source) query(ctx context.Context) (wire.QueryReply, error) {
+	var r wire.QueryReply
+	c, err := s.dial(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer c.Close()
+	hello := wire.Hello{Version: wire.ProtocolVersion, Role: wire.RoleControl, Streams: uint8(s.opts.Streams)}
+	copy(hello.Session[:], s.sessionID[:])
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.WriteHello(hello); err != nil {
+		return r, err
+	}
+	if err := c.WriteFrame(wire.TypeQuery, 0, 0, nil); err != nil {
+		return r, err
+	}
+	h, p, err := c.ReadFrame(wire.MaxControlPayload)
+	if err != nil {
+		return r, err
+	}
+	if h.Type != wire.TypeQueryReply {
+		return r, fmt.Errorf("destination answered QUERY with %v", h.Type)
+	}
+	return wire.DecodeQueryReply(p)
+}
+
+func mustEncode(b []byte, err error) []byte {
+	if err != nil {
+		panic(err) // encoding our own structs cannot fail
+	}
+	return b
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
