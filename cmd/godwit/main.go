@@ -3,6 +3,8 @@
 //	godwit run --name NAME --kernel FILE [--mem 1G] [--cpus 2] [--tap TAP] [--disk IMG] ...
 //	godwit status|pause|resume|stop NAME
 //	godwit console NAME TEXT
+//	godwit migrate NAME --to HOST:PORT
+//	godwit run --incoming tcp:HOST:PORT --name NAME [--tap TAP]
 //
 // Each `godwit run` is one VMM process for one VM. The other subcommands
 // talk to it through its API socket (internal/api).
@@ -30,6 +32,9 @@ Usage:
   godwit resume  NAME|--api-socket PATH          resume a paused VM
   godwit stop    NAME|--api-socket PATH          stop a VM (its VMM process exits)
   godwit console NAME|--api-socket PATH TEXT     type TEXT (plus a newline) on the guest console
+  godwit migrate NAME|--api-socket PATH --to HOST:PORT [--verify] [--streams N] [--downtime D] [--json]
+                                                 live-migrate the VM to a VMM started with
+                                                 godwit run --incoming tcp:HOST:PORT
 
 NAME finds the socket at /run/godwit/NAME.sock.
 `
@@ -54,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runVM(rest, stderr)
 	case "status", "pause", "resume", "stop", "console":
 		return control(cmd, rest, stdout, stderr)
+	case "migrate":
+		return migrateCmd(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,12 +13,16 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/term"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/migration"
+	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
@@ -37,6 +42,7 @@ func runVM(args []string, stderr io.Writer) error {
 	sock := fs.String("api-socket", "", "API socket path (default /run/godwit/NAME.sock)")
 	console := fs.String("console", "stdio", "serial console: stdio (terminal both ways; Ctrl-A x quits) or none")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,24 +82,46 @@ func runVM(args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("run: --console %q: use stdio or none", *console)
 	}
-	if err := cfg.Validate(); err != nil {
+	var listenAddr string
+	if *incoming != "" {
+		addr, ok := strings.CutPrefix(*incoming, "tcp:")
+		if !ok {
+			return fmt.Errorf("run: --incoming %q: use tcp:HOST:PORT", *incoming)
+		}
+		listenAddr = addr
+		if err := cfg.ValidateIncoming(); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+	} else if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	if *sock == "" {
 		*sock = api.SocketPath(*name)
 	}
 
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
-	v, srv, err := startVM(cfg, *sock, log)
+	ctl := &vmm{log: log}
+	srv, err := api.Serve(*sock, ctl, log)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	var v *vm.VM
+	if listenAddr != "" {
+		v, err = receiveVM(cfg, listenAddr, ctl, sigs, log)
+	} else {
+		v, err = startVM(cfg, ctl, log)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("vm running", "api_socket", *sock)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		select {
 		case s := <-sigs:
@@ -113,64 +141,174 @@ func runVM(args []string, stderr io.Writer) error {
 	return nil
 }
 
-// startVM creates and starts the VM and its API server; on error nothing is
-// left behind.
-func startVM(cfg vm.Config, sock string, log *slog.Logger) (*vm.VM, *api.Server, error) {
-	ctl := &lateController{}
-	srv, err := api.Serve(sock, ctl, log)
-	if err != nil {
-		return nil, nil, err
-	}
+// startVM creates and starts the VM; on error nothing is left behind.
+func startVM(cfg vm.Config, ctl *vmm, log *slog.Logger) (*vm.VM, error) {
 	v, err := vm.New(cfg, log)
 	if err != nil {
-		srv.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	ctl.p.Store(v)
 	if err := v.Start(); err != nil {
 		v.Stop("start failed")
-		srv.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	log.Info("vm running", "api_socket", sock)
-	return v, srv, nil
+	return v, nil
 }
 
-// lateController serves the API before the VM exists (the socket is
-// claimed first) and answers "starting" until it does.
-type lateController struct{ p atomic.Pointer[vm.VM] }
+// receiveVM waits on addr until a VM arrives by live migration and runs.
+// A signal gives up waiting.
+func receiveVM(cfg vm.Config, addr string, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("run: --incoming: %w", err)
+	}
+	// ctx ends the wait on a signal; after the commit it keeps the
+	// listener answering QUERY (from a source whose COMMITTED reply was
+	// lost) until the VM stops or two minutes pass.
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-waiting:
+		}
+	}()
+	ctl.incoming.Store(true)
+	log.Info("waiting for an incoming migration", "listen", ln.Addr().String())
+	v, err := migration.NewDestination(ln, cfg, log).Receive(ctx)
+	close(waiting)
+	ctl.incoming.Store(false)
+	if err != nil {
+		cancel()
+		ln.Close()
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-v.Done():
+		case <-time.After(2 * time.Minute):
+		}
+		cancel()
+	}()
+	ctl.p.Store(v)
+	return v, nil
+}
 
-func (c *lateController) Status() vm.Status {
+// vmm is the API controller of this VMM process. It serves the API before
+// the VM exists (the socket is claimed first), and runs migrations.
+type vmm struct {
+	p        atomic.Pointer[vm.VM]
+	incoming atomic.Bool
+	log      *slog.Logger
+
+	mu     sync.Mutex // guards mig and cancel
+	mig    *migration.Source
+	cancel context.CancelFunc
+}
+
+var errNoVM = errors.New("the VM is not running here yet")
+
+func (c *vmm) Status() vm.Status {
 	if v := c.p.Load(); v != nil {
 		return v.Status()
+	}
+	if c.incoming.Load() {
+		return vm.Status{State: "incoming"}
 	}
 	return vm.Status{State: "starting"}
 }
 
-func (c *lateController) Pause() error {
+func (c *vmm) Pause() error {
 	if v := c.p.Load(); v != nil {
 		return v.Pause()
 	}
-	return errors.New("vm is starting")
+	return errNoVM
 }
 
-func (c *lateController) Resume() error {
+func (c *vmm) Resume() error {
 	if v := c.p.Load(); v != nil {
 		return v.Resume()
 	}
-	return errors.New("vm is starting")
+	return errNoVM
 }
 
-func (c *lateController) Stop(reason string) {
+func (c *vmm) Stop(reason string) {
 	if v := c.p.Load(); v != nil {
 		v.Stop(reason)
 	}
 }
 
-func (c *lateController) ConsoleInput(b []byte) {
+func (c *vmm) ConsoleInput(b []byte) {
 	if v := c.p.Load(); v != nil {
 		v.ConsoleInput(b)
 	}
+}
+
+// Migrate runs one outgoing migration. It is not tied to the API request:
+// a client that goes away does not cancel it (DELETE /v1/vm/migration
+// does).
+func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Report, error) {
+	v := c.p.Load()
+	if v == nil {
+		return nil, errNoVM
+	}
+	opts := migration.Options{Streams: req.Streams, Verify: req.Verify}
+	def := policy.Defaults()
+	opts.Policy = def
+	if req.DowntimeMs > 0 {
+		opts.Policy.DowntimeTarget = time.Duration(req.DowntimeMs * float64(time.Millisecond))
+		opts.Policy.MaxDowntime = max(def.MaxDowntime, 4*opts.Policy.DowntimeTarget)
+	}
+	if req.MaxDownMs > 0 {
+		opts.Policy.MaxDowntime = time.Duration(req.MaxDownMs * float64(time.Millisecond))
+	}
+	opts.Policy.BandwidthLimit = req.Bandwidth
+	if req.MaxRounds > 0 {
+		opts.Policy.MaxIterations = req.MaxRounds
+	}
+	if req.MaxSeconds > 0 {
+		opts.Policy.MaxTotal = time.Duration(req.MaxSeconds * float64(time.Second))
+	}
+	opts.Policy.AutoConverge = !req.NoThrottle
+	s, err := migration.NewSource(v, req.To, opts, c.log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.mu.Lock()
+	if c.mig != nil {
+		c.mu.Unlock()
+		return nil, errors.New("a migration is already under way")
+	}
+	c.mig, c.cancel = s, cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.mig, c.cancel = nil, nil
+		c.mu.Unlock()
+	}()
+	return s.Run(ctx)
+}
+
+func (c *vmm) MigrationProgress() (migration.Progress, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mig == nil {
+		return migration.Progress{}, false
+	}
+	return c.mig.Progress(), true
+}
+
+func (c *vmm) CancelMigration() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel == nil {
+		return false
+	}
+	c.cancel()
+	return true
 }
 
 // consoleInput forwards stdin to the guest's serial port. On a terminal it

@@ -10,6 +10,9 @@
 //	PUT  /v1/vm/resume   resume
 //	PUT  /v1/vm/stop     stop the VM; the VMM process then exits
 //	PUT  /v1/vm/console  body: raw bytes typed on the guest's serial console
+//	PUT  /v1/vm/migrate  body: MigrateRequest; answers with the report when done
+//	GET  /v1/vm/migration  progress of the migration under way
+//	DELETE /v1/vm/migration  cancel it (the source keeps running)
 //
 // Who may import: cmd/godwit and higher layers. It imports vm for its types.
 package api

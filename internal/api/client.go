@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
@@ -26,7 +27,6 @@ func NewClient(path string) *Client {
 	return &Client{
 		path: path,
 		http: &http.Client{
-			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
 				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 					var d net.Dialer
@@ -68,7 +68,42 @@ func (c *Client) Console(ctx context.Context, b []byte) error {
 	return c.do(ctx, http.MethodPut, "/v1/vm/console", b, nil)
 }
 
+// Migrate asks the VMM to migrate its VM and waits for the outcome.
+func (c *Client) Migrate(ctx context.Context, req MigrateRequest) (*MigrateReply, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var r MigrateReply
+	if err := c.doTimeout(ctx, http.MethodPut, "/v1/vm/migrate", body, &r, 0); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// MigrationProgress returns the progress of the migration under way.
+func (c *Client) MigrationProgress(ctx context.Context) (migration.Progress, error) {
+	var p migration.Progress
+	err := c.do(ctx, http.MethodGet, "/v1/vm/migration", nil, &p)
+	return p, err
+}
+
+// CancelMigration cancels the migration under way.
+func (c *Client) CancelMigration(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "/v1/vm/migration", nil, nil)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	return c.doTimeout(ctx, method, path, body, out, 30*time.Second)
+}
+
+// doTimeout issues one request; timeout 0 waits as long as ctx allows.
+func (c *Client) doTimeout(ctx context.Context, method, path string, body []byte, out any, timeout time.Duration) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://godwit"+path, bytes.NewReader(body))
 	if err != nil {
 		return err

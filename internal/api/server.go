@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
@@ -21,6 +23,32 @@ type Controller interface {
 	Resume() error
 	Stop(reason string)
 	ConsoleInput(b []byte)
+	// Migrate moves the VM to another VMM and returns when done.
+	Migrate(ctx context.Context, req MigrateRequest) (*migration.Report, error)
+	// MigrationProgress reports the migration under way, if any.
+	MigrationProgress() (migration.Progress, bool)
+	// CancelMigration cancels the migration under way, if any.
+	CancelMigration() bool
+}
+
+// MigrateRequest is the body of PUT /v1/vm/migrate.
+type MigrateRequest struct {
+	To         string  `json:"to"`                    // destination host:port
+	Streams    int     `json:"streams,omitempty"`     // data connections (default 1)
+	Verify     bool    `json:"verify,omitempty"`      // CRC32C check of all RAM before commit
+	DowntimeMs float64 `json:"downtime_ms,omitempty"` // downtime target
+	MaxDownMs  float64 `json:"max_downtime_ms,omitempty"`
+	Bandwidth  uint64  `json:"bandwidth,omitempty"` // bytes/s, 0 = unlimited
+	MaxRounds  int     `json:"max_rounds,omitempty"`
+	MaxSeconds float64 `json:"max_seconds,omitempty"`
+	NoThrottle bool    `json:"no_auto_converge,omitempty"`
+}
+
+// MigrateReply is the answer to PUT /v1/vm/migrate: the report, and the
+// error if the migration did not complete.
+type MigrateReply struct {
+	Report *migration.Report `json:"report"`
+	Error  string            `json:"error,omitempty"`
 }
 
 // maxConsoleInput bounds one console write.
@@ -75,6 +103,42 @@ func Serve(path string, ctl Controller, log *slog.Logger) (*Server, error) {
 		}
 		ctl.ConsoleInput(b)
 		reply(w, http.StatusOK, map[string]int{"bytes": len(b)})
+	})
+	mux.HandleFunc("PUT /v1/vm/migrate", func(w http.ResponseWriter, r *http.Request) {
+		var req MigrateRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("bad migrate request: %w", err))
+			return
+		}
+		if req.To == "" {
+			replyErr(w, http.StatusBadRequest, errors.New("migrate: the destination (to) is required"))
+			return
+		}
+		rep, err := ctl.Migrate(r.Context(), req)
+		out := MigrateReply{Report: rep}
+		if err != nil {
+			out.Error = err.Error()
+			if rep == nil {
+				replyErr(w, http.StatusConflict, err)
+				return
+			}
+		}
+		reply(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/vm/migration", func(w http.ResponseWriter, r *http.Request) {
+		p, ok := ctl.MigrationProgress()
+		if !ok {
+			replyErr(w, http.StatusNotFound, errors.New("no migration under way"))
+			return
+		}
+		reply(w, http.StatusOK, p)
+	})
+	mux.HandleFunc("DELETE /v1/vm/migration", func(w http.ResponseWriter, r *http.Request) {
+		if !ctl.CancelMigration() {
+			replyErr(w, http.StatusNotFound, errors.New("no migration under way"))
+			return
+		}
+		reply(w, http.StatusOK, map[string]string{"result": "cancelling"})
 	})
 	s := &Server{path: path, l: l, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {

@@ -49,6 +49,13 @@ const MinMemBytes = 32 << 20
 // Validate checks the configuration and says what to change.
 func (c Config) Validate() error { return c.validate(true) }
 
+// ValidateIncoming checks a configuration for a VM that arrives by
+// migration: no kernel is needed, and RAM and vCPUs come from the source.
+func (c Config) ValidateIncoming() error {
+	c.MemBytes, c.VCPUs = MinMemBytes, 1
+	return c.validate(false)
+}
+
 func (c Config) validate(needKernel bool) error {
 	var errs []error
 	if c.Name == "" {
