@@ -37,6 +37,10 @@ func runVM(args []string, stderr io.Writer) error {
 	cpus := fs.Int("cpus", 1, "number of vCPUs")
 	tap := fs.String("tap", "", "add a virtio-net device on this TAP interface (created by the VMM)")
 	mac := fs.String("mac", "", "guest MAC address for --tap (default: derived from --name)")
+	bridge := fs.String("bridge", "", "attach the --tap interface to this existing Linux bridge")
+	announceRounds := fs.Int("announce-rounds", vm.DefaultAnnounce.Rounds, "with --incoming: RARP/GARP announcements after the VM arrives")
+	announceInitial := fs.Duration("announce-initial", vm.DefaultAnnounce.Initial, "with --incoming: gap before the second announcement")
+	announceStep := fs.Duration("announce-step", vm.DefaultAnnounce.Step, "with --incoming: growth of the gap per announcement")
 	disk := fs.String("disk", "", "add a virtio-blk device on this raw image file")
 	diskRO := fs.Bool("disk-readonly", false, "attach --disk read-only")
 	sock := fs.String("api-socket", "", "API socket path (default /run/godwit/NAME.sock)")
@@ -61,7 +65,7 @@ func runVM(args []string, stderr io.Writer) error {
 	}
 	cfg := vm.Config{Name: *name, MemBytes: memBytes, VCPUs: *cpus, Kernel: *kernel, Cmdline: *cmdline}
 	if *tap != "" {
-		cfg.Net = &vm.NetConfig{TAP: *tap}
+		cfg.Net = &vm.NetConfig{TAP: *tap, Bridge: *bridge}
 		if *mac != "" {
 			hw, err := net.ParseMAC(*mac)
 			if err != nil {
@@ -69,8 +73,8 @@ func runVM(args []string, stderr io.Writer) error {
 			}
 			cfg.Net.MAC = hw
 		}
-	} else if *mac != "" {
-		return errors.New("run: --mac needs --tap")
+	} else if *mac != "" || *bridge != "" {
+		return errors.New("run: --mac and --bridge need --tap")
 	}
 	if *disk != "" {
 		cfg.Disk = &vm.DiskConfig{Path: *disk, ReadOnly: *diskRO}
@@ -113,7 +117,9 @@ func runVM(args []string, stderr io.Writer) error {
 	defer srv.Close()
 	var v *vm.VM
 	if listenAddr != "" {
-		v, err = receiveVM(cfg, listenAddr, ctl, sigs, log)
+		ann := vm.AnnounceConfig{Rounds: *announceRounds, Initial: *announceInitial, Step: *announceStep,
+			Max: max(vm.DefaultAnnounce.Max, *announceInitial)}
+		v, err = receiveVM(cfg, listenAddr, ann, ctl, sigs, log)
 	} else {
 		v, err = startVM(cfg, ctl, log)
 	}
@@ -157,7 +163,7 @@ func startVM(cfg vm.Config, ctl *vmm, log *slog.Logger) (*vm.VM, error) {
 
 // receiveVM waits on addr until a VM arrives by live migration and runs.
 // A signal gives up waiting.
-func receiveVM(cfg vm.Config, addr string, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
+func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("run: --incoming: %w", err)
@@ -176,7 +182,9 @@ func receiveVM(cfg vm.Config, addr string, ctl *vmm, sigs <-chan os.Signal, log 
 	}()
 	ctl.incoming.Store(true)
 	log.Info("waiting for an incoming migration", "listen", ln.Addr().String())
-	v, err := migration.NewDestination(ln, cfg, log).Receive(ctx)
+	d := migration.NewDestination(ln, cfg, log)
+	d.Announce = ann
+	v, err := d.Receive(ctx)
 	close(waiting)
 	ctl.incoming.Store(false)
 	if err != nil {

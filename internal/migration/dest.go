@@ -24,6 +24,9 @@ type Destination struct {
 	// AcceptTimeout bounds the wait for the data connections after CONFIG
 	// and for each control frame while a migration is under way.
 	AcceptTimeout time.Duration
+	// Announce is the schedule of RARP/GARP announcements after the VM
+	// runs here (vm.DefaultAnnounce unless changed; Rounds 0 disables).
+	Announce vm.AnnounceConfig
 
 	mu       sync.Mutex // guards sessions
 	sessions map[wire.SessionID]wire.CommitState
@@ -37,6 +40,7 @@ func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destinat
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Destination{ln: ln, base: base, log: log.With("vm", base.Name), AcceptTimeout: 30 * time.Second,
+		Announce: vm.DefaultAnnounce,
 		sessions: map[wire.SessionID]wire.CommitState{}}
 }
 
@@ -304,6 +308,7 @@ func (in *incoming) closeStreams() {
 func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 	c := in.ctrl
 	restored := false
+	var sums chan []uint32 // verify table, computed once the last pages are in
 	for {
 		c.SetReadDeadline(time.Now().Add(in.d.AcceptTimeout))
 		h, p, err := c.ReadFrame(wire.MaxControlPayload)
@@ -323,6 +328,10 @@ func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 				return nil, err
 			}
 		case wire.TypeState:
+			if in.cfg.Verify {
+				sums = make(chan []uint32, 1)
+				go func() { sums <- checksumRAM(in.vm.Memory().Regions()) }()
+			}
 			ms, err := vm.DecodeMachineState(p)
 			if err != nil {
 				return nil, err
@@ -339,11 +348,10 @@ func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 			if err != nil {
 				return nil, err
 			}
-			var host [][]byte
-			for _, r := range in.vm.Memory().Regions() {
-				host = append(host, r.Host)
+			if sums == nil {
+				return nil, errors.New("migration: VERIFY before STATE, or not announced in CONFIG")
 			}
-			if err := wire.CompareChecksums(want, wire.ChecksumRAM(host)); err != nil {
+			if err := wire.CompareChecksums(want, <-sums); err != nil {
 				return nil, fmt.Errorf("migration: verify failed, guest RAM differs from the source: %w", err)
 			}
 			if err := c.WriteFrame(wire.TypeAck, 0, h.Iteration, nil); err != nil {
@@ -393,6 +401,9 @@ func (in *incoming) commit() (*vm.VM, error) {
 		// twice, but the VM is lost here; say so loudly.
 		return nil, fmt.Errorf("migration: start the VM after COMMIT: %w", err)
 	}
+	// Tell the network before anything else: every millisecond the
+	// switches point at the old port is lost traffic.
+	v.Announce(in.d.Announce)
 	if err := in.ctrl.WriteFrame(wire.TypeCommitted, 0, 0, nil); err != nil {
 		in.d.log.Warn("COMMITTED not delivered; the source will ask", "err", err)
 	}

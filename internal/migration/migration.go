@@ -121,7 +121,10 @@ type Report struct {
 	Verified     bool    `json:"verified"`
 	MaxThrottle  int     `json:"max_throttle_pct"`
 	Forced       bool    `json:"forced_switchover,omitempty"`
-	Rounds       []Round `json:"rounds"`
+	// Switchover is the downtime broken down by step, in ms: pause,
+	// save_state, last_pages, state_restored, verify, commit.
+	Switchover map[string]float64 `json:"switchover_ms,omitempty"`
+	Rounds     []Round            `json:"rounds"`
 }
 
 // newSessionID returns a random session id.

@@ -259,6 +259,8 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	if err := v.Pause(); err != nil {
 		return false, s.abort(err)
 	}
+	steps := newStepTimer(paused)
+	steps.mark("pause")
 	resume := func(cause error) (bool, error) {
 		err := s.abort(cause)
 		if rerr := v.Resume(); rerr != nil {
@@ -279,6 +281,7 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 		return resume(err)
 	}
 	s.report.StateBytes = len(state)
+	steps.mark("save_state")
 	// The last dirty pages: everything written up to the pause, including
 	// by devices while they drained.
 	if _, err := v.DirtyLog(s.bitmaps); err != nil {
@@ -290,19 +293,23 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	}
 	rd.DurationMs = ms(time.Since(paused))
 	s.report.Rounds = append(s.report.Rounds, rd)
+	steps.mark("last_pages")
+	// The checksums (verify mode) are computed while the state travels
+	// and is restored.
+	var sums chan []uint32
+	if s.opts.Verify {
+		sums = make(chan []uint32, 1)
+		go func() { sums <- checksumRAM(s.regions) }()
+	}
 	if err := s.sendControl(wire.TypeState, iter, state); err != nil {
 		return resume(err)
 	}
 	if err := s.expect(ctx, wire.TypeStateOK); err != nil {
 		return resume(err)
 	}
+	steps.mark("state_restored")
 	if s.opts.Verify {
-		var host [][]byte
-		for _, r := range s.regions {
-			host = append(host, r.Host)
-		}
-		sums := wire.ChecksumRAM(host)
-		p, err := wire.EncodeVerify(sums)
+		p, err := wire.EncodeVerify(<-sums)
 		if err != nil {
 			return resume(err)
 		}
@@ -313,6 +320,7 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 			return resume(fmt.Errorf("migration: verify: %w", err))
 		}
 		s.report.Verified = true
+		steps.mark("verify")
 	}
 	if err := s.sendControl(wire.TypeCommit, iter, nil); err != nil {
 		// Not known to have arrived: the destination discards its VM when
@@ -323,7 +331,9 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	if err := s.expect(ctx, wire.TypeCommitted); err != nil {
 		return true, s.lostCommit(ctx, err)
 	}
+	steps.mark("commit")
 	s.report.DowntimeMs = ms(time.Since(paused))
+	s.report.Switchover = steps.done()
 	v.Stop(fmt.Sprintf("migrated to %s", s.addr))
 	return true, nil
 }
@@ -495,3 +505,35 @@ func mustEncode(b []byte, err error) []byte {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// stepTimer records how long each switchover step took, for the report:
+// the downtime is their sum.
+type stepTimer struct {
+	last  time.Time
+	steps map[string]float64
+}
+
+func newStepTimer(t time.Time) *stepTimer { return &stepTimer{last: t, steps: map[string]float64{}} }
+
+func (st *stepTimer) mark(name string) {
+	now := time.Now()
+	st.steps[name] = ms(now.Sub(st.last))
+	st.last = now
+}
+
+func (st *stepTimer) done() map[string]float64 { return st.steps }
+
+// checksumRAM computes the verify table of guest RAM, not reading pages
+// that were never touched.
+func checksumRAM(regions []*memory.Region) []uint32 {
+	host := make([][]byte, len(regions))
+	for i, r := range regions {
+		host[i] = r.Host
+	}
+	skip, done, err := untouchedSkipper(regions)
+	if err != nil {
+		return wire.ChecksumRAM(host, nil)
+	}
+	defer done()
+	return wire.ChecksumRAM(host, skip)
+}

@@ -29,8 +29,9 @@ type Config struct {
 
 // NetConfig is a virtio-net device.
 type NetConfig struct {
-	TAP string           // TAP interface name, created by the VMM
-	MAC net.HardwareAddr // guest MAC; nil picks a locally administered one
+	TAP    string           // TAP interface name, created by the VMM
+	MAC    net.HardwareAddr // guest MAC; nil picks a locally administered one
+	Bridge string           // if set, the VMM attaches the TAP to this Linux bridge
 }
 
 // DiskConfig is a virtio-blk device.

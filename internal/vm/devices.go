@@ -114,6 +114,11 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 		if d.tap, err = virtionet.OpenTAP(n.TAP); err != nil {
 			return nil, err
 		}
+		if n.Bridge != "" {
+			if err := attachToBridge(n.TAP, n.Bridge); err != nil {
+				return nil, err
+			}
+		}
 		line, err := v.irq(irqNet)
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"runtime"
@@ -17,11 +18,19 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // hosts (CRC32C runs at several GB/s per core with SSE4.2).
 const checksumWorkers = 2
 
-// ChecksumRAM returns the CRC32C (Castagnoli) of every 2 MiB chunk of each
-// region, regions in the order given, the last chunk of a region possibly
-// shorter. Both sides of a migration must pass their RAM regions in the
-// same (address) order.
-func ChecksumRAM(regions [][]byte) []uint32 {
+// PageSkipper tells ChecksumRAM which pages were never touched and so read
+// as zero (region index, page index within it). It lets both sides skip
+// reading them: faulting in a never-touched page costs far more than
+// hashing it.
+type PageSkipper func(region int, firstPage int, untouched []bool)
+
+// ChecksumRAM returns one checksum per 2 MiB chunk of each region, regions
+// in the order given, the last chunk of a region possibly shorter. A chunk's
+// checksum is the CRC32C (Castagnoli) of the little-endian CRC32Cs of its
+// 4 KiB pages in order; a page skip reports as untouched counts as a zero
+// page without being read. Both sides of a migration must pass their RAM
+// regions in the same (address) order. skip may be nil.
+func ChecksumRAM(regions [][]byte, skip PageSkipper) []uint32 {
 	type chunk struct{ region, off int }
 	var chunks []chunk
 	for i, r := range regions {
@@ -29,18 +38,28 @@ func ChecksumRAM(regions [][]byte) []uint32 {
 			chunks = append(chunks, chunk{i, off})
 		}
 	}
+	zeroCRC := crc32.Checksum(make([]byte, PageSize), castagnoli)
 	sums := make([]uint32, len(chunks))
-	sum := func(i int) {
-		r := regions[chunks[i].region][chunks[i].off:]
-		sums[i] = crc32.Checksum(r[:min(len(r), ChecksumChunk)], castagnoli)
-	}
-	workers := min(checksumWorkers, runtime.GOMAXPROCS(0), len(chunks))
-	if workers <= 1 {
-		for i := range chunks {
-			sum(i)
+	sum := func(i int, pageSums []byte, untouched []bool) {
+		c := chunks[i]
+		r := regions[c.region][c.off:]
+		r = r[:min(len(r), ChecksumChunk)]
+		n := (len(r) + PageSize - 1) / PageSize
+		u := untouched[:n]
+		clear(u)
+		if skip != nil {
+			skip(c.region, c.off/PageSize, u)
 		}
-		return sums
+		for p := 0; p < n; p++ {
+			v := zeroCRC
+			if !u[p] {
+				v = crc32.Checksum(r[p*PageSize:min(len(r), (p+1)*PageSize)], castagnoli)
+			}
+			binary.LittleEndian.PutUint32(pageSums[4*p:], v)
+		}
+		sums[i] = crc32.Checksum(pageSums[:4*n], castagnoli)
 	}
+	workers := max(1, min(checksumWorkers, runtime.GOMAXPROCS(0), len(chunks)))
 	// Worker w takes a contiguous share of the chunks: no shared counter,
 	// and each worker streams through memory in order.
 	var wg sync.WaitGroup
@@ -48,8 +67,10 @@ func ChecksumRAM(regions [][]byte) []uint32 {
 	for w := 0; w < workers; w++ {
 		lo, hi := w*per, min((w+1)*per, len(chunks))
 		wg.Go(func() {
+			pageSums := make([]byte, 4*ChecksumChunk/PageSize)
+			untouched := make([]bool, ChecksumChunk/PageSize)
 			for i := lo; i < hi; i++ {
-				sum(i)
+				sum(i, pageSums, untouched)
 			}
 		})
 	}

@@ -109,9 +109,10 @@
 //
 // # Verify
 //
-// In verify mode the paused source computes a CRC32C (Castagnoli) of every
-// 2 MiB chunk of guest RAM, region by region in address order, the last
-// chunk of a region possibly shorter ([ChecksumRAM]), and sends the table as
-// VERIFY. The destination computes its own table after loading the last
+// In verify mode the paused source computes a checksum of every 2 MiB chunk
+// of guest RAM, region by region in address order, the last chunk of a
+// region possibly shorter: the CRC32C (Castagnoli) of the little-endian
+// CRC32Cs of the chunk's 4 KiB pages ([ChecksumRAM]; a never-touched page
+// is hashed as zeros without being read), and sends the table as VERIFY. The destination computes its own table after loading the last
 // pages and compares ([CompareChecksums]) before it may accept COMMIT.
 package wire
