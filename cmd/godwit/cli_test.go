@@ -225,7 +225,7 @@ func TestBadInput(t *testing.T) {
 		{"missing disk", []string{"--kernel", elf, "--disk", filepath.Join(dir, "nodisk.img")}, "disk image"},
 		{"disk size", []string{"--kernel", elf, "--disk", oddDisk}, "multiple of 512"},
 		{"bad mac", []string{"--kernel", elf, "--tap", "gwbad0", "--mac", "zz"}, "--mac"},
-		{"mac without tap", []string{"--kernel", elf, "--mac", "52:54:00:00:00:01"}, "--mac needs --tap"},
+		{"mac without tap", []string{"--kernel", elf, "--mac", "52:54:00:00:00:01"}, "need --tap"},
 		{"unknown flag", []string{"--kernel", elf, "--frobnicate"}, "flag provided but not defined"},
 	}
 	for _, tt := range tests {

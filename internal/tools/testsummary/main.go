@@ -43,7 +43,9 @@ func main() {
 			fmt.Println(string(line)) // build errors and the like
 			continue
 		}
-		k := testKey{e.Package, e.Test}
+		// Subtests count through their top-level test.
+		top, _, _ := strings.Cut(e.Test, "/")
+		k := testKey{e.Package, top}
 		switch e.Action {
 		case "output":
 			fmt.Print(e.Output)
@@ -61,7 +63,7 @@ func main() {
 				continue
 			}
 			if strings.Contains(e.Test, "/") {
-				continue // subtests are counted through their parent
+				continue // subtests are counted through their top-level test
 			}
 			result[k] = e.Action
 		}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/testenv"
+)
+
+// nsVMM is a godwit process inside a host namespace of a netlab.
+type nsVMM struct {
+	cmd    *exec.Cmd
+	sock   string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startNS(t *testing.T, h *netlab.Host, con *guest.Console, sock string, args ...string) *nsVMM {
+	t.Helper()
+	m := &nsVMM{sock: sock, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	m.cmd = h.Command(godwitBin, append([]string{"run", "--api-socket", sock, "--log-level", "warn"}, args...)...)
+	m.cmd.Stdout, m.cmd.Stderr = con, m.stderr
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.done <- m.cmd.Wait() }()
+	t.Cleanup(func() {
+		if m.cmd.ProcessState == nil {
+			m.cmd.Process.Kill()
+			<-m.done
+		}
+		if t.Failed() {
+			t.Logf("vmm %s stderr: %s", sock, m.stderr)
+		}
+	})
+	return m
+}
+
+func (m *nsVMM) waitAPI(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := api.NewClient(m.sock).Status(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("VMM API %s did not come up: %s", m.sock, m.stderr)
+}
+
+// TestMigrateBetweenNamespaces moves the guest from host A to host B and
+// back over real TCP between two network namespaces, with a NIC on each
+// host's bridge, while a client namespace pings it and streams UDP to its
+// echo port. The guest's heartbeats must continue in sequence, its memory
+// must verify, the client must lose at most a handful of 10 ms probes, and
+// the shared bridge must point the guest's MAC at the new host at once.
+func TestMigrateBetweenNamespaces(t *testing.T) {
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	hosts := lab.Hosts()
+	ip := lab.GuestAddr(0)
+	const mac = "52:54:00:ab:cd:01"
+	dir := t.TempDir()
+	con := guest.NewConsole(nil)
+	src := startNS(t, hosts[0], con, filepath.Join(dir, "a.sock"), "--name", "mig", "--kernel", elf,
+		"--mem", "512M", "--cpus", "2", "--cmdline", "cpus=2 ip="+ip.String(),
+		"--tap", "gwmig0", "--bridge", hosts[0].Bridge, "--mac", mac)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatal(err)
+	}
+	mark := con.Mark()
+	api.NewClient(src.sock).Console(ctx, []byte("W 128 32 0\n"))
+	if _, err := con.WaitPrefix(ctx, mark, "ACK W"); err != nil {
+		t.Fatal(err)
+	}
+	// Learn the path to the guest before measuring.
+	if r, err := netlab.Ping(lab.Client.Name, ip, 5, 10*time.Millisecond, 200*time.Millisecond); err != nil || r.Received == 0 {
+		t.Fatalf("guest unreachable before migrating: %v %v", r, err)
+	}
+
+	for i, dst := range []*netlab.Host{hosts[1], hosts[0]} {
+		addr := netip.AddrPortFrom(dst.MigAddr, uint16(4500+i))
+		d := startNS(t, dst, con, filepath.Join(dir, fmt.Sprintf("d%d.sock", i)), "--name", "mig",
+			"--incoming", "tcp:"+addr.String(), "--tap", "gwmig0", "--bridge", dst.Bridge)
+		d.waitAPI(t)
+		pings := make(chan netlab.ProbeResult, 1)
+		udps := make(chan netlab.ProbeResult, 1)
+		go func() {
+			r, _ := netlab.Ping(lab.Client.Name, ip, 150, 10*time.Millisecond, 300*time.Millisecond)
+			pings <- r
+		}()
+		go func() {
+			r, _ := netlab.UDPEcho(lab.Client.Name, netip.AddrPortFrom(ip, 7), 150, 10*time.Millisecond, 300*time.Millisecond)
+			udps <- r
+		}()
+		time.Sleep(300 * time.Millisecond)
+		out, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--to", addr.String(), "--verify", "--json")
+		if code != 0 {
+			t.Fatalf("migrate %s -> %s: %s %s", src.sock, addr, out, errOut)
+		}
+		// Right after the handover the shared bridge forwards the
+		// guest's MAC to the destination host's port.
+		fdb, _ := exec.Command("ip", "netns", "exec", lab.CoreNS(), "bridge", "fdb", "show", "br", "br0").CombinedOutput()
+		wantPort := lab.Prefix + dst.Name[len(dst.Name)-1:]
+		var port string
+		for _, l := range strings.Split(string(fdb), "\n") {
+			if strings.HasPrefix(l, mac+" dev ") {
+				port = strings.Fields(l)[2]
+			}
+		}
+		if port != wantPort {
+			t.Errorf("after migrating to %s the bridge sends %s to port %q, want %q", dst.Name, mac, port, wantPort)
+		}
+		var rep api.MigrateReply
+		json.Unmarshal([]byte(out), &rep)
+		p, u := <-pings, <-udps
+		t.Logf("%s -> %s: total %.0f ms, downtime %.1f ms; ping %v; udp %v", src.sock, addr, rep.Report.TotalMs, rep.Report.DowntimeMs, p, u)
+		// A probe is lost for each 10 ms the guest is paused, plus the
+		// one or two in flight at the switch.
+		allowed := int(rep.Report.DowntimeMs/10) + 3
+		if p.Lost > allowed || u.Lost > allowed || u.Duplicates > 0 || p.Duplicates > 0 {
+			t.Errorf("client lost too much across the migration: ping %v, udp %v", p, u)
+		}
+		select {
+		case <-src.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("source VMM still running after the migration")
+		}
+		src = d
+	}
+	if g := guest.CheckHeartbeats(con.Heartbeats()); len(g.SeqErrors) > 0 {
+		t.Errorf("heartbeats: %v", g.SeqErrors)
+	}
+	mark = con.Mark()
+	api.NewClient(src.sock).Console(ctx, []byte("V\n"))
+	if line, err := con.WaitPrefix(ctx, mark, "VERIFY "); err != nil || !strings.HasPrefix(line, "VERIFY OK") {
+		t.Errorf("guest verify after two migrations: %q %v", line, err)
+	}
+}
+
+// TestMigrateRefusedWithoutBridge: a destination on another network (its
+// bridge is missing) refuses before anything moves, and the source runs on.
+func TestMigrateRefusedWithoutBridge(t *testing.T) {
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	hosts := lab.Hosts()
+	dir := t.TempDir()
+	con := guest.NewConsole(nil)
+	src := startNS(t, hosts[0], con, filepath.Join(dir, "a.sock"), "--name", "nobr", "--kernel", elf,
+		"--mem", "128M", "--tap", "gwnb0", "--bridge", hosts[0].Bridge)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(hosts[1].MigAddr, 4600)
+	dcon := guest.NewConsole(nil)
+	d := startNS(t, hosts[1], dcon, filepath.Join(dir, "b.sock"), "--name", "nobr",
+		"--incoming", "tcp:"+addr.String(), "--tap", "gwnb0", "--bridge", "br-missing")
+	d.waitAPI(t)
+	_, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--to", addr.String())
+	if code == 0 || !strings.Contains(errOut, "refused") || !strings.Contains(errOut, "br-missing") {
+		t.Fatalf("migration to a host without the bridge: code %d, %s", code, errOut)
+	}
+	n := len(con.Heartbeats())
+	if err := con.WaitHeartbeats(ctx, n+20); err != nil {
+		t.Fatalf("source stopped after the refusal: %v", err)
+	}
+	if g := guest.CheckHeartbeats(con.Heartbeats()); len(g.SeqErrors) > 0 || g.LongestGap > 200*time.Millisecond {
+		t.Errorf("source disturbed by a refused migration: %v, gap %v", g.SeqErrors, g.LongestGap)
+	}
+	if len(dcon.Lines()) != 0 {
+		t.Error("the destination printed guest output: it ran the VM")
+	}
+}
+
+// TestMissingBridge: a VM asked to join a bridge that does not exist does
+// not start, and says which bridge.
+func TestMissingBridge(t *testing.T) {
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	out, err := lab.Hosts()[0].Command(godwitBin, "run", "--name", "mb", "--kernel", elf, "--tap", "gwmb0",
+		"--bridge", "nosuchbr", "--api-socket", filepath.Join(t.TempDir(), "s")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bridge nosuchbr does not exist") {
+		t.Fatalf("missing bridge: %v %s", err, out)
+	}
+	if exec.Command("ip", "netns", "exec", lab.Hosts()[0].Name, "ip", "link", "show", "gwmb0").Run() == nil {
+		t.Error("TAP left behind")
+	}
+}
