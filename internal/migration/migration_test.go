@@ -10,6 +10,7 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/migration"
+	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
@@ -164,4 +165,28 @@ func TestMigrateUnderWorkload(t *testing.T) {
 	gap := p.checkGuest(dst, true)
 	t.Logf("total %.1f ms, downtime %.1f ms, guest pause %v, %d rounds, throttle %d%%",
 		rep.TotalMs, rep.DowntimeMs, gap, len(rep.Rounds), rep.MaxThrottle)
+}
+
+// TestMigrateBandwidthLimit: the data streams keep to the limit, measured
+// end to end.
+func TestMigrateBandwidthLimit(t *testing.T) {
+	p := newPair(t, vm.Config{})
+	// 48 MiB of stamped pages that are written once and stay clean.
+	p.command(p.src, "W 48 0 0", "ACK W 48 0 0", 60*time.Second)
+	pol := policy.Defaults()
+	pol.BandwidthLimit = 32 << 20
+	dst, rep, err := p.migrate(migration.Options{Verify: true, Policy: pol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.checkGuest(dst, true)
+	r0 := rep.Rounds[0]
+	rate := float64(r0.Bytes) / (r0.DurationMs / 1000)
+	t.Logf("round 0: %d bytes in %.0f ms = %.1f MiB/s (limit 32 MiB/s)", r0.Bytes, r0.DurationMs, rate/(1<<20))
+	if r0.Bytes < 40<<20 {
+		t.Fatalf("round 0 sent only %d bytes", r0.Bytes)
+	}
+	if rate > 1.1*(32<<20) || rate < 0.7*(32<<20) {
+		t.Errorf("round 0 ran at %.1f MiB/s with a 32 MiB/s limit", rate/(1<<20))
+	}
 }

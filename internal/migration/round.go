@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/godwit-vmm/godwit/internal/memory"
 	"github.com/godwit-vmm/godwit/internal/migration/wire"
@@ -147,6 +149,7 @@ type stream struct {
 	c     *wire.Conn
 	work  chan streamMsg
 	bytes *atomic.Uint64
+	limit *rateLimiter // shared by the session's streams; nil: unlimited
 	err   atomic.Pointer[error]
 	done  chan struct{}
 }
@@ -157,8 +160,8 @@ type streamMsg struct {
 	ack  chan error // set for DATA_END: answered once everything before is written
 }
 
-func newStream(c *wire.Conn, counter *atomic.Uint64) *stream {
-	st := &stream{c: c, work: make(chan streamMsg, 8), bytes: counter, done: make(chan struct{})}
+func newStream(c *wire.Conn, counter *atomic.Uint64, limit *rateLimiter) *stream {
+	st := &stream{c: c, work: make(chan streamMsg, 8), bytes: counter, limit: limit, done: make(chan struct{})}
 	go st.loop()
 	return st
 }
@@ -177,6 +180,7 @@ func (st *stream) loop() {
 			err = st.c.WriteFrame(wire.TypeDataEnd, 0, m.iter, nil)
 			st.bytes.Add(wire.HeaderSize)
 		} else {
+			st.limit.wait(wire.PagesPayloadLen(m.runs) + wire.HeaderSize)
 			var n int64
 			n, err = st.c.WritePages(m.iter, m.runs)
 			st.bytes.Add(uint64(n))
@@ -210,4 +214,45 @@ func (st *stream) close() {
 	st.c.Close()
 	close(st.work)
 	<-st.done
+}
+
+// rateLimiter paces the data streams to a bandwidth limit (bytes/s): each
+// write reserves its bytes on a shared timeline and sleeps until its slot.
+type rateLimiter struct {
+	rate float64 // bytes per second
+	off  atomic.Bool
+	mu   sync.Mutex
+	next time.Time
+}
+
+// disable lifts the limit: the switchover sends its last pages as fast as
+// the link goes, since the guest is paused meanwhile (as QEMU does).
+func (l *rateLimiter) disable() {
+	if l != nil {
+		l.off.Store(true)
+	}
+}
+
+func newRateLimiter(bytesPerSec uint64) *rateLimiter {
+	if bytesPerSec == 0 {
+		return nil
+	}
+	return &rateLimiter{rate: float64(bytesPerSec)}
+}
+
+func (l *rateLimiter) wait(n uint64) {
+	if l == nil || l.off.Load() {
+		return
+	}
+	l.mu.Lock()
+	now := time.Now()
+	start := l.next
+	if start.Before(now) {
+		start = now
+	}
+	l.next = start.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.mu.Unlock()
+	if d := time.Until(start); d > 0 {
+		time.Sleep(d)
+	}
 }

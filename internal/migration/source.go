@@ -255,6 +255,9 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	v := s.vm
 	s.setProgress(func(p *Progress) { p.Phase = "switchover" })
 	v.SetThrottle(0)
+	if len(s.streams) > 0 {
+		s.streams[0].limit.disable()
+	}
 	paused := time.Now()
 	if err := v.Pause(); err != nil {
 		return false, s.abort(err)
@@ -398,12 +401,13 @@ func (s *Source) dial(ctx context.Context) (*wire.Conn, error) {
 }
 
 func (s *Source) openStreams(ctx context.Context, id wire.SessionID) error {
+	limit := newRateLimiter(s.opts.Policy.BandwidthLimit)
 	for i := range s.opts.Streams {
 		c, err := s.dial(ctx)
 		if err != nil {
 			return err
 		}
-		st := newStream(c, &s.bytes)
+		st := newStream(c, &s.bytes, limit)
 		s.streams = append(s.streams, st)
 		if err := c.WriteHello(wire.Hello{Version: wire.ProtocolVersion, Session: id, Role: wire.RoleData,
 			Stream: uint8(i), Streams: uint8(s.opts.Streams)}); err != nil {
