@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/arch/x86/x86test"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 	"github.com/godwit-vmm/godwit/internal/vm"
@@ -253,5 +254,64 @@ func TestDiskRoundTrip(t *testing.T) {
 	}
 	if st := v.Status(); !strings.Contains(fmt.Sprint(st.Devices), "virtio-blk") {
 		t.Errorf("status lacks the disk: %+v", st.Devices)
+	}
+}
+
+// TestGuestFaultIsReported: a guest that executes something the VM cannot
+// run (int3 with no IDT: a triple fault on hardware KVM; an instruction
+// the emulator lacks on an emulating KVM) must stop the VM with an error
+// that names where, never hang.
+func TestGuestFaultIsReported(t *testing.T) {
+	testenv.RequireKVM(t)
+	k := filepath.Join(t.TempDir(), "int3.elf")
+	if err := os.WriteFile(k, x86test.Kernel([]byte{0x90, 0x90, 0xcc, 0xf4}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := vm.New(vm.Config{Name: "fault", Kernel: k, MemBytes: 32 << 20, VCPUs: 1}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop("test over")
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("VM still running 20 s after a fatal guest fault")
+	}
+	st := v.Status()
+	msg := st.Error + st.Stopped
+	t.Logf("stopped: %s", msg)
+	if !strings.Contains(msg, "rip 0x10000") {
+		t.Errorf("report does not name the guest RIP: %q", msg)
+	}
+	if strings.Contains(msg, "KVM internal error") && !strings.Contains(msg, "cc") {
+		t.Errorf("emulation failure without the instruction bytes: %q", msg)
+	}
+}
+
+// TestLargeMemory boots a guest with RAM above 4 GiB (a second memory
+// slot past the MMIO hole) and checks the guest sees and uses it.
+func TestLargeMemory(t *testing.T) {
+	v, con := startGuest(t, vm.Config{MemBytes: 8 << 30, VCPUs: 2})
+	lines := con.Lines()
+	high := false
+	for _, l := range lines {
+		if strings.HasPrefix(l.Text, "MEM ram 0x100000000-") {
+			high = true
+		}
+	}
+	if !high {
+		t.Fatalf("guest does not report RAM at 4 GiB: %v", lines[:min(len(lines), 8)])
+	}
+	// The guest's own check of the page it stamps there.
+	command(t, v, con, "W 3100 0 0", "ACK W 3100 0 0", 120*time.Second)
+	line := command(t, v, con, "V", "VERIFY ", 120*time.Second)
+	if !strings.HasPrefix(line, "VERIFY OK") {
+		t.Fatalf("verify over RAM past 4 GiB: %s", line)
+	}
+	if s := v.Status(); s.MemMiB != 8<<10 {
+		t.Errorf("status memory %d MiB", s.MemMiB)
 	}
 }

@@ -5,42 +5,14 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/godwit-vmm/godwit/internal/arch/x86/x86test"
 	"github.com/godwit-vmm/godwit/internal/memory"
 )
 
-// elf32 builds a minimal ELF32 executable with one PT_LOAD segment holding
-// payload at paddr, with memsz bytes in memory.
-func elf32(entry, paddr uint32, payload []byte, memsz uint32) []byte {
-	const ehsize, phsize = 52, 32
-	b := make([]byte, ehsize+phsize+len(payload))
-	copy(b, "\x7fELF")
-	b[4], b[5], b[6] = 1, 1, 1 // 32-bit, little-endian, version 1
-	le := binary.LittleEndian
-	le.PutUint16(b[16:], 2) // ET_EXEC
-	le.PutUint16(b[18:], 3) // EM_386
-	le.PutUint32(b[20:], 1)
-	le.PutUint32(b[24:], entry)
-	le.PutUint32(b[28:], ehsize) // phoff
-	le.PutUint16(b[40:], ehsize)
-	le.PutUint16(b[42:], phsize)
-	le.PutUint16(b[44:], 1) // phnum
-	ph := b[ehsize:]
-	le.PutUint32(ph[0:], 1) // PT_LOAD
-	le.PutUint32(ph[4:], ehsize+phsize)
-	le.PutUint32(ph[8:], paddr)
-	le.PutUint32(ph[12:], paddr)
-	le.PutUint32(ph[16:], uint32(len(payload)))
-	le.PutUint32(ph[20:], memsz)
-	le.PutUint32(ph[24:], 5)
-	copy(b[ehsize+phsize:], payload)
-	return b
-}
+var elf32 = x86test.ELF32
 
 func multibootPayload(flags uint32) []byte {
-	p := make([]byte, 64)
-	binary.LittleEndian.PutUint32(p[0:], MultibootHeaderMagic)
-	binary.LittleEndian.PutUint32(p[4:], flags)
-	binary.LittleEndian.PutUint32(p[8:], -(MultibootHeaderMagic + flags))
+	p := append(x86test.MultibootHeader(flags), make([]byte, 52)...)
 	for i := 12; i < len(p); i++ {
 		p[i] = byte(i)
 	}
