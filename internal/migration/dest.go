@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -423,6 +424,12 @@ func (s *ramSink) ZeroPages(gpa uint64, npages uint32) error {
 	if err != nil {
 		return err
 	}
-	clear(b)
+	// Fresh RAM already reads as zero; reading does not allocate it,
+	// writing would.
+	for off := 0; off < len(b); off += memory.PageSize {
+		if p := b[off : off+memory.PageSize]; !bytes.Equal(p, zeroPage[:]) {
+			clear(p)
+		}
+	}
 	return nil
 }
