@@ -178,10 +178,6 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 	}
 }
 
-// errGuestStopped is returned by handleExit when the guest asked to power off
-// or reset; the VM is already shutting down.
-var errGuestStopped = errors.New("guest stopped")
-
 func (c *vcpu) handleExit(cpu *kvm.VCPU, reason uint32) error {
 	switch reason {
 	case kvm.KVM_EXIT_IO:

@@ -90,12 +90,6 @@ func (w *worker) resume(queues int) {
 	w.cond.Broadcast()
 }
 
-func (w *worker) isPaused() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.paused
-}
-
 func (w *worker) waitIdle() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
