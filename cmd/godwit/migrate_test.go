@@ -47,6 +47,31 @@ func startNS(t *testing.T, h *netlab.Host, con *guest.Console, sock string, args
 	return m
 }
 
+// newLab checks what namespace tests need and builds a lab with n hosts,
+// removed when the test ends.
+func newLab(t *testing.T, n int) (*netlab.Lab, string) {
+	t.Helper()
+	testenv.RequireKVM(t)
+	testenv.RequireNetns(t)
+	elf := testenv.GuestELF(t)
+	lab, err := netlab.New("", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab, elf
+}
+
+// wait waits for the VMM process to exit.
+func (m *nsVMM) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-m.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("VMM did not exit")
+	}
+}
+
 func (m *nsVMM) waitAPI(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -69,14 +94,7 @@ func (m *nsVMM) waitAPI(t *testing.T) {
 // must verify, the client must lose at most a handful of 10 ms probes, and
 // the shared bridge must point the guest's MAC at the new host at once.
 func TestMigrateBetweenNamespaces(t *testing.T) {
-	testenv.RequireKVM(t)
-	testenv.RequireNetns(t)
-	elf := testenv.GuestELF(t)
-	lab, err := netlab.New("", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab, elf := newLab(t, 2)
 	hosts := lab.Hosts()
 	ip := lab.GuestAddr(0)
 	const mac = "52:54:00:ab:cd:01"
@@ -143,11 +161,7 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 		if p.Lost > allowed || u.Lost > allowed || u.Duplicates > 0 || p.Duplicates > 0 {
 			t.Errorf("client lost too much across the migration: ping %v, udp %v", p, u)
 		}
-		select {
-		case <-src.done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("source VMM still running after the migration")
-		}
+		src.wait(t)
 		src = d
 	}
 	if g := guest.CheckHeartbeats(con.Heartbeats()); len(g.SeqErrors) > 0 {
@@ -163,14 +177,7 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 // TestMigrateRefusedWithoutBridge: a destination on another network (its
 // bridge is missing) refuses before anything moves, and the source runs on.
 func TestMigrateRefusedWithoutBridge(t *testing.T) {
-	testenv.RequireKVM(t)
-	testenv.RequireNetns(t)
-	elf := testenv.GuestELF(t)
-	lab, err := netlab.New("", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab, elf := newLab(t, 2)
 	hosts := lab.Hosts()
 	dir := t.TempDir()
 	con := guest.NewConsole(nil)
@@ -205,14 +212,7 @@ func TestMigrateRefusedWithoutBridge(t *testing.T) {
 // TestMissingBridge: a VM asked to join a bridge that does not exist does
 // not start, and says which bridge.
 func TestMissingBridge(t *testing.T) {
-	testenv.RequireKVM(t)
-	testenv.RequireNetns(t)
-	elf := testenv.GuestELF(t)
-	lab, err := netlab.New("", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab, elf := newLab(t, 1)
 	out, err := lab.Hosts()[0].Command(godwitBin, "run", "--name", "mb", "--kernel", elf, "--tap", "gwmb0",
 		"--bridge", "nosuchbr", "--api-socket", filepath.Join(t.TempDir(), "s")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "bridge nosuchbr does not exist") {

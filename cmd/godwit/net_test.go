@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/netip"
 	"os/exec"
@@ -12,45 +11,18 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
-	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
 // TestNetworkPingAndUDPEcho boots a guest on a TAP in a host namespace,
 // bridged to a client namespace, and talks to it with ICMP echo and UDP.
 func TestNetworkPingAndUDPEcho(t *testing.T) {
-	testenv.RequireKVM(t)
-	testenv.RequireNetns(t)
-	elf := testenv.GuestELF(t)
-	lab, err := netlab.New("", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab, elf := newLab(t, 1)
 	host := lab.Hosts()[0]
 	ip := lab.GuestAddr(0)
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	cmd := host.Command(godwitBin, "run", "--name", "net1", "--kernel", elf, "--mem", "128M",
-		"--tap", "gwtap0", "--mac", "52:54:00:aa:00:01", "--cmdline", "cpus=1 ip="+ip.String(),
-		"--api-socket", sock, "--log-level", "warn")
 	con := guest.NewConsole(nil)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = con, &stderr
-	stdin, _ := cmd.StdinPipe()
-	defer stdin.Close()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); con.Close() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("vmm stderr: %s", stderr.String())
-		}
-	}()
+	m := startNS(t, host, con, sock, "--name", "net1", "--kernel", elf, "--mem", "128M",
+		"--tap", "gwtap0", "--mac", "52:54:00:aa:00:01", "--cmdline", "cpus=1 ip="+ip.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
@@ -91,11 +63,7 @@ func TestNetworkPingAndUDPEcho(t *testing.T) {
 		t.Errorf("status does not show the guest IP learned from its ARP traffic:\n%s", out)
 	}
 	godwit(t, "stop", "--api-socket", sock)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("VMM did not exit")
-	}
+	m.wait(t)
 	// The TAP went away with the VMM.
 	if err := exec.Command("ip", "netns", "exec", host.Name, "ip", "link", "show", "gwtap0").Run(); err == nil {
 		t.Error("TAP gwtap0 left behind")
@@ -105,14 +73,7 @@ func TestNetworkPingAndUDPEcho(t *testing.T) {
 // TestTAPNameInUse: a TAP name taken by another kind of interface is a
 // clear error, and nothing is left behind.
 func TestTAPNameInUse(t *testing.T) {
-	testenv.RequireKVM(t)
-	testenv.RequireNetns(t)
-	elf := testenv.GuestELF(t)
-	lab, err := netlab.New("", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab, elf := newLab(t, 1)
 	host := lab.Hosts()[0]
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	out, err := host.Command(godwitBin, "run", "--name", "tapbusy", "--kernel", elf, "--tap", "uplink",

@@ -107,17 +107,21 @@ func (p *probeLog) result(interval time.Duration) ProbeResult {
 	return r
 }
 
-// Ping sends count ICMP echo requests to dst from namespace ns, one every
-// interval, and waits up to wait after the last one for stragglers.
-func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (ProbeResult, error) {
+// probe sends count probes from namespace ns, one every interval, on the
+// socket open returns, and waits up to wait after the last one for
+// stragglers. parse returns the sequence number a reply answers (ok false
+// for a packet that is not a reply of ours).
+func probe(ns string, count int, interval, wait time.Duration,
+	open func() (net.PacketConn, error),
+	send func(c net.PacketConn, seq int) error,
+	parse func(b []byte, from net.Addr) (seq int, ok bool)) (ProbeResult, error) {
 	var res ProbeResult
 	err := InNamespace(ns, func() error {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		c, err := open()
 		if err != nil {
-			return fmt.Errorf("netlab: icmp socket: %w", err)
+			return err
 		}
 		defer c.Close()
-		id := uint16(os.Getpid())
 		log := &probeLog{}
 		done := make(chan struct{})
 		go func() {
@@ -128,21 +132,18 @@ func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (P
 				if err != nil {
 					return
 				}
-				now := time.Now()
-				if from.(*net.IPAddr).IP.String() != dst.String() || n < 8 || buf[0] != 0 || binary.BigEndian.Uint16(buf[4:]) != id {
-					continue // not an echo reply of ours
+				if seq, ok := parse(buf[:n], from); ok {
+					log.reply(seq, time.Now())
 				}
-				log.reply(int(binary.BigEndian.Uint16(buf[6:])), now)
 			}
 		}()
-		to := &net.IPAddr{IP: dst.AsSlice()}
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for i := 0; i < count; i++ {
-			seq := log.sent(time.Now())
-			msg := icmpEcho(id, uint16(seq), []byte("godwit-netlab-probe"))
-			if _, err := c.WriteTo(msg, to); err != nil && !errors.Is(err, unix.EHOSTUNREACH) {
-				return fmt.Errorf("netlab: send ping: %w", err)
+			err := send(c, log.sent(time.Now()))
+			// Unreachable for a moment is what a migration looks like.
+			if err != nil && !errors.Is(err, unix.EHOSTUNREACH) && !errors.Is(err, unix.ECONNREFUSED) {
+				return fmt.Errorf("netlab: send probe: %w", err)
 			}
 			<-tick.C
 		}
@@ -153,6 +154,32 @@ func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (P
 		return nil
 	})
 	return res, err
+}
+
+// Ping sends count ICMP echo requests to dst from namespace ns, one every
+// interval, and waits up to wait after the last one for stragglers.
+func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (ProbeResult, error) {
+	id := uint16(os.Getpid())
+	to := &net.IPAddr{IP: dst.AsSlice()}
+	return probe(ns, count, interval, wait,
+		func() (net.PacketConn, error) {
+			c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+			if err != nil {
+				return nil, fmt.Errorf("netlab: icmp socket: %w", err)
+			}
+			return c, nil
+		},
+		func(c net.PacketConn, seq int) error {
+			_, err := c.WriteTo(icmpEcho(id, uint16(seq), []byte("godwit-netlab-probe")), to)
+			return err
+		},
+		func(b []byte, from net.Addr) (int, bool) {
+			ok := from.(*net.IPAddr).IP.Equal(to.IP) && len(b) >= 8 && b[0] == 0 && binary.BigEndian.Uint16(b[4:]) == id
+			if !ok {
+				return 0, false // not an echo reply of ours
+			}
+			return int(binary.BigEndian.Uint16(b[6:])), true
+		})
 }
 
 // icmpEcho builds an ICMP echo request.
@@ -183,46 +210,28 @@ func checksum(b []byte) uint16 {
 // UDPEcho sends count datagrams carrying a sequence number to dst's echo
 // port from namespace ns, one every interval, and counts the echoes.
 func UDPEcho(ns string, dst netip.AddrPort, count int, interval, wait time.Duration) (ProbeResult, error) {
-	var res ProbeResult
-	err := InNamespace(ns, func() error {
-		c, err := net.ListenUDP("udp4", nil)
-		if err != nil {
-			return fmt.Errorf("netlab: udp socket: %w", err)
-		}
-		defer c.Close()
-		log := &probeLog{}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			buf := make([]byte, 1500)
-			for {
-				n, from, err := c.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				if from != dst || n < 12 || string(buf[:8]) != "gwseq000" {
-					continue
-				}
-				log.reply(int(binary.BigEndian.Uint32(buf[8:])), time.Now())
+	const magic = "gwseq000"
+	to := net.UDPAddrFromAddrPort(dst)
+	return probe(ns, count, interval, wait,
+		func() (net.PacketConn, error) {
+			c, err := net.ListenUDP("udp4", nil)
+			if err != nil {
+				return nil, fmt.Errorf("netlab: udp socket: %w", err)
 			}
-		}()
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		msg := make([]byte, 64)
-		copy(msg, "gwseq000")
-		for i := 0; i < count; i++ {
-			seq := log.sent(time.Now())
+			return c, nil
+		},
+		func(c net.PacketConn, seq int) error {
+			msg := make([]byte, 64)
+			copy(msg, magic)
 			binary.BigEndian.PutUint32(msg[8:], uint32(seq))
-			if _, err := c.WriteToUDPAddrPort(msg, dst); err != nil && !errors.Is(err, unix.EHOSTUNREACH) && !errors.Is(err, unix.ECONNREFUSED) {
-				return fmt.Errorf("netlab: send udp: %w", err)
+			_, err := c.WriteTo(msg, to)
+			return err
+		},
+		func(b []byte, from net.Addr) (int, bool) {
+			u, ok := from.(*net.UDPAddr)
+			if !ok || u.AddrPort() != dst || len(b) < 12 || string(b[:8]) != magic {
+				return 0, false
 			}
-			<-tick.C
-		}
-		time.Sleep(wait)
-		c.Close()
-		<-done
-		res = log.result(interval)
-		return nil
-	})
-	return res, err
+			return int(binary.BigEndian.Uint32(b[8:])), true
+		})
 }
