@@ -1,0 +1,75 @@
+package fence
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPublishRead(t *testing.T) {
+	p := NewPublisher(filepath.Join(t.TempDir(), "fence"))
+	if err := p.PublishAt(123456789); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Read(p.Path()); err != nil || d != 123456789 {
+		t.Fatalf("Read = %d, %v", d, err)
+	}
+}
+
+func TestWatchFiresAtDeadline(t *testing.T) {
+	p := NewPublisher(filepath.Join(t.TempDir(), "fence"))
+	p.Publish(150 * time.Millisecond)
+	start := time.Now()
+	fired := make(chan string, 1)
+	stop := Watch(p.Path(), 20*time.Millisecond, func(r string) { fired <- r })
+	defer stop()
+	select {
+	case r := <-fired:
+		if d := time.Since(start); d < 140*time.Millisecond || d > 400*time.Millisecond {
+			t.Errorf("fired after %v, deadline was 150 ms", d)
+		}
+		if !strings.Contains(r, "deadline passed") {
+			t.Errorf("reason %q", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("fence did not fire")
+	}
+}
+
+func TestWatchRenewedKeepsRunning(t *testing.T) {
+	p := NewPublisher(filepath.Join(t.TempDir(), "fence"))
+	p.Publish(100 * time.Millisecond)
+	fired := make(chan string, 1)
+	stop := Watch(p.Path(), 10*time.Millisecond, func(r string) { fired <- r })
+	defer stop()
+	for range 10 {
+		time.Sleep(40 * time.Millisecond)
+		p.Publish(100 * time.Millisecond) // renewals keep coming
+	}
+	select {
+	case r := <-fired:
+		t.Fatalf("fired while renewed: %s", r)
+	default:
+	}
+	// Renewals stop: it fires.
+	select {
+	case <-fired:
+	case <-time.After(time.Second):
+		t.Fatal("fence did not fire after renewals stopped")
+	}
+}
+
+func TestWatchFailsClosed(t *testing.T) {
+	fired := make(chan string, 1)
+	stop := Watch(filepath.Join(t.TempDir(), "missing"), 10*time.Millisecond, func(r string) { fired <- r })
+	defer stop()
+	select {
+	case r := <-fired:
+		if !strings.Contains(r, "cannot read") {
+			t.Errorf("reason %q", r)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("an unreadable fence did not stop the VM")
+	}
+}
