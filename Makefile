@@ -42,8 +42,20 @@ check:
 unit:
 	$(GO) test -short ./...
 
+# Benchmarks against QEMU on the same test guest (docs/BENCHMARKS.md); results
+# in $BENCH_OUT/godwit-bench-<time>/ (default /tmp/godwit-bench).
 bench-boot: deps build guest
 	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST)
+
+.PHONY: bench-migrate
+bench-migrate: deps build guest
+	$(GO) run ./internal/tools/bench migrate --godwit $(BIN) --guest $(GUEST)
+
+# Network blackout during live migration, Godwit vs QEMU, between network
+# namespaces (docs/NETWORK.md); results in $BENCH_OUT/godwit-netbench-<time>/.
+.PHONY: bench-net
+bench-net: deps build guest
+	$(GO) run ./internal/tools/netbench --godwit $(BIN) --guest $(GUEST)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	bootMemMiB   = 1024 // guest size of the boot benchmark
+	maxMergedKiB = 2048 // see rssInfo.MergedKiB
+)
+
+// bootRun is one launch of a VMM.
+type bootRun struct {
+	Run      int      `json:"run"`
+	FirstHBS float64  `json:"launch_to_first_hb_s"`
+	ReadyS   float64  `json:"launch_to_ready_s"`
+	RSS      *rssInfo `json:"rss,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// rssInfo is a VMM's resident memory, split into guest RAM and the rest.
+type rssInfo struct {
+	TotalKiB    uint64 `json:"total_kib"`     // sum of Rss over every mapping
+	GuestKiB    uint64 `json:"guest_ram_kib"` // Rss of the guest-RAM mapping
+	OverheadKiB uint64 `json:"overhead_kib"`  // TotalKiB - GuestKiB
+	// The kernel merges adjacent anonymous mappings of the same kind: the
+	// guest-RAM mapping may have grown by a small neighbour, whose Rss
+	// (at most this much) then counts as guest RAM.
+	MergedKiB uint64 `json:"guest_mapping_extra_kib"`
+}
+
+// bootSide is one VMM's boot figures.
+type bootSide struct {
+	Runs        []bootRun `json:"runs"`
+	FirstHB     *stat     `json:"launch_to_first_hb_s,omitempty"`
+	Ready       *stat     `json:"launch_to_ready_s,omitempty"`
+	OverheadMiB *stat     `json:"rss_overhead_mib,omitempty"`
+	TotalMiB    *stat     `json:"rss_total_mib,omitempty"`
+	GuestMiB    *stat     `json:"rss_guest_ram_mib,omitempty"`
+	// QEMU only: the harness's boot_time.py runs and where they are.
+	HarnessDir  string    `json:"harness_result_dir,omitempty"`
+	HarnessRuns []bootRun `json:"harness_runs,omitempty"`
+	Error       string    `json:"error,omitempty"`
+}
+
+type bootResult struct {
+	MemMiB int       `json:"mem_mib"`
+	Godwit *bootSide `json:"godwit"`
+	QEMU   *bootSide `json:"qemu,omitempty"`
+}
+
+// benchBoot measures launch -> first heartbeat / READY and the memory
+// overhead, for Godwit and (if available) QEMU.
+func benchBoot(e *env) (*bootResult, error) {
+	res := &bootResult{MemMiB: bootMemMiB, Godwit: &bootSide{}}
+	var errs []string
+	for i := 1; i <= e.bootRuns; i++ {
+		name := fmt.Sprintf("godwit-boot%d", i)
+		sock := filepath.Join(e.tmpDir, name+".sock")
+		argv := []string{e.godwit, "run", "--name", name, "--kernel", e.guestELF, "--mem", "1G", "--cpus", "1",
+			"--api-socket", sock, "--log-level", "warn"}
+		r := bootOnce(e, name, argv, i)
+		progress("boot: Godwit run %d: first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
+			i, r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("godwit run %d: %s", i, r.Error))
+		}
+		res.Godwit.Runs = append(res.Godwit.Runs, r)
+	}
+	res.Godwit.summarize()
+
+	if e.qemuOK {
+		res.QEMU = qemuBoot(e)
+		if res.QEMU.Error != "" {
+			errs = append(errs, "qemu: "+res.QEMU.Error)
+		}
+	}
+	if len(errs) > 0 {
+		return res, errors.New(strings.Join(errs, "; "))
+	}
+	return res, nil
+}
+
+// bootOnce launches argv, waits for the first heartbeat and READY, measures
+// RSS one second after READY and stops the VMM.
+func bootOnce(e *env, name string, argv []string, run int) bootRun {
+	r := bootRun{Run: run}
+	p, err := startProc(name, argv, procOpts{logDir: e.logDir()})
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	defer p.stop(5 * time.Second)
+	ready, err := waitPrefix(p, 0, "READY", 120*time.Second)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	if err := waitHeartbeats(p, 1, 10*time.Second); err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.ReadyS = ready.At.Sub(p.launched).Seconds()
+	r.FirstHBS = p.con.Heartbeats()[0].At.Sub(p.launched).Seconds()
+	time.Sleep(time.Second)
+	rss, err := measureRSS(p.pid(), bootMemMiB<<20)
+	if err != nil {
+		r.Error = err.Error()
+	}
+	r.RSS = rss
+	return r
+}
+
+// qemuBoot runs the harness's boot_time.py for the boot time, then starts
+// one QEMU with the harness's command line for the memory overhead.
+func qemuBoot(e *env) *bootSide {
+	q := &bootSide{}
+	progress("boot: QEMU: boot_time.py --runs %d (harness)", e.bootRuns)
+	dir, err := runHarness(e, "qemu-boot", time.Duration(e.bootRuns)*3*time.Minute,
+		"boot_time.py", "--runs", strconv.Itoa(e.bootRuns), "--mem", strconv.Itoa(bootMemMiB), "--timeout", "300")
+	q.HarnessDir = dir
+	if err != nil {
+		q.Error = err.Error()
+	}
+	if dir != "" {
+		var hr struct {
+			Runs []struct {
+				Run       int     `json:"run"`
+				OK        bool    `json:"ok"`
+				FirstHB   float64 `json:"boot_to_first_hb_s"`
+				FirstLine float64 `json:"first_serial_line_s"`
+			} `json:"runs"`
+		}
+		if err := readJSON(filepath.Join(dir, "result.json"), &hr); err != nil {
+			q.Error = joinErr(q.Error, err.Error())
+		}
+		var v []float64
+		for _, r := range hr.Runs {
+			br := bootRun{Run: r.Run, FirstHBS: r.FirstHB}
+			if !r.OK {
+				br.Error = "no heartbeat"
+			} else {
+				v = append(v, r.FirstHB)
+			}
+			q.HarnessRuns = append(q.HarnessRuns, br)
+		}
+		q.FirstHB = summarize(v)
+	}
+	// The memory overhead (and READY) from one QEMU started here with the
+	// harness's command line (vmctl.py, without the QMP socket).
+	argv := []string{"qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", strconv.Itoa(bootMemMiB),
+		"-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-kernel", e.guestELF, "-nic", "none"}
+	r := bootOnce(e, "qemu-rss", argv, 1)
+	progress("boot: QEMU (started here): first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
+		r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
+	if r.Error != "" {
+		q.Error = joinErr(q.Error, r.Error)
+	}
+	q.Runs = []bootRun{r}
+	fh := q.FirstHB
+	q.summarize()
+	if fh != nil {
+		q.FirstHB = fh // the harness's runs are the boot-time figure
+	}
+	return q
+}
+
+// summarize fills the statistics from the runs without error.
+func (b *bootSide) summarize() {
+	var hb, ready, over, total, guest []float64
+	for _, r := range b.Runs {
+		if r.Error != "" && r.RSS == nil {
+			continue
+		}
+		if r.FirstHBS > 0 {
+			hb = append(hb, r.FirstHBS)
+			ready = append(ready, r.ReadyS)
+		}
+		if r.RSS != nil {
+			over = append(over, float64(r.RSS.OverheadKiB)/1024)
+			total = append(total, float64(r.RSS.TotalKiB)/1024)
+			guest = append(guest, float64(r.RSS.GuestKiB)/1024)
+		}
+	}
+	b.FirstHB, b.Ready = summarize(hb), summarize(ready)
+	b.OverheadMiB, b.TotalMiB, b.GuestMiB = summarize(over), summarize(total), summarize(guest)
+}
+
+// measureRSS reads /proc/PID/smaps: the sum of Rss over all mappings, and
+// the Rss of guest RAM: the anonymous mapping of guestBytes (or slightly
+// more, when the kernel merged a small neighbouring mapping into it).
+func measureRSS(pid int, guestBytes uint64) (*rssInfo, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var (
+		r        rssInfo
+		anon     bool
+		sizeKiB  uint64
+		found    int
+		sc       = bufio.NewScanner(f)
+		guestKiB = guestBytes >> 10
+	)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			// a mapping header: addr perms offset dev inode [path]
+			anon = len(fields) == 5 && fields[4] == "0"
+			sizeKiB = 0
+			continue
+		}
+		switch fields[0] {
+		case "Size:":
+			sizeKiB, _ = strconv.ParseUint(fields[1], 10, 64)
+		case "Rss:":
+			kib, _ := strconv.ParseUint(fields[1], 10, 64)
+			r.TotalKiB += kib
+			if anon && sizeKiB >= guestKiB && sizeKiB-guestKiB <= maxMergedKiB {
+				r.GuestKiB += kib
+				r.MergedKiB += sizeKiB - guestKiB
+				found++
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if found != 1 {
+		return &r, fmt.Errorf("smaps of pid %d: %d anonymous mappings of %d KiB (+ up to %d KiB), want exactly one for guest RAM", pid, found, guestKiB, maxMergedKiB)
+	}
+	r.OverheadKiB = r.TotalKiB - r.GuestKiB
+	return &r, nil
+}
+
+func rssText(r *rssInfo) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MiB (total %.1f, guest RAM %.1f)", float64(r.OverheadKiB)/1024, float64(r.TotalKiB)/1024, float64(r.GuestKiB)/1024)
+}
+
+func errText(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " ERROR: " + s
+}
+
+func joinErr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// logDir is where consoles and stderr of the VMMs go.
+func (e *env) logDir() string {
+	d := filepath.Join(e.outDir, "logs")
+	os.MkdirAll(d, 0o755)
+	return d
+}

@@ -1,0 +1,366 @@
+// Command bench measures Godwit against QEMU/KVM on this host, with the very
+// same test guest (guest/build/guest.elf) in both VMMs:
+//
+//	go run ./internal/tools/bench boot     [flags]   boot time and VMM memory overhead
+//	go run ./internal/tools/bench migrate  [flags]   live migration (and the loopback limit)
+//	go run ./internal/tools/bench loopback [flags]   plain loopback TCP throughput only
+//	go run ./internal/tools/bench all      [flags]   boot, then migrate
+//
+// What is measured, and how:
+//
+//   - boot: wall time from launching the VMM process to the host receiving
+//     the guest's first heartbeat line (`HB 0 ...`) and its `READY` line, for a
+//     1 GiB, 1 vCPU guest, median of --boot-runs launches. Godwit is launched
+//     here (`godwit run ...`); QEMU by the QEMU harness's boot_time.py (the
+//     baseline's own script). VMM memory overhead: one second after READY,
+//     the process's resident memory (sum of Rss in /proc/PID/smaps) minus the
+//     Rss of the guest-RAM mapping (the anonymous mapping whose size equals
+//     the guest RAM size). QEMU's is measured on a QEMU started here with the
+//     harness's command line.
+//   - migrate: the harness's scenarios idle, ws64, ws512 (1 GiB) and idle4g
+//     (4 GiB). Godwit: boot once per scenario, start the workload
+//     (`W alloc wset rate`), let it run --settle, then migrate ping-pong
+//     --runs times, each time to a fresh `godwit run --incoming` on a new
+//     loopback port (the destination of one run is the source of the next),
+//     with Godwit's default migration settings. Per run: Godwit's report
+//     (total, downtime, bytes, rounds, throttle), and from the console the
+//     guest-visible pause (host arrival time of the destination's first
+//     heartbeat minus that of the source's last one, as the harness measures
+//     QEMU) and whether the heartbeat sequence number continues by exactly
+//     one. After the last run the guest must answer `V` with VERIFY OK. QEMU:
+//     the harness's migrate.py for the same scenarios, once with QEMU's
+//     defaults (128 MiB/s bandwidth cap) and once with the cap lifted
+//     (max-bandwidth=10 GiB/s); its result.json is read back.
+//   - loopback: the plain TCP limit of this host: a re-executed copy of this
+//     program writes --loopback-gib GiB from a prefaulted mmap'd buffer in
+//     4 MiB writes to this process, which reads into another; median GB/s of
+//     3. Godwit's migration throughput (bytes / duration of the first, full
+//     pre-copy round of ws512 and ws64) is reported as a share of it.
+//
+// Progress goes to stderr, the markdown report to stdout, and the JSON
+// results, the markdown, every VMM's console (with host arrival times) and
+// stderr, and the harness's own result directories to
+// $BENCH_OUT/godwit-bench-<time>/ (BENCH_OUT defaults to /tmp/godwit-bench).
+// Every process started here is stopped by its pid on exit, failure or
+// Ctrl-C. The tool installs nothing: without qemu-system-x86_64 it says so
+// and reports Godwit alone.
+//
+// Who may import: nobody; `make bench-boot` and `make bench-migrate` run it.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is what the flags say.
+type config struct {
+	godwit      string
+	guestELF    string
+	harness     string
+	outBase     string
+	bootRuns    int
+	runs        int
+	scenarios   []string
+	settle      time.Duration
+	qemuTimeout int // s, the harness's --timeout (pre-copy cancelled after it)
+	noQEMU      bool
+	loopback    bool
+	loopbackGiB int
+}
+
+// env is one invocation: its configuration and where it writes.
+type env struct {
+	config
+	outDir string // $BENCH_OUT/godwit-bench-<time>
+	tmpDir string // API sockets
+	qemuOK bool   // qemu-system-x86_64 and python3 are there
+}
+
+const usageText = `usage: go run ./internal/tools/bench <boot|migrate|loopback|all> [flags]
+
+  boot      launch -> first heartbeat / READY, and VMM memory overhead (Godwit vs QEMU)
+  migrate   live migration scenarios (Godwit vs QEMU default vs QEMU uncapped), then loopback
+  loopback  plain loopback TCP throughput
+  all       boot, then migrate
+
+flags:
+`
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == loopbackSendCmd {
+		// hidden: the sending half of the loopback measurement
+		if err := loopbackSend(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench loopback-send:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, usageText)
+		fs.PrintDefaults()
+	}
+	root := repoRoot()
+	var c config
+	var scen string
+	fs.StringVar(&c.godwit, "godwit", filepath.Join(root, "bin", "godwit"), "godwit binary (make build)")
+	fs.StringVar(&c.guestELF, "guest", filepath.Join(root, "guest", "build", "guest.elf"), "test guest ELF (make guest)")
+	fs.StringVar(&c.harness, "qemu-harness", filepath.Join(root, "..", "shared", "bench", "qemu"), "QEMU baseline harness directory")
+	fs.StringVar(&c.outBase, "out", envOr("BENCH_OUT", "/tmp/godwit-bench"), "results go to OUT/godwit-bench-<time>/ (default $BENCH_OUT)")
+	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot: launches per VMM")
+	fs.IntVar(&c.runs, "runs", 3, "migrate: migrations per scenario and VMM")
+	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated")
+	fs.DurationVar(&c.settle, "settle", 3*time.Second, "migrate: run the workload this long before the first migration")
+	fs.IntVar(&c.qemuTimeout, "qemu-timeout", 45, "migrate: seconds after which the harness cancels a QEMU pre-copy")
+	fs.BoolVar(&c.noQEMU, "no-qemu", false, "measure Godwit only")
+	fs.BoolVar(&c.loopback, "loopback", true, "migrate: also measure the loopback TCP limit")
+	fs.IntVar(&c.loopbackGiB, "loopback-gib", 2, "loopback: GiB per run")
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fs.Usage()
+		return 2
+	}
+	mode := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	for _, s := range strings.Split(scen, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if _, ok := scenarioByName(s); !ok {
+			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q (have idle, ws64, ws512, idle4g)\n", s)
+			return 2
+		}
+		c.scenarios = append(c.scenarios, s)
+	}
+	switch mode {
+	case "boot", "migrate", "loopback", "all":
+	default:
+		fs.Usage()
+		return 2
+	}
+
+	e, err := newEnv(c, mode)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer os.RemoveAll(e.tmpDir)
+	defer stopAll()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		progress("interrupted (%s): stopping every process started here", s)
+		stopAll()
+		os.RemoveAll(e.tmpDir)
+		os.Exit(130)
+	}()
+
+	res := &results{Mode: mode, Started: time.Now().Format(time.RFC3339), Host: hostInfo(), Config: e.describe()}
+	var failed []string
+	if mode == "boot" || mode == "all" {
+		b, err := benchBoot(e)
+		res.Boot = b
+		if err != nil {
+			failed = append(failed, "boot: "+err.Error())
+		}
+	}
+	if mode == "migrate" || mode == "all" {
+		m, err := benchMigrate(e)
+		res.Migrate = m
+		if err != nil {
+			failed = append(failed, "migrate: "+err.Error())
+		}
+	}
+	if mode == "loopback" || ((mode == "migrate" || mode == "all") && e.loopback) {
+		l, err := benchLoopback(e)
+		res.Loopback = l
+		if err != nil {
+			failed = append(failed, "loopback: "+err.Error())
+		}
+	}
+	res.Finished = time.Now().Format(time.RFC3339)
+	res.HostAfter = hostInfo()
+	res.Errors = failed
+
+	md := renderMarkdown(res)
+	fmt.Print(md)
+	if err := writeResults(e, res, md); err != nil {
+		progress("writing results: %v", err)
+		return 1
+	}
+	progress("results in %s", e.outDir)
+	if len(failed) > 0 {
+		for _, f := range failed {
+			progress("FAILED: %s", f)
+		}
+		return 1
+	}
+	return 0
+}
+
+// newEnv checks the inputs and creates the output and socket directories.
+func newEnv(c config, mode string) (*env, error) {
+	e := &env{config: c}
+	if mode != "loopback" {
+		for _, p := range []*string{&e.godwit, &e.guestELF, &e.harness} {
+			a, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, err
+			}
+			*p = a
+		}
+		if _, err := os.Stat(e.godwit); err != nil {
+			return nil, fmt.Errorf("godwit binary: %w (run `make build`)", err)
+		}
+		if _, err := os.Stat(e.guestELF); err != nil {
+			return nil, fmt.Errorf("test guest: %w (run `make guest`)", err)
+		}
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			return nil, fmt.Errorf("/dev/kvm: %w", err)
+		}
+		e.qemuOK = !e.noQEMU && checkQEMU(e.harness)
+	}
+	stamp := time.Now().Format("20060102-150405")
+	e.outDir = filepath.Join(e.outBase, "godwit-bench-"+stamp)
+	if err := os.MkdirAll(e.outDir, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "godwit-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e.tmpDir = tmp
+	progress("results will go to %s", e.outDir)
+	return e, nil
+}
+
+// checkQEMU says whether the QEMU side can run, and why not if it cannot.
+func checkQEMU(harness string) bool {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		progress("qemu-system-x86_64 not found: the QEMU baseline is skipped. Install it with `apt-get install qemu-system-x86`.")
+		return false
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		progress("python3 not found: the QEMU harness cannot run, the QEMU baseline is skipped (apt-get install python3).")
+		return false
+	}
+	for _, f := range []string{"boot_time.py", "migrate.py", "vmctl.py"} {
+		if _, err := os.Stat(filepath.Join(harness, f)); err != nil {
+			progress("QEMU harness incomplete (%v): the QEMU baseline is skipped; pass --qemu-harness DIR.", err)
+			return false
+		}
+	}
+	return true
+}
+
+func (e *env) describe() map[string]any {
+	return map[string]any{
+		"godwit": e.godwit, "guest": e.guestELF, "qemu_harness": e.harness, "qemu": e.qemuOK,
+		"boot_runs": e.bootRuns, "runs": e.runs, "scenarios": e.scenarios, "settle_s": e.settle.Seconds(),
+		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir,
+	}
+}
+
+// results is everything one invocation measured (result.json).
+type results struct {
+	Mode      string          `json:"mode"`
+	Started   string          `json:"started"`
+	Finished  string          `json:"finished"`
+	Host      map[string]any  `json:"host"`
+	HostAfter map[string]any  `json:"host_after"`
+	Config    map[string]any  `json:"config"`
+	Boot      *bootResult     `json:"boot,omitempty"`
+	Migrate   *migrateResult  `json:"migrate,omitempty"`
+	Loopback  *loopbackResult `json:"loopback,omitempty"`
+	Errors    []string        `json:"errors,omitempty"`
+}
+
+func writeResults(e *env, res *results, md string) error {
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(e.outDir, "result.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.outDir, "report.md"), []byte(md), 0o644)
+}
+
+// hostInfo records what may explain noisy figures: CPUs, load, versions.
+func hostInfo() map[string]any {
+	h := map[string]any{}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		h["loadavg"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "processor") {
+				n++
+			}
+			if name, ok := strings.CutPrefix(l, "model name"); ok && h["cpu"] == nil {
+				h["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+			}
+		}
+		h["cpus"] = n
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h["kernel"] = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("qemu-system-x86_64", "--version").Output(); err == nil {
+		h["qemu"] = strings.SplitN(string(out), "\n", 2)[0]
+	}
+	return h
+}
+
+// repoRoot is the directory holding go.mod, searched upwards from the
+// working directory (make runs us from the repository root).
+func repoRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return wd
+		}
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// progress prints a time-stamped progress line on stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+var errTimeout = errors.New("timed out")

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// stat is median [min..max] of n values.
+type stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+func summarize(v []float64) *stat {
+	if len(v) == 0 {
+		return nil
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return &stat{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+// numf formats a value with precision fitting its size.
+func numf(x float64) string {
+	a := math.Abs(x)
+	switch {
+	case x == math.Trunc(x):
+		return fmt.Sprintf("%.0f", x)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", x)
+	default:
+		return fmt.Sprintf("%.2f", x)
+	}
+}
+
+// mmm is "median [min..max]" (just the value for one run, "–" for none).
+func (s *stat) mmm() string {
+	if s == nil {
+		return "–"
+	}
+	if s.N == 1 || s.Min == s.Max {
+		return numf(s.Median)
+	}
+	return fmt.Sprintf("%s [%s..%s]", numf(s.Median), numf(s.Min), numf(s.Max))
+}
+
+func (s *stat) med() string {
+	if s == nil {
+		return "–"
+	}
+	return numf(s.Median)
+}
+
+// ratio is a/b of two medians, "–" if either is missing.
+func ratio(a, b *stat) string {
+	if a == nil || b == nil || b.Median == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a.Median/b.Median)
+}
+
+// renderMarkdown is the report printed on stdout and saved as report.md.
+func renderMarkdown(r *results) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("## Godwit vs QEMU (%s, %s)\n\n", r.Mode, r.Started)
+	w("Host: %v, %v CPUs, kernel %v; %v. Load average before: %v; after: %v.\n\n",
+		r.Host["cpu"], r.Host["cpus"], r.Host["kernel"], orStr(r.Host["qemu"], "QEMU not installed"), r.Host["loadavg"], r.HostAfter["loadavg"])
+	if r.Boot != nil {
+		renderBoot(&b, r.Boot)
+	}
+	if r.Migrate != nil {
+		renderMigrate(&b, r.Migrate, r.Config)
+	}
+	if r.Loopback != nil {
+		renderLoopback(&b, r.Loopback, r.Migrate)
+	}
+	if len(r.Errors) > 0 {
+		w("### Problems\n\n")
+		for _, e := range r.Errors {
+			w("- %s\n", e)
+		}
+		w("\n")
+	}
+	return b.String()
+}
+
+func orStr(v any, def string) string {
+	if s, ok := v.(string); ok && s != "" {
+		return s
+	}
+	return def
+}
+
+func renderBoot(b *strings.Builder, br *bootResult) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	g, q := br.Godwit, br.QEMU
+	if q == nil {
+		q = &bootSide{}
+	}
+	w("### Boot and memory overhead (%d MiB guest, 1 vCPU; median [min..max])\n\n", br.MemMiB)
+	w("| | Godwit | QEMU | Godwit/QEMU |\n|---|---|---|---|\n")
+	w("| launch → first heartbeat, s (runs: %d each; QEMU: boot_time.py) | %s | %s | %s |\n", len(g.Runs), g.FirstHB.mmm(), q.FirstHB.mmm(), ratio(g.FirstHB, q.FirstHB))
+	w("| launch → READY, s (QEMU: %d run(s) started here) | %s | %s | %s |\n", len(q.Runs), g.Ready.mmm(), q.Ready.mmm(), ratio(g.Ready, q.Ready))
+	w("| VMM RSS overhead (RSS − guest-RAM Rss), MiB | %s | %s | %s |\n", g.OverheadMiB.mmm(), q.OverheadMiB.mmm(), ratio(g.OverheadMiB, q.OverheadMiB))
+	w("| total RSS, MiB | %s | %s | %s |\n", g.TotalMiB.mmm(), q.TotalMiB.mmm(), ratio(g.TotalMiB, q.TotalMiB))
+	w("| guest-RAM mapping Rss, MiB | %s | %s | %s |\n\n", g.GuestMiB.mmm(), q.GuestMiB.mmm(), ratio(g.GuestMiB, q.GuestMiB))
+	if q.Error != "" || g.Error != "" {
+		w("Boot problems: %s\n\n", joinErr(g.Error, q.Error))
+	}
+	if q.HarnessDir != "" {
+		w("QEMU boot_time.py results: `%s`\n\n", q.HarnessDir)
+	}
+}
+
+// qemuCell is one QEMU variant of one scenario for the main table.
+func qemuCell(q *qemuMigrate, scen string, timeout any) string {
+	if q == nil {
+		return "not run"
+	}
+	s := q.Scenarios[scen]
+	if s == nil {
+		if q.Error != "" {
+			return "failed: " + shorten(q.Error, 60)
+		}
+		return "–"
+	}
+	n := len(s.Statuses)
+	if s.Completed == 0 {
+		return fmt.Sprintf("**not converged** 0/%d (cancelled @%v s, %s MiB sent)", n, timeout, s.AllSent.med())
+	}
+	c := fmt.Sprintf("%s / %s / %s / %s", s.TotalMs.med(), s.DownMs.med(), s.PauseMs.med(), s.SentMiB.med())
+	if s.Completed < n {
+		c += fmt.Sprintf(" (only %d/%d converged)", s.Completed, n)
+	}
+	return c
+}
+
+func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	qemu := func(label, scen string) *qemuMigrate {
+		for _, q := range m.QEMU {
+			if q.Label == label && q.Scenarios[scen] != nil {
+				return q
+			}
+		}
+		for _, q := range m.QEMU {
+			if q.Label == label && q.Error != "" {
+				return q
+			}
+		}
+		return nil
+	}
+	w("### Live migration (localhost, 1 vCPU, %v runs per scenario and VMM, median; ms and MiB)\n\n", cfg["runs"])
+	w("Godwit with its defaults. QEMU cells: total / downtime / guest pause / MiB sent, medians over converged runs; QEMU default = 128 MiB/s cap, 300 ms downtime limit; uncapped = `--param max-bandwidth=10737418240`; QEMU pre-copy cancelled after %v s. Ratios: Godwit / QEMU uncapped (< 1: Godwit is faster).\n\n", cfg["qemu_timeout_s"])
+	w("| scenario | Godwit total | Godwit downtime | Godwit guest pause | Godwit MiB sent | QEMU default | QEMU uncapped | total ratio | pause ratio |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
+	for _, g := range m.Godwit {
+		gt := g.TotalMs.mmm()
+		if g.Completed < len(g.Runs) {
+			gt += fmt.Sprintf(" (**%d/%d completed**)", g.Completed, len(g.Runs))
+		}
+		qu := qemu("uncapped", g.Scenario)
+		var qs *qemuScenario
+		if qu != nil {
+			qs = qu.Scenarios[g.Scenario]
+		}
+		tr, pr := "–", "–"
+		if qs != nil && qs.Completed > 0 {
+			tr, pr = ratio(g.TotalMs, qs.TotalMs), ratio(g.PauseMs, qs.PauseMs)
+		}
+		w("| %s (%d MiB, W %s) | %s | %s | %s | %s | %s | %s | %s | %s |\n", g.Scenario, g.MemMiB, g.Workload,
+			gt, g.DownMs.mmm(), g.PauseMs.mmm(), g.SentMiB.mmm(),
+			qemuCell(qemu("default", g.Scenario), g.Scenario, cfg["qemu_timeout_s"]), qemuCell(qu, g.Scenario, cfg["qemu_timeout_s"]), tr, pr)
+	}
+	w("\n")
+
+	w("Godwit details (median [min..max] over completed runs):\n\n")
+	w("| scenario | completed | HB seq continuous | verify | rounds | max throttle %% | setup ms | first round MiB/s | average MiB/s | max HB gap on source during pre-copy, ms | max HB gap on destination, ms | load avg before → after |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, g := range m.Godwit {
+		w("| %s | %d/%d | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s → %s |\n", g.Scenario, g.Completed, len(g.Runs), g.SeqOK, g.Completed,
+			orStr(g.Verify, "–"), g.Rounds.mmm(), g.Throttle.mmm(), g.SetupMs.mmm(), g.FirstMiBs.mmm(), g.AvgMiBs.mmm(), g.SrcGapMs.mmm(), g.DstGapMs.mmm(),
+			g.LoadBefore, g.LoadAfter)
+	}
+	w("\n")
+	w("Godwit runs:\n\n| scenario | run | result | total ms | downtime ms | guest pause ms | MiB sent | rounds (MiB per round) | throttle %% | HB seq src→dst |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, g := range m.Godwit {
+		for _, r := range g.Runs {
+			if r.Report == nil || r.Status != "completed" {
+				w("| %s | %d | %s: %s | | | | | | | |\n", g.Scenario, r.Run, r.Status, shorten(r.Error, 120))
+				continue
+			}
+			rep := r.Report
+			var rounds []string
+			for _, rd := range rep.Rounds {
+				rounds = append(rounds, numf(float64(rd.Bytes)/(1<<20)))
+			}
+			split := ""
+			if r.SplitLine {
+				split = " (line split)"
+			}
+			w("| %s | %d | %s | %s | %s | %s | %s | %d (%s) | %d | %d→%d%s |\n", g.Scenario, r.Run, r.Status, numf(rep.TotalMs), numf(rep.DowntimeMs),
+				numf(r.GuestPauseMs), numf(float64(rep.Bytes)/(1<<20)), len(rep.Rounds), strings.Join(rounds, ", "), rep.MaxThrottle, r.SrcLastSeq, r.DstFirstSeq, split)
+		}
+	}
+	w("\n")
+	if len(m.QEMU) > 0 {
+		w("QEMU details (migrate.py; medians over converged runs, \"all\" = every run incl. cancelled; result directories under qemu/results/):\n\n")
+		w("| scenario | variant | statuses | HB seq continuous | total ms | downtime ms | guest pause ms | MiB sent | Mbit/s | dirty syncs | throttle %% | max HB gap on source during pre-copy, ms | max HB gap on destination, ms | MiB sent (all) | wall s (all) | result dir |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		var loads []string
+		for _, q := range m.QEMU {
+			for _, g := range m.Godwit {
+				s := q.Scenarios[g.Scenario]
+				if s == nil {
+					continue
+				}
+				w("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | `%s` |\n", g.Scenario, q.Label, strings.Join(s.Statuses, ","),
+					s.SeqOK, s.Completed, s.TotalMs.mmm(), s.DownMs.mmm(), s.PauseMs.mmm(), s.SentMiB.mmm(), s.Mbps.mmm(), s.Syncs.mmm(), s.Throttle.mmm(),
+					s.SrcGapMs.mmm(), s.DstGapMs.mmm(), s.AllSent.mmm(), s.AllWallS.mmm(), filepath.Base(q.ResultDir))
+			}
+			if q.Error != "" {
+				w("| (%s) | %s | error: %s | | | | | | | | | | | | | `%s` |\n", strings.Join(q.Args, " "), q.Label, shorten(q.Error, 150), filepath.Base(q.ResultDir))
+			}
+			loads = append(loads, fmt.Sprintf("%s %d MiB: %s → %s", q.Label, q.MemMiB, q.LoadBefore, q.LoadAfter))
+		}
+		w("\nLoad average during the QEMU runs: %s.\n\n", strings.Join(loads, "; "))
+	}
+}
+
+func renderLoopback(b *strings.Builder, l *loopbackResult, m *migrateResult) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	w("### Loopback TCP limit\n\n")
+	var runs []string
+	for _, r := range l.Runs {
+		runs = append(runs, fmt.Sprintf("%.2f", r.GBs))
+	}
+	w("Two processes, %d GiB per run from a prefaulted mmap'd buffer in 4 MiB writes: **%s GB/s** median (runs: %s).\n\n",
+		l.GiB, l.GBs.med(), strings.Join(runs, ", "))
+	if m == nil || l.GBs == nil {
+		return
+	}
+	w("| migration | throughput | GB/s | share of loopback |\n|---|---|---|---|\n")
+	for _, g := range m.Godwit {
+		if g.FirstMiBs == nil || (g.Scenario != "ws512" && g.Scenario != "ws64") {
+			continue
+		}
+		gbs := g.FirstMiBs.Median * (1 << 20) / 1e9
+		w("| Godwit %s | first (full) pre-copy round, %s MiB/s | %.2f | %.0f%% |\n", g.Scenario, g.FirstMiBs.med(), gbs, 100*gbs/l.GBs.Median)
+	}
+	for _, q := range m.QEMU {
+		for _, scen := range []string{"ws64", "ws512"} {
+			s := q.Scenarios[scen]
+			if s == nil || s.Mbps == nil {
+				continue
+			}
+			gbs := s.Mbps.Median / 8000
+			w("| QEMU %s %s | average over the migration (QEMU mbps), %s Mbit/s | %.2f | %.0f%% |\n", q.Label, scen, s.Mbps.med(), gbs, 100*gbs/l.GBs.Median)
+		}
+	}
+	w("\n")
+}
