@@ -37,6 +37,13 @@ Usage:
                                                  godwit run --incoming tcp:HOST:PORT
 
 NAME finds the socket at /run/godwit/NAME.sock.
+
+A pool of hosts (see README, "A pool of hosts"):
+  godwit controller --token-file F [--etcd-endpoints E | --data-dir D]   run a pool controller
+  godwit agent --host H --etcd E --token-file F ...                     run a host agent
+  godwit host list|show H                          hosts of the pool
+  godwit vm create|list|show|start|stop|delete|migrate NAME ...   VMs of the pool
+  godwit cluster status                            leader, members, hosts, VMs
 `
 
 func main() {
@@ -61,6 +68,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return control(cmd, rest, stdout, stderr)
 	case "migrate":
 		return migrateCmd(rest, stdout, stderr)
+	case "controller":
+		return controllerCmd(rest, stdout, stderr)
+	case "host":
+		return hostCmd(rest, stdout, stderr)
+	case "vm":
+		return vmCmd(rest, stdout, stderr)
+	case "cluster":
+		return clusterCmd(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -24,7 +24,9 @@
 //	migrations/<v>      -                Migration  src, dst, reason, expected owner rev, phase
 //	drains/<h>          -                Drain      plan and counts
 //	rules/<r>           -                Rule       affinity rules
-//	config              -                Config     tunables
+//	config              -                Config     pool name, tunables
+//	controllers/<id>    controller's     ControllerInfo  a controller's API URL (leader lookup)
+//	                    session lease
 //
 // # Writes
 //
@@ -33,6 +35,10 @@
 // leader's write fails with ErrNotLeader instead of landing. A write whose
 // outcome is unknown (deadline, lost connection) is reported as
 // ErrOutcomeUnknown, never as a plain failure: the write may have landed.
+//
+// A placement writes spec and owner in one Txn (PlaceVM); a migration
+// request is written only while the owner is at the epoch it names
+// (RequestMigration).
 //
 // # Ownership and fencing
 //

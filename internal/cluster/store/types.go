@@ -125,6 +125,8 @@ type VMSpec struct {
 	Versioned
 	VCPUs    int          `json:"vcpus"`
 	MemBytes uint64       `json:"mem_bytes"`
+	Kernel   string       `json:"kernel"`            // guest kernel path, the same on every host
+	Cmdline  string       `json:"cmdline,omitempty"` // guest command line
 	Disks    []DiskSpec   `json:"disks,omitempty"`
 	NICs     []NICSpec    `json:"nics,omitempty"`
 	HA       HASpec       `json:"ha"`
@@ -180,6 +182,9 @@ type MigrationPhase string
 // Migration phases. Committed and Aborted are written only by HandOver and
 // AbortHandOver, in the same Txn as the owner change.
 const (
+	// MigrationRequested: the controller wrote the record; the source
+	// agent (Src) picks it up and drives the migration.
+	MigrationRequested MigrationPhase = "requested"
 	MigrationPlanned   MigrationPhase = "planned"
 	MigrationRunning   MigrationPhase = "running"
 	MigrationCommitted MigrationPhase = "committed"
@@ -237,6 +242,10 @@ type Rule struct {
 // Config is the pool's tunables. Zero fields mean "use the built-in default".
 type Config struct {
 	Versioned
+	// Pool names the pool this etcd holds. The first controller writes it;
+	// a controller configured for another pool refuses to start, so two
+	// pools never share (or mix up) one etcd.
+	Pool                string  `json:"pool,omitempty"`
 	HostLeaseTTLSeconds int     `json:"host_lease_ttl_seconds,omitempty"`
 	LeaseMarginMillis   int     `json:"lease_margin_millis,omitempty"`
 	MigrationSlots      int     `json:"migration_slots,omitempty"`

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// poolLab is a controller with an embedded etcd and two fake hosts.
+type poolLab struct {
+	c         *controller.Controller
+	st        *store.Store
+	tokenFile string
+	leases    map[string]clientv3.LeaseID
+}
+
+func newPoolLab(t *testing.T) *poolLab {
+	t.Helper()
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "token")
+	if err := os.WriteFile(tf, []byte("tok-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	c, err := controller.Start(ctx, controller.Config{ID: "c1", Listen: "127.0.0.1:0", Token: "tok-123", SessionTTL: 2 * time.Second,
+		Etcd: etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for !c.IsLeader() {
+		if ctx.Err() != nil {
+			t.Fatal("controller does not lead")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lab := &poolLab{c: c, st: c.Store(), tokenFile: tf, leases: map[string]clientv3.LeaseID{}}
+	for _, h := range []string{"h1", "h2"} {
+		resp, err := lab.st.Client().Grant(ctx, 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := store.HostInfo{Host: h, Addr: h + ":7000", CPUIDHash: "cpu-a", TSCKHz: 2_000_000, CPUs: 2, MemBytes: 8 << 30,
+			StorageIDs: []string{"/nfs"}, Networks: []string{"br0"}, Agent: "test"}
+		if _, err := lab.st.RegisterHost(ctx, info, resp.ID); err != nil {
+			t.Fatal(err)
+		}
+		lab.leases[h] = resp.ID
+	}
+	return lab
+}
+
+// run runs one pool command in-process against the lab's controller.
+func (l *poolLab) run(t *testing.T, cmd func([]string, *bytes.Buffer, *bytes.Buffer) error, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	args = append(args, "--controller", l.c.URL(), "--token-file", l.tokenFile)
+	err := cmd(args, &out, &errb)
+	return out.String(), err
+}
+
+func hostC(a []string, o, e *bytes.Buffer) error    { return hostCmd(a, o, e) }
+func vmC(a []string, o, e *bytes.Buffer) error      { return vmCmd(a, o, e) }
+func clusterC(a []string, o, e *bytes.Buffer) error { return clusterCmd(a, o, e) }
+
+func mustRun(t *testing.T, l *poolLab, cmd func([]string, *bytes.Buffer, *bytes.Buffer) error, args ...string) string {
+	t.Helper()
+	out, err := l.run(t, cmd, args...)
+	if err != nil {
+		t.Fatalf("godwit %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// aligned checks that a table's columns start at the same offsets on
+// every line (tabwriter's doing) by looking at where the header's second
+// column starts.
+func aligned(t *testing.T, table string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("table has no rows:\n%s", table)
+	}
+	col := regexp.MustCompile(`^\S+\s+`).FindStringIndex(lines[0])
+	for _, ln := range lines[1:] {
+		if len(ln) <= col[1] || ln[col[1]-1] != ' ' || ln[col[1]] == ' ' {
+			t.Fatalf("column 2 not aligned at %d:\n%s", col[1], table)
+		}
+	}
+}
+
+func TestPoolCLI(t *testing.T) {
+	l := newPoolLab(t)
+
+	out := mustRun(t, l, vmC, "create", "web1", "--kernel", "/guest.elf", "--cmdline", "cpus=2", "--mem", "1G", "--cpus", "2",
+		"--disk", "/nfs/web1.img", "--nic", "br0,mac=52:54:00:00:00:01", "--host", "h1")
+	for _, want := range []string{"vm         web1", "host       h1", "disk 0     /nfs/web1.img (storage /nfs)", "nic 0      br0 52:54:00:00:00:01"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("vm create output lacks %q:\n%s", want, out)
+		}
+	}
+	mustRun(t, l, vmC, "create", "db1", "--kernel", "/guest.elf", "--stopped")
+
+	out = mustRun(t, l, vmC, "list")
+	t.Logf("godwit vm list\n%s", out)
+	aligned(t, out)
+	if !regexp.MustCompile(`(?m)^web1\s+scheduled\s+running\s+h1\s+2\s+1.00 GiB\s+-$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^db1\s+stopped\s+stopped\s+-`).MatchString(out) {
+		t.Errorf("vm list:\n%s", out)
+	}
+	var vms []poolapi.VM
+	if err := json.Unmarshal([]byte(mustRun(t, l, vmC, "list", "--json")), &vms); err != nil || len(vms) != 2 || vms[1].Spec.Kernel != "/guest.elf" {
+		t.Fatalf("vm list --json: %+v, %v", vms, err)
+	}
+
+	out = mustRun(t, l, hostC, "list")
+	t.Logf("godwit host list\n%s", out)
+	aligned(t, out)
+	if !regexp.MustCompile(`(?m)^h1\s+active\s+yes\s+2\s+2\s+8.00 GiB\s+1.25 GiB\s+1\s+h1:7000$`).MatchString(out) {
+		t.Errorf("host list:\n%s", out)
+	}
+	out = mustRun(t, l, hostC, "show", "h1", "--json")
+	var h poolapi.Host
+	if err := json.Unmarshal([]byte(out), &h); err != nil || h.Name != "h1" || h.VMs[0] != "web1" {
+		t.Fatalf("host show --json: %+v, %v", h, err)
+	}
+	if out = mustRun(t, l, hostC, "show", "h2"); !strings.Contains(out, "storage   /nfs") {
+		t.Errorf("host show:\n%s", out)
+	}
+
+	// Errors: one line, non-nil.
+	for _, c := range []struct {
+		cmd  func([]string, *bytes.Buffer, *bytes.Buffer) error
+		args []string
+		want string
+	}{
+		{vmC, []string{"show", "nope"}, "unknown vm nope"},
+		{hostC, []string{"show", "nope"}, "unknown host nope"},
+		{vmC, []string{"create", "x1", "--kernel", "/k", "--disk", "/san/x.img"}, "h1: storage /san missing"},
+		{vmC, []string{"create", "x1", "--kernel", "/k", "--nic", "br7", "--host", "h2"}, "cannot place vm x1 on host h2: network br7 missing"},
+		{vmC, []string{"create", "x1"}, "--kernel is required"},
+		{vmC, []string{"delete", "web1"}, "not stopped"},
+		{vmC, []string{"migrate", "web1", "--to", "h9"}, "unknown host h9"},
+		{vmC, []string{"frobnicate"}, "unknown subcommand"},
+	} {
+		_, err := l.run(t, c.cmd, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v, want one line with %q", c.args, err, c.want)
+		}
+	}
+	// No token at all.
+	t.Setenv("GODWIT_TOKEN", "")
+	t.Setenv("GODWIT_TOKEN_FILE", "")
+	var o, e bytes.Buffer
+	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "no API token") {
+		t.Errorf("no token: %v", err)
+	}
+	t.Setenv("GODWIT_TOKEN", "wrong")
+	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "bearer token") {
+		t.Errorf("wrong token: %v", err)
+	}
+
+	// Migrate with --wait: a fake source agent commits the handover.
+	go fakeHandOver(t, l, "web1")
+	out = mustRun(t, l, vmC, "migrate", "web1", "--wait")
+	t.Logf("godwit vm migrate web1 --wait\n%s", out)
+	if !strings.Contains(out, "web1 h1 → h2") || !strings.Contains(out, "requested") || !strings.Contains(out, "committed") ||
+		!strings.Contains(out, "vm web1 now runs on h2") {
+		t.Errorf("vm migrate --wait:\n%s", out)
+	}
+	if out = mustRun(t, l, vmC, "show", "web1"); !regexp.MustCompile(`(?m)^host\s+h2$`).MatchString(out) {
+		t.Errorf("after migration:\n%s", out)
+	}
+
+	out = mustRun(t, l, vmC, "stop", "web1")
+	if !strings.Contains(out, "vm web1: desired stopped, phase stopping, host h2") {
+		t.Errorf("vm stop: %s", out)
+	}
+	mustRun(t, l, vmC, "delete", "db1")
+
+	out = mustRun(t, l, clusterC, "status")
+	t.Logf("godwit cluster status\n%s", out)
+	for _, want := range []string{"pool         godwit", "leader       c1 at " + l.c.URL(), "answered by  c1 (leader)",
+		"hosts        2: 2 up, 0 lost; active 2", "vms          1: stopping 1", "migrations   0 in flight; committed 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cluster status lacks %q:\n%s", want, out)
+		}
+	}
+	var cs poolapi.Cluster
+	if err := json.Unmarshal([]byte(mustRun(t, l, clusterC, "status", "--json")), &cs); err != nil || cs.Leader != "c1" || !cs.Embedded {
+		t.Fatalf("cluster status --json: %+v, %v", cs, err)
+	}
+}
+
+// fakeHandOver plays the agents: it waits for the VM's migration request,
+// reports progress, and commits the switchover as the destination would.
+func fakeHandOver(t *testing.T, l *poolLab, vm string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		m, _, err := l.st.GetMigration(ctx, vm)
+		if err != nil || m.Phase != store.MigrationRequested {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		m.Phase, m.Round, m.RemainingBytes = store.MigrationRunning, 2, 64<<20
+		if _, err := l.st.PutMigration(ctx, m, store.AnyRev, store.Guard{}); err != nil {
+			t.Errorf("progress: %v", err)
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+		res, err := l.st.HandOver(ctx, vm, m.ExpectOwnerRev, m.Dst, l.leases[m.Dst], m)
+		if err != nil || !res.Won {
+			t.Errorf("handover: %v %v", res, err)
+		}
+		return
+	}
+}
+
+func TestControllerCmdErrors(t *testing.T) {
+	var o, e bytes.Buffer
+	if err := controllerCmd([]string{"--id", "c1"}, &o, &e); err == nil || !strings.Contains(err.Error(), "--token-file is required") {
+		t.Errorf("no token file: %v", err)
+	}
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "token")
+	os.WriteFile(tf, []byte("t\n"), 0o600)
+	srv, err := etcdserver.Start(context.Background(), etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := store.Connect(context.Background(), store.ClientConfig{Endpoints: srv.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := store.New(cli).PutConfig(context.Background(), store.Config{Pool: "alpha"}, 0, store.Guard{}); err != nil {
+		t.Fatal(err)
+	}
+	err = controllerCmd([]string{"--id", "c2", "--token-file", tf, "--listen", "127.0.0.1:0", "--pool", "beta",
+		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--log-level", "error"}, &o, &e)
+	if err == nil || !strings.Contains(err.Error(), `holds pool "alpha"`) {
+		t.Errorf("other pool: %v", err)
+	}
+}
+
+// TestControllerCmdRuns runs `godwit controller` with an embedded etcd,
+// asks it for the cluster status through the CLI, and stops it with SIGTERM.
+func TestControllerCmdRuns(t *testing.T) {
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "token")
+	os.WriteFile(tf, []byte("t0k\n"), 0o600)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- controllerCmd([]string{"--id", "c1", "--token-file", tf, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "etcd"),
+			"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "error"}, pw, &stderr)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no start line (%v); stderr %s; exit %v", err, stderr.String(), <-done)
+	}
+	go io.Copy(io.Discard, pr)
+	m := regexp.MustCompile(`API (http://\S+),`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("start line %q", line)
+	}
+	var out, errb bytes.Buffer
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out.Reset()
+		err := clusterCmd([]string{"status", "--json", "--controller", m[1], "--token-file", tf}, &out, &errb)
+		var cs poolapi.Cluster
+		if err == nil && json.Unmarshal(out.Bytes(), &cs) == nil && cs.Leading {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("controller never leads: %v %s", err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("controller exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("controller did not stop on SIGTERM")
+	}
+}
