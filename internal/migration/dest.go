@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/memory"
@@ -119,6 +120,14 @@ type incoming struct {
 	ends    []chan uint32 // DATA_END iterations per stream
 	errs    chan error
 	done    chan struct{} // closed when the session ends, releasing stream readers
+
+	// failed is the first failure seen outside the control loop (a data
+	// stream, the Receive context); fail interrupts the loop's read.
+	failed atomic.Pointer[error]
+	// readers counts the stream readers: they write guest RAM, so they
+	// must be gone before the VM is discarded.
+	readers   sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // session runs one control connection. It returns the VM once committed,
@@ -132,6 +141,9 @@ func (d *Destination) session(ctx context.Context, nc net.Conn) (*vm.VM, error) 
 	c.SetReadDeadline(time.Now().Add(d.AcceptTimeout))
 	h, err := c.ReadHello()
 	if err != nil {
+		// Say why: the peer may be a Godwit source of another version.
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		c.WriteFrame(wire.TypeError, 0, 0, wire.EncodeReason(err.Error()))
 		nc.Close()
 		return nil, err
 	}
@@ -151,6 +163,12 @@ func (d *Destination) session(ctx context.Context, nc net.Conn) (*vm.VM, error) 
 	}
 	in := &incoming{d: d, ctrl: c, hello: h, errs: make(chan error, 1+int(h.Streams)), done: make(chan struct{})}
 	defer in.closeStreams()
+	// A Receive that ends (cancel, shutdown) abandons the migration under
+	// way instead of finishing it for nobody.
+	stopCancel := context.AfterFunc(ctx, func() {
+		in.fail(fmt.Errorf("migration: the destination gave up: %w", ctx.Err()))
+	})
+	defer stopCancel()
 	if fh.Type != wire.TypeConfig {
 		nc.Close()
 		return nil, fmt.Errorf("migration: first frame is %v, want CONFIG", fh.Type)
@@ -172,12 +190,30 @@ func (in *incoming) discard(cause error) {
 	in.d.mu.Lock()
 	in.d.sessions[in.hello.Session] = wire.NotCommitted
 	in.d.mu.Unlock()
+	// ABORT first: the source finds the reason there when its data
+	// streams break a moment later.
+	in.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	in.ctrl.WriteFrame(wire.TypeAbort, 0, 0, wire.EncodeReason(cause.Error()))
+	// The stream readers write into the VM's RAM: stop them before it
+	// is unmapped.
+	in.closeStreams()
 	if in.vm != nil {
 		in.vm.Stop("incoming migration failed: " + cause.Error())
 		in.vm = nil
 	}
-	in.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-	in.ctrl.WriteFrame(wire.TypeAbort, 0, 0, wire.EncodeReason(cause.Error()))
+}
+
+// fail records a failure seen outside the control loop and interrupts the
+// loop's wait for the next control frame, so that the session aborts now
+// rather than at the next frame or after AcceptTimeout.
+func (in *incoming) fail(err error) {
+	if in.failed.CompareAndSwap(nil, &err) {
+		in.ctrl.SetReadDeadline(time.Now())
+	}
+	select {
+	case in.errs <- err:
+	default:
+	}
 }
 
 func (in *incoming) refuse(why error) error {
@@ -262,7 +298,7 @@ func (in *incoming) acceptStreams() error {
 	}
 	sink := &ramSink{mem: in.vm.Memory()}
 	for i, c := range in.streams {
-		go in.readStream(i, c, sink)
+		in.readers.Go(func() { in.readStream(i, c, sink) })
 	}
 	return nil
 }
@@ -288,21 +324,26 @@ func (in *incoming) readStream(i int, c *wire.Conn, sink *ramSink) {
 		}
 		if err != nil {
 			select {
-			case in.errs <- fmt.Errorf("migration: data stream %d: %w", i, err):
+			case <-in.done: // the session is over and closed the stream
 			default:
+				in.fail(fmt.Errorf("migration: data stream %d: %w", i, err))
 			}
 			return
 		}
 	}
 }
 
+// closeStreams closes the data streams and waits for their readers.
 func (in *incoming) closeStreams() {
-	close(in.done)
-	for _, c := range in.streams {
-		if c != nil {
-			c.Close()
+	in.closeOnce.Do(func() {
+		close(in.done)
+		for _, c := range in.streams {
+			if c != nil {
+				c.Close()
+			}
 		}
-	}
+		in.readers.Wait()
+	})
 }
 
 // control answers the source's control frames until COMMIT.
@@ -310,10 +351,20 @@ func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 	c := in.ctrl
 	restored := false
 	var sums chan []uint32 // verify table, computed once the last pages are in
+	// The checksum goroutine reads guest RAM: it must be done before a
+	// failed session discards the VM.
+	var summing sync.WaitGroup
+	defer summing.Wait()
 	for {
 		c.SetReadDeadline(time.Now().Add(in.d.AcceptTimeout))
+		if e := in.failed.Load(); e != nil {
+			return nil, *e
+		}
 		h, p, err := c.ReadFrame(wire.MaxControlPayload)
 		if err != nil {
+			if e := in.failed.Load(); e != nil {
+				return nil, *e
+			}
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -331,7 +382,8 @@ func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 		case wire.TypeState:
 			if in.cfg.Verify {
 				sums = make(chan []uint32, 1)
-				go func() { sums <- checksumRAM(in.vm.Memory().Regions()) }()
+				ch := sums
+				summing.Go(func() { ch <- checksumRAM(in.vm.Memory().Regions()) })
 			}
 			ms, err := vm.DecodeMachineState(p)
 			if err != nil {

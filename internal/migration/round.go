@@ -102,7 +102,7 @@ func (s *Source) sendRound(ctx context.Context, iter uint32, first bool) (Round,
 				}
 				if batchData[st] >= batchPages || len(batches[st]) >= wire.MaxRuns-1 {
 					if err := flush(st); err != nil {
-						return rd, err
+						return rd, s.streamFailed(err)
 					}
 					run = nil
 				}
@@ -112,12 +112,12 @@ func (s *Source) sendRound(ctx context.Context, iter uint32, first bool) (Round,
 	}
 	for i := range batches {
 		if err := flush(i); err != nil {
-			return rd, err
+			return rd, s.streamFailed(err)
 		}
 	}
 	for _, st := range s.streams {
 		if err := st.end(iter); err != nil {
-			return rd, err
+			return rd, s.streamFailed(err)
 		}
 	}
 	if err := s.sendControl(wire.TypeIterEnd, iter, nil); err != nil {

@@ -167,9 +167,12 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 		return s.abort(err)
 	}
 	defer s.present.Close()
-	committed := false
+	// Unless the VM was handed over (and stopped), tracking ends with
+	// Send: whether it runs again or stays paused after a lost COMMIT
+	// reply, a later migration must start with a fresh, all-dirty log.
+	handedOver := false
 	defer func() {
-		if !committed {
+		if !handedOver {
 			v.SetThrottle(0)
 			v.StopDirtyLog()
 		}
@@ -244,13 +247,13 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 		break
 	}
 	s.report.Forced = forced
-	committed, err = s.switchover(ctx, uint32(len(s.report.Rounds)))
+	handedOver, err = s.switchover(ctx, uint32(len(s.report.Rounds)))
 	return err
 }
 
 // switchover pauses the VM, sends the rest and the state, and commits. It
-// reports whether COMMIT was sent (after which the source must not resume
-// on its own).
+// reports whether the source VM was handed over (and stopped). After COMMIT
+// is sent the source never resumes on its own (see lostCommit).
 func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	v := s.vm
 	s.setProgress(func(p *Progress) { p.Phase = "switchover" })
@@ -302,7 +305,12 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	var sums chan []uint32
 	if s.opts.Verify {
 		sums = make(chan []uint32, 1)
-		go func() { sums <- checksumRAM(s.regions) }()
+		// It reads guest RAM: a switchover that fails must not return
+		// (after which the caller may stop the VM and unmap its RAM)
+		// while it runs.
+		var summing sync.WaitGroup
+		defer summing.Wait()
+		summing.Go(func() { sums <- checksumRAM(s.regions) })
 	}
 	if err := s.sendControl(wire.TypeState, iter, state); err != nil {
 		return resume(err)
@@ -325,14 +333,20 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 		s.report.Verified = true
 		steps.mark("verify")
 	}
+	if err := ctx.Err(); err != nil {
+		return resume(fmt.Errorf("migration: cancelled: %w", err))
+	}
+	// Once COMMIT is out, a cancel can no longer take the handover back:
+	// the answer is awaited (within ReplyTimeout), or asked for, anyway.
+	ctx = context.WithoutCancel(ctx)
 	if err := s.sendControl(wire.TypeCommit, iter, nil); err != nil {
 		// Not known to have arrived: the destination discards its VM when
 		// the connection drops without COMMIT, so resuming is safe only if
 		// it confirms; ask.
-		return true, s.lostCommit(ctx, err)
+		return s.lostCommit(ctx, err)
 	}
 	if err := s.expect(ctx, wire.TypeCommitted); err != nil {
-		return true, s.lostCommit(ctx, err)
+		return s.lostCommit(ctx, err)
 	}
 	steps.mark("commit")
 	s.report.DowntimeMs = ms(time.Since(paused))
@@ -343,26 +357,41 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 
 // lostCommit handles a COMMIT whose answer never came: the source stays
 // paused unless the destination says, on a new connection, that it did not
-// commit and will never run the VM.
-func (s *Source) lostCommit(ctx context.Context, cause error) error {
+// commit and will never run the VM. It reports whether the source VM was
+// stopped (the destination confirmed its commit).
+func (s *Source) lostCommit(ctx context.Context, cause error) (bool, error) {
 	reply, err := s.query(ctx)
 	switch {
 	case err != nil:
 		s.report.Result = "unknown"
-		return fmt.Errorf("migration: no answer to COMMIT (%v) and the destination cannot be asked (%v): the source stays paused; check the destination, then stop or resume the source by hand", cause, err)
+		return false, fmt.Errorf("migration: no answer to COMMIT (%v) and the destination cannot be asked (%v): the source stays paused; check the destination, then stop or resume the source by hand", cause, err)
 	case reply.State == wire.Committed:
 		s.vm.Stop(fmt.Sprintf("migrated to %s (confirmed after a lost reply)", s.addr))
-		return nil
+		return true, nil
 	case reply.State == wire.NotCommitted:
 		s.report.Result = "aborted"
 		if err := s.vm.Resume(); err != nil {
-			return fmt.Errorf("migration: destination did not commit; resume source: %w", err)
+			return false, fmt.Errorf("migration: destination did not commit; resume source: %w", err)
 		}
-		return fmt.Errorf("migration: destination did not commit (%v); the source runs again", cause)
+		return false, fmt.Errorf("migration: destination did not commit (%v); the source runs again", cause)
 	default:
 		s.report.Result = "unknown"
-		return fmt.Errorf("migration: destination does not know the session after a lost COMMIT reply (%v): the source stays paused", cause)
+		return false, fmt.Errorf("migration: destination does not know the session after a lost COMMIT reply (%v): the source stays paused", cause)
 	}
+}
+
+// streamFailed explains a failed data stream. A destination that gives up
+// sends ABORT on the control connection before it drops the data streams,
+// so a write error there usually only echoes the destination's reason:
+// look for it, briefly, and report it.
+func (s *Source) streamFailed(err error) error {
+	s.ctrl.SetReadDeadline(time.Now().Add(time.Second))
+	h, p, rerr := s.ctrl.ReadFrame(wire.MaxMessagePayload)
+	if rerr == nil && (h.Type == wire.TypeAbort || h.Type == wire.TypeError) {
+		why, _ := wire.DecodeReason(h.Type, p)
+		return fmt.Errorf("migration: destination aborted: %s (%w)", why, err)
+	}
+	return err
 }
 
 // abort tells the destination to give up (best effort) and returns cause.

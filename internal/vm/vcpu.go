@@ -54,6 +54,11 @@ type vcpu struct {
 	cpu *kvm.VCPU // owned by the vCPU goroutine
 	tid atomic.Int32
 
+	// kickMu guards closed: kick writes into kvm_run from other
+	// goroutines, so the vCPU goroutine takes it before unmapping.
+	kickMu sync.Mutex
+	closed bool
+
 	reqs chan request
 
 	exits atomic.Uint64 // exits to userspace, for status
@@ -81,7 +86,9 @@ func (c *vcpu) send(r request) error {
 }
 
 func (c *vcpu) kick() {
-	if c.cpu == nil {
+	c.kickMu.Lock()
+	defer c.kickMu.Unlock()
+	if c.cpu == nil || c.closed {
 		return
 	}
 	c.cpu.SetImmediateExit(true)
@@ -101,11 +108,18 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 		c.cpu = cpu
 		err = setup(cpu)
 	}
+	if cpu != nil {
+		defer func() {
+			c.kickMu.Lock()
+			c.closed = true
+			c.kickMu.Unlock()
+			cpu.Close()
+		}()
+	}
 	ready <- err
 	if err != nil {
 		return
 	}
-	defer cpu.Close()
 
 	parked := true // every vCPU starts parked; VM.Start resumes them
 	for {
