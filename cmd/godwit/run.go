@@ -21,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/fence"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/vm"
@@ -46,6 +47,12 @@ func runVM(args []string, stderr io.Writer) error {
 	sock := fs.String("api-socket", "", "API socket path (default /run/godwit/NAME.sock)")
 	console := fs.String("console", "stdio", "serial console: stdio (terminal both ways; Ctrl-A x quits) or none")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	etcd := fs.String("etcd", "", "pool member: etcd endpoints for the VM's owner key (set by the host agent)")
+	ownerHost := fs.String("owner-host", "", "pool member: this host's name (with --etcd)")
+	ownerLease := fs.Int64("owner-lease", 0, "pool member: this host's lease ID (with --etcd)")
+	ownerRev := fs.Int64("owner-rev", 0, "with --incoming in a pool: the owner key's revision when the migration started")
+	migrationID := fs.String("migration-id", "", "with --incoming in a pool: the migration's ID")
+	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
 	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,9 +114,18 @@ func runVM(args []string, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	own, err := newOwnership(*etcd, *name, *ownerHost, *ownerLease, log)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	defer own.Close()
+	if own != nil && listenAddr != "" && (*ownerRev == 0 || *migrationID == "") {
+		return errors.New("run: an incoming VMM in a pool needs --owner-rev and --migration-id")
+	}
+
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
-	ctl := &vmm{log: log}
+	ctl := &vmm{log: log, own: own}
 	srv, err := api.Serve(*sock, ctl, log)
 	if err != nil {
 		return err
@@ -119,7 +135,11 @@ func runVM(args []string, stderr io.Writer) error {
 	if listenAddr != "" {
 		ann := vm.AnnounceConfig{Rounds: *announceRounds, Initial: *announceInitial, Step: *announceStep,
 			Max: max(vm.DefaultAnnounce.Max, *announceInitial)}
-		v, err = receiveVM(cfg, listenAddr, ann, ctl, sigs, log)
+		var gate func(context.Context) error
+		if own != nil {
+			gate = own.commitGate(*ownerRev, *migrationID)
+		}
+		v, err = receiveVM(cfg, listenAddr, ann, gate, ctl, sigs, log)
 	} else {
 		v, err = startVM(cfg, ctl, log)
 	}
@@ -127,6 +147,15 @@ func runVM(args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("vm running", "api_socket", *sock)
+	if *fenceFile != "" {
+		stop := fence.Watch(*fenceFile, 100*time.Millisecond, func(reason string) {
+			// Stop at once: the lease may expire soon after, and the
+			// pool may then start the VM elsewhere.
+			log.Error("fenced: stopping the VM", "reason", reason)
+			v.Stop(reason)
+		})
+		defer stop()
+	}
 
 	go func() {
 		select {
@@ -163,7 +192,7 @@ func startVM(cfg vm.Config, ctl *vmm, log *slog.Logger) (*vm.VM, error) {
 
 // receiveVM waits on addr until a VM arrives by live migration and runs.
 // A signal gives up waiting.
-func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
+func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, gate func(context.Context) error, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("run: --incoming: %w", err)
@@ -184,6 +213,7 @@ func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, ctl *vmm, sigs
 	log.Info("waiting for an incoming migration", "listen", ln.Addr().String())
 	d := migration.NewDestination(ln, cfg, log)
 	d.Announce = ann
+	d.CommitGate = gate
 	v, err := d.Receive(ctx)
 	close(waiting)
 	ctl.incoming.Store(false)
@@ -209,6 +239,7 @@ type vmm struct {
 	p        atomic.Pointer[vm.VM]
 	incoming atomic.Bool
 	log      *slog.Logger
+	own      *ownership // nil outside a pool
 
 	mu     sync.Mutex // guards mig and cancel
 	mig    *migration.Source
@@ -279,6 +310,12 @@ func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Rep
 		opts.Policy.MaxTotal = time.Duration(req.MaxSeconds * float64(time.Second))
 	}
 	opts.Policy.AutoConverge = !req.NoThrottle
+	if c.own != nil {
+		if req.OwnerRev == 0 || req.MigrationID == "" {
+			return nil, errors.New("this VM belongs to a pool: migrate it through the pool (godwit vm migrate), which supplies the owner revision")
+		}
+		opts.ResumeGate = c.own.resumeGate(req.OwnerRev, req.MigrationID)
+	}
 	s, err := migration.NewSource(v, req.To, opts, c.log)
 	if err != nil {
 		return nil, err

@@ -42,6 +42,10 @@ type MigrateRequest struct {
 	MaxRounds  int     `json:"max_rounds,omitempty"`
 	MaxSeconds float64 `json:"max_seconds,omitempty"`
 	NoThrottle bool    `json:"no_auto_converge,omitempty"`
+	// In a pool: the VM's owner key revision when the migration started
+	// and the migration's ID, which guard the switchover (set by agents).
+	OwnerRev    int64  `json:"owner_rev,omitempty"`
+	MigrationID string `json:"migration_id,omitempty"`
 }
 
 // MigrateReply is the answer to PUT /v1/vm/migrate: the report, and the

@@ -29,6 +29,11 @@ type Destination struct {
 	// Announce is the schedule of RARP/GARP announcements after the VM
 	// runs here (vm.DefaultAnnounce unless changed; Rounds 0 disables).
 	Announce vm.AnnounceConfig
+	// CommitGate, if set, is called when COMMIT arrives, before the VM
+	// runs here: an error means this side may not take the VM (in a pool:
+	// the handover transaction on the owner key lost or could not be
+	// decided), and the VM is discarded as if the source had aborted.
+	CommitGate func(ctx context.Context) error
 
 	mu       sync.Mutex // guards sessions
 	sessions map[wire.SessionID]wire.CommitState
@@ -446,6 +451,14 @@ func (in *incoming) waitRound(iter uint32) error {
 // commit starts the VM and confirms. From here on this side owns the VM.
 func (in *incoming) commit() (*vm.VM, error) {
 	v := in.vm
+	if gate := in.d.CommitGate; gate != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), in.d.AcceptTimeout)
+		err := gate(ctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("migration: not taking the VM: %w", err)
+		}
+	}
 	in.d.mu.Lock()
 	in.d.sessions[in.hello.Session] = wire.Committed
 	in.d.mu.Unlock()

@@ -20,6 +20,7 @@
 package migration
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"time"
@@ -42,6 +43,13 @@ type Options struct {
 	// ReplyTimeout bounds every wait for the destination (ACK, ITER_DONE,
 	// STATE_OK, COMMITTED).
 	ReplyTimeout time.Duration
+	// ResumeGate, if set, is asked before the source resumes after its
+	// pause (a failed switchover, or a COMMIT the destination says it did
+	// not take): true lets it resume; false means another host owns the
+	// VM now, so the source stops; an error means no one can tell, so the
+	// source stays paused. A pool sets it to the abort transaction on the
+	// owner key, the mirror of the destination's CommitGate.
+	ResumeGate func(ctx context.Context) (bool, error)
 }
 
 // DefaultStreams is the default number of data connections. Measured on

@@ -2,6 +2,7 @@ package migration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -226,4 +227,53 @@ func TestMigrateWithDiskIO(t *testing.T) {
 	}
 	p.checkGuest(dst, false)
 	t.Logf("downtime %.1f ms", rep.DowntimeMs)
+}
+
+// TestOwnershipGates: in a pool the owner key decides who runs the VM. A
+// destination whose handover loses must not run it, and the source then
+// resumes only once its own take-back wins.
+func TestOwnershipGates(t *testing.T) {
+	p := newPair(t, vm.Config{})
+	var asked []string
+	p.dst.CommitGate = func(context.Context) error {
+		asked = append(asked, "commit")
+		return errors.New("the handover lost")
+	}
+	gate := func(context.Context) (bool, error) {
+		asked = append(asked, "resume")
+		return true, nil
+	}
+	_, _, err := p.migrate(migration.Options{ResumeGate: gate})
+	if err == nil {
+		t.Fatal("migration completed although the destination's handover lost")
+	}
+	if fmt.Sprint(asked) != "[commit resume]" {
+		t.Errorf("gates asked in order %v", asked)
+	}
+	if s := p.src.Status(); s.State != vm.StateRunning {
+		t.Fatalf("source after a lost handover and a won take-back: %s (%v)", s.State, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.con.WaitHeartbeats(ctx, len(p.con.Heartbeats())+20); err != nil {
+		t.Fatal(err)
+	}
+
+}
+
+// TestOwnershipLostTakeBack: the destination could not confirm its
+// handover, and the source's take-back loses too (the handover landed
+// after all): the source must stop rather than run a second copy.
+func TestOwnershipLostTakeBack(t *testing.T) {
+	p := newPair(t, vm.Config{})
+	p.dst.CommitGate = func(context.Context) error { return errors.New("undecided") }
+	_, _, err := p.migrate(migration.Options{ResumeGate: func(context.Context) (bool, error) { return false, nil }})
+	if err == nil || !strings.Contains(err.Error(), "source stopped") {
+		t.Fatalf("error %v", err)
+	}
+	select {
+	case <-p.src.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("source still running after losing its VM")
+	}
 }

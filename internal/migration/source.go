@@ -269,10 +269,7 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	steps.mark("pause")
 	resume := func(cause error) (bool, error) {
 		err := s.abort(cause)
-		if rerr := v.Resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("migration: resume source: %w", rerr))
-		}
-		return false, err
+		return s.resumeAfterPause(ctx, err)
 	}
 	info, err := v.MigrationInfo()
 	if err != nil {
@@ -370,10 +367,7 @@ func (s *Source) lostCommit(ctx context.Context, cause error) (bool, error) {
 		return true, nil
 	case reply.State == wire.NotCommitted:
 		s.report.Result = "aborted"
-		if err := s.vm.Resume(); err != nil {
-			return false, fmt.Errorf("migration: destination did not commit; resume source: %w", err)
-		}
-		return false, fmt.Errorf("migration: destination did not commit (%v); the source runs again", cause)
+		return s.resumeAfterPause(ctx, fmt.Errorf("migration: destination did not commit (%v); the source runs again", cause))
 	default:
 		s.report.Result = "unknown"
 		return false, fmt.Errorf("migration: destination does not know the session after a lost COMMIT reply (%v): the source stays paused", cause)
@@ -392,6 +386,28 @@ func (s *Source) streamFailed(err error) error {
 		return fmt.Errorf("migration: destination aborted: %s (%w)", why, err)
 	}
 	return err
+}
+
+// resumeAfterPause resumes the paused source after a failed switchover,
+// unless Options.ResumeGate says another host owns the VM now (then it
+// stops here) or cannot tell (then it stays paused). It reports whether
+// the VM left this host, and cause (with what happened) as the error.
+func (s *Source) resumeAfterPause(ctx context.Context, cause error) (bool, error) {
+	if gate := s.opts.ResumeGate; gate != nil {
+		ok, err := gate(context.WithoutCancel(ctx))
+		switch {
+		case err != nil:
+			s.report.Result = "unknown"
+			return false, fmt.Errorf("%w; the source stays paused: its ownership cannot be confirmed: %v", cause, err)
+		case !ok:
+			s.vm.Stop("another host owns the VM after a failed migration")
+			return true, fmt.Errorf("%w; the destination took ownership, so the source stopped", cause)
+		}
+	}
+	if err := s.vm.Resume(); err != nil {
+		return false, errors.Join(cause, fmt.Errorf("migration: resume source: %w", err))
+	}
+	return false, cause
 }
 
 // abort tells the destination to give up (best effort) and returns cause.
