@@ -70,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return migrateCmd(rest, stdout, stderr)
 	case "controller":
 		return controllerCmd(rest, stdout, stderr)
+	case "agent":
+		return agentCmd(rest, stdout, stderr)
 	case "host":
 		return hostCmd(rest, stdout, stderr)
 	case "vm":

@@ -1,0 +1,255 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+)
+
+// IncomingRequest is the body of POST /v1/incoming: the source agent asks
+// for a VMM that waits for VM by migration MigrationID, guarded by the owner
+// key's revision OwnerRev.
+type IncomingRequest struct {
+	VM          string       `json:"vm"`
+	Spec        store.VMSpec `json:"spec"`
+	OwnerRev    int64        `json:"owner_rev"`
+	MigrationID string       `json:"migration_id"`
+	Src         string       `json:"src"`
+}
+
+// IncomingReply is the answer: the address the incoming VMM listens on.
+type IncomingReply struct {
+	Addr string `json:"addr"`
+}
+
+// LocalVM is one VMM of this host, as GET /v1/vms lists it.
+type LocalVM struct {
+	Name        string    `json:"name"`
+	PID         int       `json:"pid"`
+	Incoming    bool      `json:"incoming,omitempty"`
+	MigrationID string    `json:"migration_id,omitempty"`
+	Addr        string    `json:"addr,omitempty"`
+	Phase       string    `json:"phase,omitempty"` // as last reported to the pool
+	Migrating   string    `json:"migrating,omitempty"`
+	Started     time.Time `json:"started"`
+	APISocket   string    `json:"api_socket"`
+	ConsoleLog  string    `json:"console_log"`
+	TAP         string    `json:"tap,omitempty"`
+	MemBytes    uint64    `json:"mem_bytes"`
+	VCPUs       int       `json:"vcpus"`
+}
+
+// HostReply is the answer to GET /v1/host.
+type HostReply struct {
+	Host           string         `json:"host"`
+	Info           store.HostInfo `json:"info"`
+	Lease          string         `json:"lease,omitempty"` // hex; empty between leases
+	DeadlineLeftMs float64        `json:"deadline_left_ms"`
+	Renewals       int            `json:"renewals"`
+	FenceFile      string         `json:"fence_file"`
+	VMs            []LocalVM      `json:"vms"`
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/host", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.hostReply())
+	})
+	mux.HandleFunc("GET /v1/vms", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.localVMs())
+	})
+	mux.HandleFunc("POST /v1/incoming", func(w http.ResponseWriter, r *http.Request) {
+		var req IncomingRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
+			return
+		}
+		addr, code, err := a.startIncoming(r.Context(), req)
+		if err != nil {
+			a.log.Warn("incoming refused", "vm", req.VM, "migration", req.MigrationID, "err", err)
+			writeError(w, code, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, IncomingReply{Addr: addr})
+	})
+	mux.HandleFunc("DELETE /v1/incoming/{vm}", func(w http.ResponseWriter, r *http.Request) {
+		code, err := a.cancelIncoming(r.Context(), r.PathValue("vm"), r.URL.Query().Get("migration"))
+		if err != nil {
+			writeError(w, code, err)
+			return
+		}
+		w.WriteHeader(code)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	return a.authenticate(mux)
+}
+
+// authenticate refuses requests without the pool's bearer token.
+func (a *Agent) authenticate(next http.Handler) http.Handler {
+	want := []byte("Bearer " + a.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit-agent"`)
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (the pool's agent token, --token-file)"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *Agent) hostReply() HostReply {
+	a.mu.Lock()
+	info, lease := a.info, a.lease
+	a.mu.Unlock()
+	r := HostReply{Host: a.cfg.Host, Info: info, FenceFile: a.fencePath(), VMs: a.localVMs()}
+	if lease != nil {
+		s := lease.Stats()
+		r.Lease = leaseHex(lease.ID())
+		r.DeadlineLeftMs = float64(s.TimeToDeadline) / float64(time.Millisecond)
+		r.Renewals = s.Renewals
+	}
+	return r
+}
+
+func (a *Agent) localVMs() []LocalVM {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := []LocalVM{}
+	for name, p := range a.procs {
+		if p.gone {
+			continue
+		}
+		out = append(out, LocalVM{
+			Name: name, PID: p.meta.PID, Incoming: p.meta.Incoming, MigrationID: p.meta.MigrationID,
+			Addr: p.meta.Addr, Phase: string(a.status[name].Phase), Migrating: a.migrating[name],
+			Started: p.meta.Started, APISocket: p.sock, ConsoleLog: filepath.Join(a.vmDir(name), "console.log"),
+			TAP: p.meta.TAP, MemBytes: p.meta.MemBytes, VCPUs: p.meta.VCPUs,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// Client talks to an agent's API.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for the agent at addr (host:port, or a URL)
+// with the pool's token.
+func NewClient(addr, token string) *Client {
+	base := addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
+}
+
+// Host returns the agent's facts, lease and VMs.
+func (c *Client) Host(ctx context.Context) (HostReply, error) {
+	var r HostReply
+	err := c.do(ctx, http.MethodGet, "/v1/host", nil, &r)
+	return r, err
+}
+
+// VMs lists the agent's VMMs.
+func (c *Client) VMs(ctx context.Context) ([]LocalVM, error) {
+	var r []LocalVM
+	err := c.do(ctx, http.MethodGet, "/v1/vms", nil, &r)
+	return r, err
+}
+
+// Incoming asks the agent for an incoming VMM and returns where it listens.
+func (c *Client) Incoming(ctx context.Context, req IncomingRequest) (IncomingReply, error) {
+	var r IncomingReply
+	err := c.do(ctx, http.MethodPost, "/v1/incoming", req, &r)
+	return r, err
+}
+
+// CancelIncoming removes the incoming VMM of migration id (any, if empty).
+func (c *Client) CancelIncoming(ctx context.Context, vm, id string) error {
+	path := "/v1/incoming/" + url.PathEscape(vm)
+	if id != "" {
+		path += "?migration=" + url.QueryEscape(id)
+	}
+	return c.do(ctx, http.MethodDelete, path, nil, nil)
+}
+
+// Metrics returns the agent's metrics in Prometheus text format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	var b bytes.Buffer
+	err := c.do(ctx, http.MethodGet, "/metrics", nil, &b)
+	return b.String(), err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("agent %s %s: read reply: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("agent %s: %s (HTTP %d)", c.base, e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("agent %s %s %s: %s", c.base, method, path, resp.Status)
+	}
+	switch o := out.(type) {
+	case nil:
+	case *bytes.Buffer:
+		o.Write(data)
+	default:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("agent %s %s: bad reply: %w", method, path, err)
+		}
+	}
+	return nil
+}

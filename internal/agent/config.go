@@ -1,0 +1,199 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+)
+
+// maxSockPath bounds a Unix socket path (sockaddr_un.sun_path).
+const maxSockPath = 108
+
+// Version is reported in hosts/<h>/info.
+const Version = "godwit-agent/0.1"
+
+// Config is one agent's configuration. ParseFlags builds it from the
+// command line; tests may fill it in directly.
+type Config struct {
+	Host       string   // host name in the pool
+	Listen     string   // agent API address, host:port
+	MigrateIP  string   // address incoming VMMs listen on
+	PortLo     int      // first migration port
+	PortHi     int      // last migration port
+	Etcd       []string // etcd endpoints
+	StateDir   string
+	Token      string            // bearer token of the agent API (the pool's)
+	Bridges    map[string]string // network name -> local bridge
+	StorageIDs []string
+	LeaseTTL   time.Duration
+	Margin     time.Duration
+	RenewEvery time.Duration // 0: TTL/5
+	UsageEvery time.Duration // host usage report period
+	SyncEvery  time.Duration // periodic full reconcile
+	Godwit     string        // binary started as the VMM
+	LogLevel   string        // VMMs' --log-level
+}
+
+// Defaults.
+const (
+	DefaultListen     = "127.0.0.1:7480"
+	DefaultPorts      = "4400-4499"
+	DefaultUsageEvery = 10 * time.Second
+	DefaultSyncEvery  = 5 * time.Second
+)
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	if err := store.ValidName("host", c.Host); err != nil {
+		return fmt.Errorf("agent: --host: %w", err)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("agent: --listen %q: want host:port", c.Listen)
+	}
+	if net.ParseIP(c.MigrateIP) == nil {
+		return fmt.Errorf("agent: --migrate-ip %q is not an IP address", c.MigrateIP)
+	}
+	if c.PortLo <= 0 || c.PortHi > 65535 || c.PortLo > c.PortHi {
+		return fmt.Errorf("agent: migration ports %d-%d: want a range within 1-65535", c.PortLo, c.PortHi)
+	}
+	if len(c.Etcd) == 0 {
+		return errors.New("agent: --etcd: give the pool's etcd endpoints")
+	}
+	if c.StateDir == "" {
+		return errors.New("agent: --state-dir is required")
+	}
+	if len(c.Token) < 16 {
+		return errors.New("agent: the API token must be at least 16 characters (--token-file)")
+	}
+	if c.Godwit == "" {
+		return errors.New("agent: --godwit: no VMM binary")
+	}
+	lc := store.LeaseConfig{TTL: c.LeaseTTL, Margin: c.Margin, RenewEvery: c.RenewEvery}
+	if err := lc.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	// VM API socket paths must fit sockaddr_un (108 bytes); leave room
+	// for VM names of 32 characters at least (longer ones are checked
+	// when their VMM starts).
+	if p := filepath.Join(c.StateDir, "vms", strings.Repeat("x", 32), "api.sock"); len(p) >= maxSockPath {
+		return fmt.Errorf("agent: --state-dir %q is too long for VM API sockets (paths must stay under %d bytes): choose a shorter one", c.StateDir, maxSockPath)
+	}
+	return nil
+}
+
+// Usage is the agent command's synopsis.
+const Usage = `godwit agent: the host agent of a Godwit pool
+
+Usage:
+  godwit agent --host NAME --etcd ENDPOINTS --state-dir DIR --token-file FILE [flags]
+
+`
+
+// ParseFlags parses the agent's command line into a Config.
+func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, Usage)
+		fs.PrintDefaults()
+	}
+	var bridges, storage multiFlag
+	host := fs.String("host", "", "this host's name in the pool (default: the hostname)")
+	listen := fs.String("listen", DefaultListen, "agent API address (TCP host:port)")
+	migrateIP := fs.String("migrate-ip", "127.0.0.1", "address incoming VMMs listen on for migrations")
+	ports := fs.String("migrate-ports", DefaultPorts, "port range of incoming VMMs")
+	etcd := fs.String("etcd", "", "etcd endpoints, comma-separated (http://127.0.0.1:2379,...)")
+	state := fs.String("state-dir", "/var/lib/godwit/agent", "state directory (lease ID, fence file, one directory per VM)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token of the agent API (the same on every host of the pool)")
+	fs.Var(&bridges, "bridge", "L2 network present here: BRIDGE, or NETWORK=BRIDGE (repeatable)")
+	fs.Var(&storage, "storage-id", "shared storage reachable from here (repeatable)")
+	ttl := fs.Duration("lease-ttl", store.DefaultLeaseTTL, "host lease TTL (whole seconds)")
+	margin := fs.Duration("lease-margin", store.DefaultLeaseMargin, "local deadline this long before the lease can expire")
+	renew := fs.Duration("lease-renew", 0, "renewal period (default TTL/5)")
+	usageEvery := fs.Duration("usage-every", DefaultUsageEvery, "host usage report period")
+	syncEvery := fs.Duration("sync-every", DefaultSyncEvery, "full reconcile period")
+	godwit := fs.String("godwit", "", "godwit binary started as VMM (default: this executable)")
+	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("agent: unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	c := &Config{
+		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
+		StorageIDs: storage, LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
+		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
+		Bridges: map[string]string{},
+	}
+	if c.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("agent: --host not given and no hostname: %w", err)
+		}
+		c.Host = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	}
+	var err error
+	if c.PortLo, c.PortHi, err = parsePorts(*ports); err != nil {
+		return nil, err
+	}
+	for _, e := range strings.Split(*etcd, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			c.Etcd = append(c.Etcd, e)
+		}
+	}
+	for _, b := range bridges {
+		network, br, ok := strings.Cut(b, "=")
+		if !ok {
+			br = network
+		}
+		if network == "" || br == "" {
+			return nil, fmt.Errorf("agent: --bridge %q: want BRIDGE or NETWORK=BRIDGE", b)
+		}
+		c.Bridges[network] = br
+	}
+	if *tokenFile == "" {
+		return nil, errors.New("agent: --token-file is required (the API refuses unauthenticated requests)")
+	}
+	tok, err := os.ReadFile(*tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --token-file: %w", err)
+	}
+	c.Token = strings.TrimSpace(string(tok))
+	if c.Godwit == "" {
+		if c.Godwit, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("agent: --godwit not given and no executable path: %w", err)
+		}
+	}
+	if c.StateDir, err = filepath.Abs(c.StateDir); err != nil {
+		return nil, err
+	}
+	return c, c.Validate()
+}
+
+func parsePorts(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || lo <= 0 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("agent: --migrate-ports %q: want LO-HI, e.g. %s", s, DefaultPorts)
+	}
+	return lo, hi, nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }

@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/kvm"
+)
+
+func TestParseFlags(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("0123456789abcdef0123\n"), 0o600)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("short\n"), 0o600)
+	self, _ := os.Executable()
+	base := []string{"--host", "h1", "--etcd", "http://127.0.0.1:2379, http://127.0.0.2:2379", "--state-dir", dir, "--token-file", tok, "--godwit", self}
+	tests := []struct {
+		name  string
+		extra []string
+		want  string // error substring; "" = ok
+		check func(*Config) bool
+	}{
+		{"defaults", nil, "", func(c *Config) bool {
+			return c.PortLo == 4400 && c.PortHi == 4499 && len(c.Etcd) == 2 && c.Token == "0123456789abcdef0123" && c.LeaseTTL.Seconds() == 10
+		}},
+		{"bridges", []string{"--bridge", "br0", "--bridge", "vmnet=br1", "--storage-id", "nfs1"}, "", func(c *Config) bool {
+			return c.Bridges["br0"] == "br0" && c.Bridges["vmnet"] == "br1" && c.StorageIDs[0] == "nfs1"
+		}},
+		{"test lease", []string{"--lease-ttl", "3s", "--lease-margin", "600ms"}, "", nil},
+		{"bad host", []string{"--host", "H/1"}, "host name", nil},
+		{"bad ports", []string{"--migrate-ports", "5000-4000"}, "--migrate-ports", nil},
+		{"bad ip", []string{"--migrate-ip", "nowhere"}, "--migrate-ip", nil},
+		{"bad lease", []string{"--lease-ttl", "3s", "--lease-margin", "2s"}, "renewals", nil},
+		{"short token", []string{"--token-file", short}, "token", nil},
+		{"bad bridge", []string{"--bridge", "net="}, "--bridge", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseFlags(append(append([]string{}, base...), tc.extra...), io.Discard)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err %v, want one mentioning %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil && !tc.check(c) {
+				t.Errorf("config %+v", c)
+			}
+		})
+	}
+	if _, err := ParseFlags([]string{"--host", "h1", "--etcd", "x", "--state-dir", dir}, io.Discard); err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Errorf("no token file: %v", err)
+	}
+}
+
+func TestTapName(t *testing.T) {
+	seen := map[string]bool{}
+	for _, host := range []string{"h1", "h2"} {
+		for _, vm := range []string{"vm1", "vm2", strings.Repeat("x", 63)} {
+			n := tapName(host, vm)
+			if len(n) > 15 || !strings.HasPrefix(n, "gw") {
+				t.Errorf("tap %q: want ≤ 15 bytes starting gw", n)
+			}
+			if seen[n] {
+				t.Errorf("tap %q twice", n)
+			}
+			seen[n] = true
+		}
+	}
+	if n := tapName("h1", "vm1"); n != "gw"+n[2:] || !seen[n] {
+		t.Error("tap name not stable")
+	}
+}
+
+func TestHashCPUID(t *testing.T) {
+	a := []kvm.CPUIDEntry2{{Function: 1, EAX: 5}, {Function: 0, EAX: 0xd}, {Function: 7, Index: 1, EBX: 2}}
+	b := []kvm.CPUIDEntry2{a[2], a[0], a[1]}
+	if hashCPUID(a) != hashCPUID(b) {
+		t.Error("hash depends on entry order")
+	}
+	b[0].EBX = 3
+	if hashCPUID(a) == hashCPUID(b) {
+		t.Error("hash ignores a register")
+	}
+}
+
+// TestAPIAuth: every endpoint wants the bearer token.
+func TestAPIAuth(t *testing.T) {
+	self, _ := os.Executable()
+	a := &Agent{cfg: Config{Token: "0123456789abcdef0123", Godwit: self, StateDir: t.TempDir()}, procs: map[string]*vmmProc{}, status: nil}
+	a.metrics = newMetrics(a)
+	srv := httptest.NewServer(a.handler())
+	defer srv.Close()
+	for _, path := range []string{"/v1/host", "/v1/vms", "/metrics"} {
+		for _, auth := range []string{"", "Bearer wrong", "Bearer 0123456789abcdef0123"} {
+			req, _ := http.NewRequest("GET", srv.URL+path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := http.StatusUnauthorized
+			if strings.HasSuffix(auth, "0123") {
+				want = http.StatusOK
+			}
+			if resp.StatusCode != want {
+				t.Errorf("GET %s with %q: %d, want %d", path, auth, resp.StatusCode, want)
+			}
+		}
+	}
+}
+
+func TestDeviceArgs(t *testing.T) {
+	a := &Agent{cfg: Config{Host: "h1", Bridges: map[string]string{"vmnet": "br0"}, StorageIDs: []string{"nfs1"}}}
+	spec := &store.VMSpec{
+		NICs:  []store.NICSpec{{Network: "vmnet", MAC: "52:54:00:00:00:01"}},
+		Disks: []store.DiskSpec{{Path: "/nfs/d.img", StorageID: "nfs1"}},
+	}
+	args, tap, err := a.deviceArgs("vm1", spec)
+	want := "--tap " + tapName("h1", "vm1") + " --bridge br0 --mac 52:54:00:00:00:01 --disk /nfs/d.img"
+	if err != nil || strings.Join(args, " ") != want || tap != tapName("h1", "vm1") {
+		t.Errorf("args %q tap %q err %v, want %q", args, tap, err, want)
+	}
+	for _, bad := range []struct {
+		spec store.VMSpec
+		want string
+	}{
+		{store.VMSpec{NICs: []store.NICSpec{{Network: "other"}}}, `network "other" has no bridge`},
+		{store.VMSpec{Disks: []store.DiskSpec{{Path: "/x", StorageID: "san"}}}, `storage "san" is not reachable`},
+		{store.VMSpec{NICs: make([]store.NICSpec, 2)}, "at most one"},
+	} {
+		if _, _, err := a.deviceArgs("vm1", &bad.spec); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%+v: err %v, want %q", bad.spec, err, bad.want)
+		}
+	}
+}
