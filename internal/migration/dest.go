@@ -459,6 +459,11 @@ func (in *incoming) commit() (*vm.VM, error) {
 			return nil, fmt.Errorf("migration: not taking the VM: %w", err)
 		}
 	}
+	// The second fence: the disk image lock, released by the paused
+	// source after its last disk sync.
+	if err := v.LockDisks(); err != nil {
+		return nil, fmt.Errorf("migration: not taking the VM: %w", err)
+	}
 	in.d.mu.Lock()
 	in.d.sessions[in.hello.Session] = wire.Committed
 	in.d.mu.Unlock()

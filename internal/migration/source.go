@@ -284,6 +284,10 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 		return resume(err)
 	}
 	s.report.StateBytes = len(state)
+	// The disk is synced (Pause): hand its lock to the destination.
+	if err := v.UnlockDisks(); err != nil {
+		return resume(err)
+	}
 	steps.mark("save_state")
 	// The last dirty pages: everything written up to the pause, including
 	// by devices while they drained.
@@ -403,6 +407,12 @@ func (s *Source) resumeAfterPause(ctx context.Context, cause error) (bool, error
 			s.vm.Stop("another host owns the VM after a failed migration")
 			return true, fmt.Errorf("%w; the destination took ownership, so the source stopped", cause)
 		}
+	}
+	// Take the disk locks back first: if another VM holds an image now,
+	// running here would fork the disk.
+	if err := s.vm.LockDisks(); err != nil {
+		s.report.Result = "unknown"
+		return false, fmt.Errorf("%w; the source stays paused: %v", cause, err)
 	}
 	if err := s.vm.Resume(); err != nil {
 		return false, errors.Join(cause, fmt.Errorf("migration: resume source: %w", err))

@@ -133,7 +133,10 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if d.blk, err = blk.New(v.mem, c.Path, blk.Options{ReadOnly: c.ReadOnly, Log: v.log}, line); err != nil {
+		// An incoming VM opens the image unlocked (the source still holds
+		// the lock) and takes the lock just before it runs (LockDisks).
+		opts := blk.Options{ReadOnly: c.ReadOnly, Lock: !v.incoming, Log: v.log}
+		if d.blk, err = blk.New(v.mem, c.Path, opts, line); err != nil {
 			return nil, err
 		}
 		d.blkPath = c.Path
@@ -245,4 +248,23 @@ func (d *deviceSet) status() []DeviceStatus {
 			d.blkPath, d.blk.Capacity(), irqBlk, s.Reads, s.Writes)})
 	}
 	return st
+}
+
+// LockDisks takes the VM's disk-image locks: a migration destination does
+// it right before the VM runs, a source before it resumes after a failed
+// switchover. An error means another VM holds an image: do not run.
+func (v *VM) LockDisks() error {
+	if v.dev.blk == nil {
+		return nil
+	}
+	return v.dev.blk.Lock()
+}
+
+// UnlockDisks releases the disk-image locks of a paused VM whose disk is
+// synced, so that a migration destination can take them.
+func (v *VM) UnlockDisks() error {
+	if v.dev.blk == nil {
+		return nil
+	}
+	return v.dev.blk.Unlock()
 }

@@ -50,8 +50,9 @@ type VM struct {
 	dev   *deviceSet
 	irqs  []*irqLine
 
-	started time.Time
-	info    MigrationInfo // probed at creation
+	started  time.Time
+	info     MigrationInfo // probed at creation
+	incoming bool          // created by NewIncoming: state comes by migration
 
 	// mu guards state, stopErr, stopReason and the throttle fields.
 	mu           sync.Mutex
@@ -102,7 +103,7 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 	}
 	defer sys.Close()
 
-	v := &VM{cfg: cfg, log: log, state: StateCreated, stopped: make(chan struct{})}
+	v := &VM{cfg: cfg, log: log, state: StateCreated, stopped: make(chan struct{}), incoming: kernel == nil}
 	defer func() {
 		if err != nil {
 			v.release()

@@ -255,6 +255,12 @@ func TestDiskRoundTrip(t *testing.T) {
 	if st := v.Status(); !strings.Contains(fmt.Sprint(st.Devices), "virtio-blk") {
 		t.Errorf("status lacks the disk: %+v", st.Devices)
 	}
+	// A second VM on the same image is refused: the image lock.
+	_, err = vm.New(vm.Config{Name: "second", Kernel: testenv.GuestELF(t), MemBytes: 64 << 20, VCPUs: 1,
+		Disk: &vm.DiskConfig{Path: img}}, testenv.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "in use by another VM") {
+		t.Errorf("second VM on a locked disk: %v", err)
+	}
 }
 
 // TestGuestFaultIsReported: a guest that executes something the VM cannot

@@ -105,15 +105,8 @@ func New(mem *memory.Guest, path string, opts Options, irq devices.Interrupt) (*
 		return nil, err
 	}
 	if opts.Lock {
-		how := unix.LOCK_EX
-		if opts.ReadOnly {
-			how = unix.LOCK_SH
-		}
-		if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return fail(fmt.Errorf("virtio-blk: disk %s is in use by another VM", path))
-			}
-			return fail(fmt.Errorf("virtio-blk: lock disk %s: %w", path, err))
+		if err := lockImage(f, path, opts.ReadOnly); err != nil {
+			return fail(err)
 		}
 	}
 	fi, err := f.Stat()
@@ -356,4 +349,35 @@ func (d *Device) Close() error {
 		err = fmt.Errorf("virtio-blk: close %s: %w", d.path, cerr)
 	}
 	return err
+}
+
+// lockImage takes an exclusive (shared when read-only) flock on the image,
+// without waiting: the fence that keeps two VMs, or two copies of one VM,
+// from writing one disk.
+func lockImage(f *os.File, path string, readOnly bool) error {
+	how := unix.LOCK_EX
+	if readOnly {
+		how = unix.LOCK_SH
+	}
+	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("virtio-blk: disk %s is in use by another VM", path)
+		}
+		return fmt.Errorf("virtio-blk: lock disk %s: %w", path, err)
+	}
+	return nil
+}
+
+// Lock takes the image lock (see Options.Lock). A migration destination,
+// which opens the image unlocked while the source still runs, takes it
+// just before the VM runs.
+func (d *Device) Lock() error { return lockImage(d.f, d.path, d.readOnly) }
+
+// Unlock releases the image lock: a paused migration source, its disk
+// synced, lets the destination take it.
+func (d *Device) Unlock() error {
+	if err := unix.Flock(int(d.f.Fd()), unix.LOCK_UN); err != nil {
+		return fmt.Errorf("virtio-blk: unlock disk %s: %w", d.path, err)
+	}
+	return nil
 }
