@@ -26,8 +26,8 @@ var DefaultAnnounce = AnnounceConfig{Rounds: 5, Initial: 50 * time.Millisecond, 
 // learn from, as QEMU's announce does) and, if the VMM has seen the guest's
 // IPv4 address, a gratuitous ARP for it; and it asks the guest to announce
 // itself through VIRTIO_NET_F_GUEST_ANNOUNCE if its driver took the feature.
-// It returns at once; the rounds run in the background until done or the
-// VM stops.
+// The first round is sent before it returns; the others run in the
+// background until done or the VM stops.
 func (v *VM) Announce(cfg AnnounceConfig) {
 	d := v.dev
 	if d.net == nil {
@@ -36,28 +36,38 @@ func (v *VM) Announce(cfg AnnounceConfig) {
 	mac := v.MAC()
 	guestAsked := d.net.Announce()
 	v.log.Info("announcing the guest on the network", "mac", mac.String(), "rounds", cfg.Rounds, "guest_announce", guestAsked)
+	send := func() bool {
+		frames := [][]byte{rarpFrame(mac)}
+		if ip, ok := d.net.GuestIPv4(); ok {
+			frames = append(frames, garpFrame(mac, ip))
+		}
+		for _, f := range frames {
+			// The TAP expects the virtio-net header first; all zero:
+			// no offloads.
+			if err := d.tap.WritePacket(append(make([]byte, 10), f...)); err != nil {
+				v.log.Warn("announce: write to the TAP", "err", err)
+				return false
+			}
+		}
+		return true
+	}
+	// The first round goes out now, before the caller confirms the
+	// switchover: every millisecond the switches still point at the old
+	// port is lost traffic. The rest follow on QEMU's schedule.
+	if cfg.Rounds < 1 || !send() {
+		return
+	}
 	go func() {
 		delay := cfg.Initial
-		for i := 0; i < cfg.Rounds; i++ {
-			if i > 0 {
-				select {
-				case <-time.After(delay):
-				case <-v.stopped:
-					return
-				}
-				delay = min(delay+cfg.Step, cfg.Max)
+		for i := 1; i < cfg.Rounds; i++ {
+			select {
+			case <-time.After(delay):
+			case <-v.stopped:
+				return
 			}
-			frames := [][]byte{rarpFrame(mac)}
-			if ip, ok := d.net.GuestIPv4(); ok {
-				frames = append(frames, garpFrame(mac, ip))
-			}
-			for _, f := range frames {
-				// The TAP expects the virtio-net header first; all zero:
-				// no offloads.
-				if err := d.tap.WritePacket(append(make([]byte, 10), f...)); err != nil {
-					v.log.Warn("announce: write to the TAP", "err", err)
-					return
-				}
+			delay = min(delay+cfg.Step, cfg.Max)
+			if !send() {
+				return
 			}
 		}
 	}()

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/netlab"
+)
+
+// instance is one VMM process holding the guest (a source) or waiting for
+// it (a destination), in one host namespace.
+type instance struct {
+	p    *proc
+	host *netlab.Host
+	sock string // Godwit API socket or QEMU QMP socket
+	q    *qmp   // QEMU only
+}
+
+// migResult is what the VMM itself reports about one migration.
+type migResult struct {
+	Status     string             `json:"status"` // completed, failed, cancelled(timeout), …
+	TotalMs    float64            `json:"total_ms"`
+	DowntimeMs float64            `json:"downtime_ms"`
+	SetupMs    float64            `json:"setup_ms"`
+	MiB        float64            `json:"mib_sent"`
+	Switchover map[string]float64 `json:"switchover_ms,omitempty"` // Godwit: downtime by step
+	Raw        json.RawMessage    `json:"raw,omitempty"`           // the VMM's whole report
+}
+
+// vmm drives one VMM in the lab. Godwit and QEMU implement it.
+type vmm interface {
+	// name is the column label ("Godwit", "QEMU").
+	name() string
+	// boot starts the guest on h and waits for READY.
+	boot(h *netlab.Host) (*instance, error)
+	// incoming starts a destination on h listening on addr.
+	incoming(h *netlab.Host, addr netip.AddrPort) (*instance, error)
+	// console types a line on the guest's serial console.
+	console(in *instance, text string) error
+	// migrate moves the guest from src to dst (listening on addr) and
+	// returns once the VMM says it is done.
+	migrate(src, dst *instance, addr netip.AddrPort, v variant) (migResult, error)
+	// running says whether in runs the guest.
+	running(in *instance) bool
+	// retire ends a former source after a completed migration.
+	retire(src *instance)
+	// stop ends an instance.
+	stop(in *instance)
+}
+
+// variant is a migration setting of a VMM: QEMU with and without its
+// bandwidth cap; Godwit has one (its defaults, no cap).
+type variant struct {
+	VMM   string `json:"vmm"`
+	Label string `json:"label"` // column label
+	// QEMU max-bandwidth in bytes/s; 0 = QEMU's own default.
+	QEMUBandwidth int64 `json:"qemu_max_bandwidth,omitempty"`
+}
+
+// ---- Godwit ------------------------------------------------------------
+
+// godwitVMM runs bin/godwit.
+type godwitVMM struct {
+	bin, elf string
+	mac      string
+	ip       netip.Addr
+	dir      string // sockets
+	logDir   string
+	n        int // instances started, for names
+}
+
+func (g *godwitVMM) name() string { return "Godwit" }
+
+func (g *godwitVMM) start(h *netlab.Host, args ...string) (*instance, error) {
+	g.n++
+	sock := filepath.Join(g.dir, fmt.Sprintf("godwit%d.sock", g.n))
+	argv := append([]string{"ip", "netns", "exec", h.Name, g.bin, "run", "--name", "vm", "--api-socket", sock,
+		"--log-level", "info", "--tap", "gwn0", "--bridge", h.Bridge}, args...)
+	p, err := startProc(fmt.Sprintf("godwit%d-%s", g.n, h.Name), g.logDir, argv...)
+	if err != nil {
+		return nil, err
+	}
+	return &instance{p: p, host: h, sock: sock}, nil
+}
+
+func (g *godwitVMM) boot(h *netlab.Host) (*instance, error) {
+	in, err := g.start(h, "--kernel", g.elf, "--mem", "1G", "--cpus", "1",
+		"--cmdline", "cpus=1 ip="+g.ip.String(), "--mac", g.mac)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := in.p.waitPrefix(0, "READY", 60*time.Second); err != nil {
+		g.stop(in)
+		return nil, err
+	}
+	return in, nil
+}
+
+func (g *godwitVMM) incoming(h *netlab.Host, addr netip.AddrPort) (*instance, error) {
+	in, err := g.start(h, "--incoming", "tcp:"+addr.String())
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := api.NewClient(in.sock).Status(ctx)
+		cancel()
+		if err == nil {
+			return in, nil
+		}
+		if time.Now().After(deadline) || in.p.exited() {
+			g.stop(in)
+			return nil, fmt.Errorf("destination API %s did not come up: %v (stderr: %s)", in.sock, err, shorten(in.p.stderr.String(), 400))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (g *godwitVMM) console(in *instance, text string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return api.NewClient(in.sock).Console(ctx, []byte(text))
+}
+
+// migrate runs `godwit migrate --json`, as an operator would.
+func (g *godwitVMM) migrate(src, dst *instance, addr netip.AddrPort, _ variant) (migResult, error) {
+	out, err := runShort(3*time.Minute, g.bin, "migrate", "--api-socket", src.sock, "--to", addr.String(), "--json")
+	var rep api.MigrateReply
+	if jerr := json.Unmarshal(out, &rep); jerr != nil || rep.Report == nil {
+		return migResult{Status: "failed"}, errors.Join(err, fmt.Errorf("godwit migrate: no report: %s", shorten(string(out), 300)))
+	}
+	r := rep.Report
+	raw, _ := json.Marshal(r)
+	res := migResult{Status: r.Result, TotalMs: r.TotalMs, DowntimeMs: r.DowntimeMs, SetupMs: r.SetupMs,
+		MiB: float64(r.Bytes) / (1 << 20), Switchover: r.Switchover, Raw: raw}
+	if err == nil && rep.Error != "" {
+		err = errors.New(rep.Error)
+	}
+	return res, err
+}
+
+func (g *godwitVMM) running(in *instance) bool {
+	if in.p.exited() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := api.NewClient(in.sock).Status(ctx)
+	return err == nil && st.State == "running"
+}
+
+// retire waits for the source, which stops by itself after the handover.
+func (g *godwitVMM) retire(src *instance) {
+	if !src.p.waitExit(10 * time.Second) {
+		progress("  warning: Godwit source %s still running 10 s after the migration; stopping it", src.p.name)
+		src.p.stop(3 * time.Second)
+	}
+}
+
+func (g *godwitVMM) stop(in *instance) {
+	if in == nil || in.p.exited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	api.NewClient(in.sock).Stop(ctx)
+	cancel()
+	if !in.p.waitExit(5 * time.Second) {
+		in.p.stop(3 * time.Second)
+	}
+}
+
+// ---- QEMU --------------------------------------------------------------
+
+// qemuVMM runs qemu-system-x86_64 on the same guest ELF, with a legacy
+// virtio-net on a TAP joined to the host's bridge.
+type qemuVMM struct {
+	elf      string
+	mac      string
+	ip       netip.Addr
+	dir      string
+	logDir   string
+	n        int
+	defaults json.RawMessage // query-migrate-parameters of a fresh QEMU
+	defBW    int64           // its max-bandwidth
+}
+
+const qemuTAP = "gwq0"
+
+func (q *qemuVMM) name() string { return "QEMU" }
+
+func (q *qemuVMM) start(h *netlab.Host, incoming bool) (*instance, error) {
+	q.n++
+	sock := filepath.Join(q.dir, fmt.Sprintf("qemu%d.qmp", q.n))
+	argv := []string{"ip", "netns", "exec", h.Name, "qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities",
+		"-m", "1024", "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-kernel", q.elf, "-append", "cpus=1 ip=" + q.ip.String(),
+		"-qmp", "unix:" + sock + ",server=on,wait=off",
+		"-netdev", "tap,id=n0,ifname=" + qemuTAP + ",script=no,downscript=no,vhost=off",
+		"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac=" + q.mac}
+	if incoming {
+		argv = append(argv, "-incoming", "defer")
+	}
+	p, err := startProc(fmt.Sprintf("qemu%d-%s", q.n, h.Name), q.logDir, argv...)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{p: p, host: h, sock: sock}
+	in.q, err = dialQMP(sock, 30*time.Second, func() bool { return !p.exited() })
+	if err != nil {
+		q.stop(in)
+		return nil, fmt.Errorf("%v (stderr: %s)", err, shorten(p.stderr.String(), 400))
+	}
+	// QEMU creates the TAP but leaves it down and unattached.
+	if err := netlab.InNS(h.Name, "link", "set", qemuTAP, "master", h.Bridge, "up"); err != nil {
+		q.stop(in)
+		return nil, err
+	}
+	return in, nil
+}
+
+func (q *qemuVMM) boot(h *netlab.Host) (*instance, error) {
+	in, err := q.start(h, false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := in.p.waitPrefix(0, "READY", 120*time.Second); err != nil {
+		q.stop(in)
+		return nil, err
+	}
+	if q.defaults == nil {
+		q.defaults, _ = in.q.do("query-migrate-parameters", nil)
+		var d struct {
+			MaxBandwidth int64 `json:"max-bandwidth"`
+		}
+		json.Unmarshal(q.defaults, &d)
+		q.defBW = d.MaxBandwidth
+	}
+	return in, nil
+}
+
+func (q *qemuVMM) incoming(h *netlab.Host, addr netip.AddrPort) (*instance, error) {
+	in, err := q.start(h, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := in.q.do("migrate-incoming", map[string]any{"uri": "tcp:" + addr.String()}); err != nil {
+		q.stop(in)
+		return nil, err
+	}
+	return in, nil
+}
+
+func (q *qemuVMM) console(in *instance, text string) error { return in.p.send(text) }
+
+// migrate sets the bandwidth on the source (a former destination starts
+// with QEMU's defaults, so it is set every time), runs `migrate` and polls
+// query-migrate every 10 ms until it completes, fails or times out.
+func (q *qemuVMM) migrate(src, dst *instance, addr netip.AddrPort, v variant) (migResult, error) {
+	bw := v.QEMUBandwidth
+	if bw == 0 {
+		bw = q.defBW
+	}
+	if bw > 0 {
+		if _, err := src.q.do("migrate-set-parameters", map[string]any{"max-bandwidth": bw}); err != nil {
+			return migResult{Status: "failed"}, err
+		}
+	}
+	if _, err := src.q.do("migrate", map[string]any{"uri": "tcp:" + addr.String()}); err != nil {
+		return migResult{Status: "failed"}, err
+	}
+	start := time.Now()
+	for {
+		raw, err := src.q.do("query-migrate", nil)
+		if err != nil {
+			return migResult{Status: "failed"}, err
+		}
+		var st struct {
+			Status    string  `json:"status"`
+			TotalTime float64 `json:"total-time"`
+			Downtime  float64 `json:"downtime"`
+			SetupTime float64 `json:"setup-time"`
+			RAM       struct {
+				Transferred float64 `json:"transferred"`
+			} `json:"ram"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		json.Unmarshal(raw, &st)
+		switch st.Status {
+		case "completed":
+			return migResult{Status: "completed", TotalMs: st.TotalTime, DowntimeMs: st.Downtime, SetupMs: st.SetupTime,
+				MiB: st.RAM.Transferred / (1 << 20), Raw: raw}, nil
+		case "failed", "cancelled":
+			return migResult{Status: st.Status, Raw: raw}, fmt.Errorf("QEMU migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		if time.Since(start) > migTimeout {
+			src.q.do("migrate_cancel", nil)
+			for range 100 {
+				raw, _ := src.q.do("query-migrate", nil)
+				if s := string(raw); strings.Contains(s, `"cancelled"`) || strings.Contains(s, `"failed"`) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return migResult{Status: "cancelled(timeout)", Raw: raw}, fmt.Errorf("QEMU migration did not complete in %v", migTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// migTimeout bounds one QEMU migration (a guest that never converges).
+const migTimeout = 45 * time.Second
+
+func (q *qemuVMM) running(in *instance) bool {
+	if in.p.exited() || in.q == nil {
+		return false
+	}
+	raw, err := in.q.do("query-status", nil)
+	var st struct {
+		Running bool `json:"running"`
+	}
+	return err == nil && json.Unmarshal(raw, &st) == nil && st.Running
+}
+
+// retire quits the former source (paused in postmigrate), as a manager
+// does once the destination runs; its TAP goes with it.
+func (q *qemuVMM) retire(src *instance) { q.stop(src) }
+
+func (q *qemuVMM) stop(in *instance) {
+	if in == nil {
+		return
+	}
+	if in.q != nil {
+		if !in.p.exited() {
+			in.q.do("quit", nil)
+		}
+		in.q.close()
+	}
+	if !in.p.waitExit(5 * time.Second) {
+		in.p.stop(3 * time.Second)
+	}
+}
