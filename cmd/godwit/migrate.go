@@ -24,7 +24,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	sock := fs.String("api-socket", "", "API socket of the VM (default /run/godwit/NAME.sock)")
 	to := fs.String("to", "", "destination HOST:PORT (a `godwit run --incoming tcp:HOST:PORT`)")
-	streams := fs.Int("streams", 0, "TCP data connections (default 1)")
+	streams := fs.Int("streams", 0, "TCP data connections (default 2)")
 	verify := fs.Bool("verify", false, "check a CRC32C of all guest RAM on the destination before commit")
 	downtime := fs.Duration("downtime", 0, "downtime target (default 50ms)")
 	maxDown := fs.Duration("max-downtime", 0, "longest downtime accepted when the guest does not converge (default 200ms)")

@@ -34,7 +34,7 @@ type Controller interface {
 // MigrateRequest is the body of PUT /v1/vm/migrate.
 type MigrateRequest struct {
 	To         string  `json:"to"`                    // destination host:port
-	Streams    int     `json:"streams,omitempty"`     // data connections (default 1)
+	Streams    int     `json:"streams,omitempty"`     // data connections (default 2)
 	Verify     bool    `json:"verify,omitempty"`      // CRC32C check of all RAM before commit
 	DowntimeMs float64 `json:"downtime_ms,omitempty"` // downtime target
 	MaxDownMs  float64 `json:"max_downtime_ms,omitempty"`

@@ -787,8 +787,8 @@ func TestFaultLostCommitted(t *testing.T) {
 		if err != nil {
 			t.Errorf("Send after the destination confirmed the commit: %v", err)
 		}
-		if conns != 3 { // control, one data stream, the QUERY
-			t.Errorf("%d connections through the proxy, want 3 (control, data, QUERY)", conns)
+		if want := 2 + migration.DefaultStreams; conns != want { // control, the data streams, the QUERY
+			t.Errorf("%d connections through the proxy, want %d (control, data streams, QUERY)", conns, want)
 		}
 		if st := fp.src.Status().State; st != vm.StateStopped {
 			t.Fatalf("source is %s after the destination confirmed its commit", st)
@@ -836,8 +836,8 @@ func TestFaultLostCommitted(t *testing.T) {
 			t.Fatalf("COMMIT never went by: %v", err)
 		}
 		fp.assertSourceSurvived(err, "did not commit")
-		if px.Conns() != 3 {
-			t.Errorf("%d connections through the proxy, want 3 (control, data, QUERY)", px.Conns())
+		if want := 2 + migration.DefaultStreams; px.Conns() != want {
+			t.Errorf("%d connections through the proxy, want %d (control, data streams, QUERY)", px.Conns(), want)
 		}
 		if rep.Result != "aborted" {
 			t.Errorf("report result %q, want aborted", rep.Result)
