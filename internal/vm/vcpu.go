@@ -78,11 +78,16 @@ func (c *vcpu) start(setup func(*kvm.VCPU) error) error {
 
 // send queues a request, kicks the vCPU out of KVM_RUN and waits for the
 // answer.
-func (c *vcpu) send(r request) error {
+func (c *vcpu) send(r request) error { return <-c.post(r) }
+
+// post queues a request and kicks the vCPU out of KVM_RUN without waiting;
+// the returned channel carries the answer. Posting to every vCPU before
+// waiting on any lets them all act at once.
+func (c *vcpu) post(r request) <-chan error {
 	r.done = make(chan error, 1)
 	c.reqs <- r
 	c.kick()
-	return <-r.done
+	return r.done
 }
 
 func (c *vcpu) kick() {

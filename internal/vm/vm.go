@@ -265,11 +265,17 @@ func (v *VM) Resume() error {
 	return nil
 }
 
+// eachVCPU asks every vCPU at once and waits for all answers: a pause or
+// resume takes as long as the slowest vCPU, not the sum of all.
 func (v *VM) eachVCPU(r request) error {
+	answers := make([]<-chan error, len(v.vcpus))
+	for i, c := range v.vcpus {
+		answers[i] = c.post(r)
+	}
 	var errs []error
-	for _, c := range v.vcpus {
-		if err := c.send(r); err != nil {
-			errs = append(errs, fmt.Errorf("vcpu %d: %w", c.id, err))
+	for i, a := range answers {
+		if err := <-a; err != nil {
+			errs = append(errs, fmt.Errorf("vcpu %d: %w", v.vcpus[i].id, err))
 		}
 	}
 	return errors.Join(errs...)
