@@ -170,7 +170,7 @@ func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (P
 			return c, nil
 		},
 		func(c net.PacketConn, seq int) error {
-			_, err := c.WriteTo(icmpEcho(id, uint16(seq), []byte("godwit-netlab-probe")), to)
+			_, err := c.WriteTo(ICMPEcho(id, uint16(seq), []byte("godwit-netlab-probe")), to)
 			return err
 		},
 		func(b []byte, from net.Addr) (int, bool) {
@@ -182,8 +182,9 @@ func Ping(ns string, dst netip.Addr, count int, interval, wait time.Duration) (P
 		})
 }
 
-// icmpEcho builds an ICMP echo request.
-func icmpEcho(id, seq uint16, payload []byte) []byte {
+// ICMPEcho builds an ICMP echo request (type 8) with identifier id,
+// sequence number seq and payload, checksum filled in.
+func ICMPEcho(id, seq uint16, payload []byte) []byte {
 	b := make([]byte, 8+len(payload))
 	b[0] = 8 // echo request
 	binary.BigEndian.PutUint16(b[4:], id)

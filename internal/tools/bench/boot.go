@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 const (
@@ -92,25 +94,25 @@ func benchBoot(e *env) (*bootResult, error) {
 // RSS one second after READY and stops the VMM.
 func bootOnce(e *env, name string, argv []string, run int) bootRun {
 	r := bootRun{Run: run}
-	p, err := startProc(name, argv, procOpts{logDir: e.logDir()})
+	p, err := toolkit.Start(name, argv, toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
-	defer p.stop(5 * time.Second)
-	ready, err := waitPrefix(p, 0, "READY", 120*time.Second)
+	defer p.Stop(5 * time.Second)
+	ready, err := p.WaitPrefix(0, "READY", 120*time.Second)
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
-	if err := waitHeartbeats(p, 1, 10*time.Second); err != nil {
+	if err := p.WaitHeartbeats(1, 10*time.Second); err != nil {
 		r.Error = err.Error()
 		return r
 	}
-	r.ReadyS = ready.At.Sub(p.launched).Seconds()
-	r.FirstHBS = p.con.Heartbeats()[0].At.Sub(p.launched).Seconds()
+	r.ReadyS = ready.At.Sub(p.Launched).Seconds()
+	r.FirstHBS = p.Con.Heartbeats()[0].At.Sub(p.Launched).Seconds()
 	time.Sleep(time.Second)
-	rss, err := measureRSS(p.pid(), bootMemMiB<<20)
+	rss, err := measureRSS(p.Pid(), bootMemMiB<<20)
 	if err != nil {
 		r.Error = err.Error()
 	}

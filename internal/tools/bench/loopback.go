@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // loopbackSendCmd is the hidden subcommand of the re-executed sender.
@@ -69,12 +71,12 @@ func loopbackOnce(self string, buf []byte, total uint64) (loopbackRun, error) {
 		return loopbackRun{}, err
 	}
 	defer ln.Close()
-	p, err := startProc("loopback-send", []string{self, loopbackSendCmd, "--to", ln.Addr().String(),
-		"--bytes", strconv.FormatUint(total, 10)}, procOpts{stderr: os.Stderr})
+	p, err := toolkit.Start("loopback-send", []string{self, loopbackSendCmd, "--to", ln.Addr().String(),
+		"--bytes", strconv.FormatUint(total, 10)}, toolkit.Options{Stderr: os.Stderr})
 	if err != nil {
 		return loopbackRun{}, err
 	}
-	defer p.stop(2 * time.Second)
+	defer p.Stop(2 * time.Second)
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
 	c, err := ln.Accept()
 	if err != nil {
@@ -106,8 +108,8 @@ func loopbackOnce(self string, buf []byte, total uint64) (loopbackRun, error) {
 		}
 	}
 	secs := time.Since(start).Seconds()
-	if !p.waitExit(10*time.Second) || p.waitErr != nil {
-		return loopbackRun{}, fmt.Errorf("loopback: sender failed: %v", p.waitErr)
+	if !p.WaitExit(10*time.Second) || p.Err() != nil {
+		return loopbackRun{}, fmt.Errorf("loopback: sender failed: %v", p.Err())
 	}
 	if n != total {
 		return loopbackRun{}, fmt.Errorf("loopback: received %d bytes, want %d", n, total)

@@ -50,16 +50,15 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // config is what the flags say.
@@ -164,17 +163,13 @@ func run(args []string) int {
 		return 1
 	}
 	defer os.RemoveAll(e.tmpDir)
-	defer stopAll()
+	defer toolkit.StopAll(5 * time.Second)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
+	toolkit.OnSignal(func(s os.Signal) {
 		progress("interrupted (%s): stopping every process started here", s)
-		stopAll()
+		toolkit.StopAll(5 * time.Second)
 		os.RemoveAll(e.tmpDir)
-		os.Exit(130)
-	}()
+	})
 
 	res := &results{Mode: mode, Started: time.Now().Format(time.RFC3339), Host: hostInfo(), Config: e.describe()}
 	var failed []string
@@ -362,5 +357,3 @@ func envOr(k, def string) string {
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }
-
-var errTimeout = errors.New("timed out")

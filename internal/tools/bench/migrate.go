@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/migration"
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // scenario is one migration scenario of the QEMU harness (migrate.py SCEN).
@@ -36,37 +38,24 @@ func scenarioByName(n string) (scenario, bool) {
 	return scenario{}, false
 }
 
-// migReport is what `godwit migrate --json` prints (internal/migration
-// Report); decoded here field by field so that the tool keeps working if
-// fields are added.
+// migReport is the part of what `godwit migrate --json` prints
+// (migration.Report) that the results keep; its rounds are
+// migration.Round as they are.
 type migReport struct {
-	Result       string     `json:"result"`
-	Error        string     `json:"error,omitempty"`
-	TotalMs      float64    `json:"total_ms"`
-	DowntimeMs   float64    `json:"downtime_ms"`
-	SetupMs      float64    `json:"setup_ms"`
-	Bytes        uint64     `json:"bytes"`
-	DataPages    uint64     `json:"data_pages"`
-	ZeroPages    uint64     `json:"zero_pages"`
-	SkippedPages uint64     `json:"skipped_pages"`
-	StateBytes   int        `json:"state_bytes"`
-	Streams      int        `json:"streams"`
-	MaxThrottle  int        `json:"max_throttle_pct"`
-	Forced       bool       `json:"forced_switchover,omitempty"`
-	Rounds       []migRound `json:"rounds"`
-}
-
-type migRound struct {
-	Iteration    int     `json:"iteration"`
-	DataPages    uint64  `json:"data_pages"`
-	ZeroPages    uint64  `json:"zero_pages"`
-	SkippedPages uint64  `json:"skipped_pages"`
-	Bytes        uint64  `json:"bytes"`
-	DurationMs   float64 `json:"duration_ms"`
-	MBps         float64 `json:"throughput_mib_s"`
-	DirtyPages   uint64  `json:"dirty_pages_after"`
-	DirtyRate    float64 `json:"dirty_rate_pages_s"`
-	Throttle     int     `json:"throttle_pct"`
+	Result       string            `json:"result"`
+	Error        string            `json:"error,omitempty"`
+	TotalMs      float64           `json:"total_ms"`
+	DowntimeMs   float64           `json:"downtime_ms"`
+	SetupMs      float64           `json:"setup_ms"`
+	Bytes        uint64            `json:"bytes"`
+	DataPages    uint64            `json:"data_pages"`
+	ZeroPages    uint64            `json:"zero_pages"`
+	SkippedPages uint64            `json:"skipped_pages"`
+	StateBytes   int               `json:"state_bytes"`
+	Streams      int               `json:"streams"`
+	MaxThrottle  int               `json:"max_throttle_pct"`
+	Forced       bool              `json:"forced_switchover,omitempty"`
+	Rounds       []migration.Round `json:"rounds"`
 }
 
 // migRun is one Godwit migration.
@@ -174,26 +163,26 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 	gen := 1
 	name := func() string { return fmt.Sprintf("godwit-%s-vm%d", s.Name, gen) }
 	progress("migrate: Godwit %s: booting a %d MiB guest", s.Name, s.MemMiB)
-	src, err := startProc(name(), []string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
+	src, err := toolkit.Start(name(), []string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
 		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn"},
-		procOpts{logDir: e.logDir()})
+		toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		g.Error = err.Error()
 		return g
 	}
-	defer func() { src.stop(5 * time.Second) }()
-	ready, err := waitPrefix(src, 0, "READY", 120*time.Second)
+	defer func() { src.Stop(5 * time.Second) }()
+	ready, err := src.WaitPrefix(0, "READY", 120*time.Second)
 	if err != nil {
 		g.Error = err.Error()
 		return g
 	}
-	g.BootS = ready.At.Sub(src.launched).Seconds()
-	mark := src.con.Mark()
-	if err := src.send("W " + s.Workload + "\n"); err != nil {
+	g.BootS = ready.At.Sub(src.Launched).Seconds()
+	mark := src.Con.Mark()
+	if err := src.Send("W " + s.Workload + "\n"); err != nil {
 		g.Error = err.Error()
 		return g
 	}
-	ack, err := waitPrefix(src, mark, "ACK W "+s.Workload, 300*time.Second)
+	ack, err := src.WaitPrefix(mark, "ACK W "+s.Workload, 300*time.Second)
 	if err != nil {
 		g.Error = err.Error()
 		return g
@@ -210,26 +199,26 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 		if dst != nil {
 			src = dst
 		}
-		if src.exited() {
+		if src.Exited() {
 			g.Error = fmt.Sprintf("run %d: no VM left running (%s)", i, r.Status)
 			return g
 		}
 		time.Sleep(2 * time.Second) // as the harness does between runs
 		if dst != nil {
 			// The destination's own heartbeat record since it resumed.
-			hbs := dst.con.Heartbeats()
+			hbs := dst.Con.Heartbeats()
 			c := guest.CheckHeartbeats(hbs)
 			g.Runs[len(g.Runs)-1].DstMaxGapMs = ms(c.LongestGap)
 			g.Runs[len(g.Runs)-1].DstSeqErrors = c.SeqErrors
 		}
 	}
 
-	mark = src.con.Mark()
-	if err := src.send("V\n"); err != nil {
+	mark = src.Con.Mark()
+	if err := src.Send("V\n"); err != nil {
 		g.Error = err.Error()
 		return g
 	}
-	v, err := waitPrefix(src, mark, "VERIFY ", 600*time.Second)
+	v, err := src.WaitPrefix(mark, "VERIFY ", 600*time.Second)
 	if err != nil {
 		g.Error = err.Error()
 	} else {
@@ -253,7 +242,7 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 // migrateOnce starts a fresh destination on a free loopback port and
 // migrates src to it. It returns the destination (nil if the migration did
 // not complete; src then keeps running).
-func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
+func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.Proc, migRun) {
 	r := migRun{Run: run}
 	port, err := freePort()
 	if err != nil {
@@ -262,20 +251,20 @@ func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
 	}
 	r.To = fmt.Sprintf("127.0.0.1:%d", port)
 	dstSock := e.sock(dstName)
-	dst, err := startProc(dstName, []string{e.godwit, "run", "--incoming", "tcp:" + r.To, "--name", dstName,
-		"--api-socket", dstSock, "--log-level", "warn"}, procOpts{logDir: e.logDir()})
+	dst, err := toolkit.Start(dstName, []string{e.godwit, "run", "--incoming", "tcp:" + r.To, "--name", dstName,
+		"--api-socket", dstSock, "--log-level", "warn"}, toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		r.Status, r.Error = "setup failed", err.Error()
 		return nil, r
 	}
 	if err := waitIncoming(e, dst, dstSock, 30*time.Second); err != nil {
-		dst.stop(5 * time.Second)
+		dst.Stop(5 * time.Second)
 		r.Status, r.Error = "setup failed", err.Error()
 		return nil, r
 	}
 
 	t0 := time.Now()
-	out, err := runCmd(5*time.Minute, e.godwit, "migrate", "--api-socket", e.sock(src.name), "--to", r.To, "--json")
+	out, err := toolkit.Run(5*time.Minute, e.godwit, "migrate", "--api-socket", e.sock(src.Name), "--to", r.To, "--json")
 	r.WallMs = ms(time.Since(t0))
 	var reply struct {
 		Report *migReport `json:"report"`
@@ -290,14 +279,14 @@ func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
 	case reply.Error != "":
 		r.Status, r.Error = "failed", reply.Error
 	case r.Report == nil:
-		r.Status, r.Error = "failed", "no report in: "+shorten(string(out), 200)
+		r.Status, r.Error = "failed", "no report in: "+toolkit.Shorten(string(out), 200)
 	case r.Report.Result != "completed":
 		r.Status, r.Error = r.Report.Result, r.Report.Error
 	default:
 		r.Status = "completed"
 	}
 	if r.Status != "completed" {
-		dst.stop(5 * time.Second)
+		dst.Stop(5 * time.Second)
 		return nil, r
 	}
 	if rep := r.Report; len(rep.Rounds) > 0 && rep.Rounds[0].DurationMs > 0 {
@@ -307,11 +296,11 @@ func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
 
 	// The source exits after a successful migration; then its console is
 	// complete.
-	if !src.waitExit(30 * time.Second) {
+	if !src.WaitExit(30 * time.Second) {
 		r.Error = "source still running 30 s after the migration completed; stopped"
-		src.stop(5 * time.Second)
+		src.Stop(5 * time.Second)
 	}
-	if err := waitHeartbeats(dst, len(dst.con.Heartbeats())+50, 30*time.Second); err != nil {
+	if err := dst.WaitHeartbeats(len(dst.Con.Heartbeats())+50, 30*time.Second); err != nil {
 		r.Status, r.Error = "no heartbeats on the destination", err.Error()
 		return dst, r
 	}
@@ -324,7 +313,7 @@ func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
 	r.SeqContinuous = first.Seq == last.Seq+1
 	r.GuestPauseMs = ms(first.At.Sub(last.At))
 	var during []guest.Heartbeat
-	for _, h := range src.con.Heartbeats() {
+	for _, h := range src.Con.Heartbeats() {
 		if !h.At.Before(t0.Add(-20 * time.Millisecond)) {
 			during = append(during, h)
 		}
@@ -336,36 +325,31 @@ func migrateOnce(e *env, src *proc, dstName string, run int) (*proc, migRun) {
 // handover finds the source's last heartbeat and the destination's first.
 // The source may have stopped in the middle of a console line, whose end
 // the destination then prints: such a line is joined before parsing.
-func handover(src, dst *proc) (last, first guest.Heartbeat, split bool, err error) {
-	shb := src.con.Heartbeats()
+func handover(src, dst *toolkit.Proc) (last, first guest.Heartbeat, split bool, err error) {
+	shb := src.Con.Heartbeats()
 	if len(shb) == 0 {
-		return last, first, false, fmt.Errorf("%s printed no heartbeat", src.name)
+		return last, first, false, fmt.Errorf("%s printed no heartbeat", src.Name)
 	}
 	last = shb[len(shb)-1]
-	if part := src.tail.partial(); part != "" {
-		if lines := dst.con.Lines(); len(lines) > 0 {
-			if hb, ok := guest.ParseHeartbeat(part + lines[0].Text); ok {
-				hb.At = lines[0].At
-				return last, hb, true, nil
-			}
-		}
+	if hb, ok := toolkit.SplitHeartbeat(src, dst); ok {
+		return last, hb, true, nil
 	}
-	dhb := dst.con.Heartbeats()
+	dhb := dst.Con.Heartbeats()
 	if len(dhb) == 0 {
-		return last, first, false, fmt.Errorf("%s printed no heartbeat", dst.name)
+		return last, first, false, fmt.Errorf("%s printed no heartbeat", dst.Name)
 	}
 	return last, dhb[0], false, nil
 }
 
 // waitIncoming waits until the destination VMM listens for the VM (its API
 // reports state "incoming").
-func waitIncoming(e *env, p *proc, sock string, timeout time.Duration) error {
+func waitIncoming(e *env, p *toolkit.Proc, sock string, timeout time.Duration) error {
 	end := time.Now().Add(timeout)
 	for time.Now().Before(end) {
-		if p.exited() {
-			return fmt.Errorf("%s exited before listening: %v (see logs/%s.stderr.log)", p.name, p.waitErr, p.name)
+		if p.Exited() {
+			return fmt.Errorf("%s exited before listening: %v (see logs/%s.stderr.log)", p.Name, p.Err(), p.Name)
 		}
-		out, err := runCmd(10*time.Second, e.godwit, "status", "--api-socket", sock, "--json")
+		out, err := toolkit.Run(10*time.Second, e.godwit, "status", "--api-socket", sock, "--json")
 		if err == nil {
 			var st struct {
 				State string `json:"state"`
@@ -376,7 +360,7 @@ func waitIncoming(e *env, p *proc, sock string, timeout time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: not listening after %v", p.name, timeout)
+	return fmt.Errorf("%s: not listening after %v", p.Name, timeout)
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // runHarness runs one script of the QEMU harness (read-only directory) with
@@ -30,15 +33,15 @@ func runHarness(e *env, tag string, timeout time.Duration, script string, args .
 	}}
 	argv := append([]string{"python3", filepath.Join(e.harness, script)}, args...)
 	env := []string{"BENCH_OUT=" + filepath.Join(e.outDir, "qemu"), "GUEST_ELF=" + e.guestELF, "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"}
-	p, err := startProc(tag, argv, procOpts{dir: e.harness, env: env, group: true, stdout: out, logDir: e.logDir()})
+	p, err := toolkit.Start(tag, argv, toolkit.Options{Dir: e.harness, Env: env, Group: true, Stdout: out, LogDir: e.logDir()})
 	if err != nil {
 		return "", err
 	}
-	if !p.waitExit(timeout) {
-		p.stop(5 * time.Second)
-		err = fmt.Errorf("%s %s: %w after %v", script, strings.Join(args, " "), errTimeout, timeout)
-	} else if p.waitErr != nil {
-		err = fmt.Errorf("%s %s: %v (see %s.stderr.log)", script, strings.Join(args, " "), p.waitErr, tag)
+	if !p.WaitExit(timeout) {
+		p.Stop(5 * time.Second)
+		err = fmt.Errorf("%s %s: %w after %v", script, strings.Join(args, " "), toolkit.ErrTimeout, timeout)
+	} else if p.Err() != nil {
+		err = fmt.Errorf("%s %s: %v (see %s.stderr.log)", script, strings.Join(args, " "), p.Err(), tag)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -197,4 +200,36 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// lineScanner copies a child's output to stderr line by line with a prefix
+// and calls fn for each line (the harness's progress).
+type lineScanner struct {
+	prefix string
+	fn     func(string)
+	mu     sync.Mutex
+	part   []byte
+}
+
+func (s *lineScanner) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.part = append(s.part, b...)
+	consumed := 0
+	for {
+		i := bytes.IndexByte(s.part[consumed:], '\n')
+		if i < 0 {
+			break
+		}
+		line := string(s.part[consumed : consumed+i])
+		consumed += i + 1
+		if s.fn != nil {
+			s.fn(line)
+		}
+		if s.prefix != "" {
+			fmt.Fprintf(os.Stderr, "%s %s\n", s.prefix, toolkit.Shorten(line, 300))
+		}
+	}
+	s.part = append(s.part[:0], s.part[consumed:]...)
+	return len(b), nil
 }

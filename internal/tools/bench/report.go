@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // stat is median [min..max] of n values.
@@ -132,7 +134,7 @@ func qemuCell(q *qemuMigrate, scen string, timeout any) string {
 	s := q.Scenarios[scen]
 	if s == nil {
 		if q.Error != "" {
-			return "failed: " + shorten(q.Error, 60)
+			return "failed: " + toolkit.Shorten(q.Error, 60)
 		}
 		return "–"
 	}
@@ -199,7 +201,7 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 	for _, g := range m.Godwit {
 		for _, r := range g.Runs {
 			if r.Report == nil || r.Status != "completed" {
-				w("| %s | %d | %s: %s | | | | | | | |\n", g.Scenario, r.Run, r.Status, shorten(r.Error, 120))
+				w("| %s | %d | %s: %s | | | | | | | |\n", g.Scenario, r.Run, r.Status, toolkit.Shorten(r.Error, 120))
 				continue
 			}
 			rep := r.Report
@@ -232,7 +234,7 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 					s.SrcGapMs.mmm(), s.DstGapMs.mmm(), s.AllSent.mmm(), s.AllWallS.mmm(), filepath.Base(q.ResultDir))
 			}
 			if q.Error != "" {
-				w("| (%s) | %s | error: %s | | | | | | | | | | | | | `%s` |\n", strings.Join(q.Args, " "), q.Label, shorten(q.Error, 150), filepath.Base(q.ResultDir))
+				w("| (%s) | %s | error: %s | | | | | | | | | | | | | `%s` |\n", strings.Join(q.Args, " "), q.Label, toolkit.Shorten(q.Error, 150), filepath.Base(q.ResultDir))
 			}
 			loads = append(loads, fmt.Sprintf("%s %d MiB: %s → %s", q.Label, q.MemMiB, q.LoadBefore, q.LoadAfter))
 		}

@@ -38,16 +38,15 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // Timing of one measurement window.
@@ -120,7 +119,7 @@ var cleanup = struct {
 
 func doCleanup() {
 	cleanup.once.Do(func() {
-		stopAll()
+		toolkit.StopAll(3 * time.Second)
 		cleanup.mu.Lock()
 		defer cleanup.mu.Unlock()
 		if cleanup.lab != nil {
@@ -175,14 +174,10 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	defer os.RemoveAll(sockDir)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
+	toolkit.OnSignal(func(s os.Signal) {
 		progress("%v: stopping every VMM and removing the lab", s)
 		doCleanup()
-		os.Exit(130)
-	}()
+	})
 	defer doCleanup()
 
 	lab, err := netlab.New("", 2)
@@ -262,11 +257,11 @@ func measureVMM(lab *netlab.Lab, v vmm, macStr string, ip netip.Addr, scens []sc
 	}
 	for _, sc := range scens {
 		if sc.Workload != "" {
-			mark := cur.p.con.Mark()
+			mark := cur.p.Con.Mark()
 			if err := v.console(cur, sc.Workload+"\n"); err != nil {
 				return err
 			}
-			if _, err := cur.p.waitPrefix(mark, "ACK W", 120*time.Second); err != nil {
+			if _, err := waitPrefix(cur.p, mark, "ACK W", 120*time.Second); err != nil {
 				return err
 			}
 			time.Sleep(2 * time.Second) // let the sweep reach its rate
@@ -310,7 +305,7 @@ func measureVMM(lab *netlab.Lab, v vmm, macStr string, ip netip.Addr, scens []sc
 				}
 				if r.Error != "" {
 					failures++
-					if cur == nil || cur.p.exited() {
+					if cur == nil || cur.p.Exited() {
 						return fmt.Errorf("guest lost: %s", r.Error)
 					}
 					if failures >= 2 {
@@ -419,19 +414,14 @@ func oneRun(lab *netlab.Lab, v vmm, src *instance, dstHost *netlab.Host, addr ne
 
 	// The guest-visible pause, from the heartbeats' host arrival times.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	dst.p.con.WaitHeartbeats(ctx, 3)
+	dst.p.Con.WaitHeartbeats(ctx, 3)
 	cancel()
-	shb, dhb := src.p.con.Heartbeats(), dst.p.con.Heartbeats()
+	shb, dhb := src.p.Con.Heartbeats(), dst.p.Con.Heartbeats()
 	// A heartbeat line the source began and the destination finished
 	// counts as the destination's first, arriving with its newline.
-	if tail := src.p.tail.partial(); tail != "" {
-		if lines := dst.p.con.Lines(); len(lines) > 0 {
-			if hb, ok := guest.ParseHeartbeat(tail + lines[0].Text); ok {
-				hb.At = lines[0].At
-				dhb = append([]guest.Heartbeat{hb}, dhb...)
-				r.SplitLine = true
-			}
-		}
+	if hb, ok := toolkit.SplitHeartbeat(src.p, dst.p); ok {
+		dhb = append([]guest.Heartbeat{hb}, dhb...)
+		r.SplitLine = true
 	}
 	r.PauseMs, r.SrcLastHBMs, r.DstFirstHBMs = -1, -1, -1
 	if len(shb) > 0 && len(dhb) > 0 {
@@ -442,7 +432,7 @@ func oneRun(lab *netlab.Lab, v vmm, src *instance, dstHost *netlab.Host, addr ne
 		r.SeqOK = first.Seq == last.Seq+1
 	}
 	r.GuestAnnounceMs = -1
-	for _, l := range dst.p.con.Lines() {
+	for _, l := range dst.p.Con.Lines() {
 		if strings.HasPrefix(l.Text, "NET announce") {
 			r.GuestAnnounceMs = msSince(t0, l.At)
 			r.GuestAnnounce = l.Text
@@ -456,7 +446,7 @@ func oneRun(lab *netlab.Lab, v vmm, src *instance, dstHost *netlab.Host, addr ne
 		if ev := dst.q.eventsNamed("RESUME"); len(ev) > 0 {
 			r.DstResumeMs = msSince(t0, ev[0].At)
 		}
-	} else if at, ok := logTime(dst.p.stderr.String(), "announcing the guest on the network"); ok {
+	} else if at, ok := logTime(dst.p.Stderr(), "announcing the guest on the network"); ok {
 		r.DstResumeMs = msSince(t0, at)
 	}
 	return r, dst

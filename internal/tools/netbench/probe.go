@@ -58,7 +58,7 @@ func startPing(ns string, dst netip.Addr, interval time.Duration) (*probeStream,
 	s := newStream("icmp", interval, c)
 	to := &net.IPAddr{IP: dst.AsSlice()}
 	s.send = func(seq int) error {
-		_, err := c.WriteTo(icmpEcho(id, uint16(seq), []byte("godwit-netbench")), to)
+		_, err := c.WriteTo(netlab.ICMPEcho(id, uint16(seq), []byte("godwit-netbench")), to)
 		return err
 	}
 	go func() {
@@ -297,31 +297,6 @@ func (s *probeStream) result(t0 time.Time) streamResult {
 		}
 	}
 	return r
-}
-
-// icmpEcho builds an ICMP echo request.
-func icmpEcho(id, seq uint16, payload []byte) []byte {
-	b := make([]byte, 8+len(payload))
-	b[0] = 8 // echo request
-	binary.BigEndian.PutUint16(b[4:], id)
-	binary.BigEndian.PutUint16(b[6:], seq)
-	copy(b[8:], payload)
-	binary.BigEndian.PutUint16(b[2:], inetChecksum(b))
-	return b
-}
-
-func inetChecksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
 // instance is one VMM process holding the guest (a source) or waiting for
 // it (a destination), in one host namespace.
 type instance struct {
-	p    *proc
+	p    *toolkit.Proc
 	host *netlab.Host
 	sock string // Godwit API socket or QEMU QMP socket
 	q    *qmp   // QEMU only
@@ -83,7 +85,7 @@ func (g *godwitVMM) start(h *netlab.Host, args ...string) (*instance, error) {
 	sock := filepath.Join(g.dir, fmt.Sprintf("godwit%d.sock", g.n))
 	argv := append([]string{"ip", "netns", "exec", h.Name, g.bin, "run", "--name", "vm", "--api-socket", sock,
 		"--log-level", "info", "--tap", "gwn0", "--bridge", h.Bridge}, args...)
-	p, err := startProc(fmt.Sprintf("godwit%d-%s", g.n, h.Name), g.logDir, argv...)
+	p, err := toolkit.Start(fmt.Sprintf("godwit%d-%s", g.n, h.Name), argv, toolkit.Options{LogDir: g.logDir, OmitUnfinished: true})
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +98,7 @@ func (g *godwitVMM) boot(h *netlab.Host) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := in.p.waitPrefix(0, "READY", 60*time.Second); err != nil {
+	if _, err := waitPrefix(in.p, 0, "READY", 60*time.Second); err != nil {
 		g.stop(in)
 		return nil, err
 	}
@@ -116,9 +118,9 @@ func (g *godwitVMM) incoming(h *netlab.Host, addr netip.AddrPort) (*instance, er
 		if err == nil {
 			return in, nil
 		}
-		if time.Now().After(deadline) || in.p.exited() {
+		if time.Now().After(deadline) || in.p.Exited() {
 			g.stop(in)
-			return nil, fmt.Errorf("destination API %s did not come up: %v (stderr: %s)", in.sock, err, shorten(in.p.stderr.String(), 400))
+			return nil, fmt.Errorf("destination API %s did not come up: %v (stderr: %s)", in.sock, err, shorten(in.p.Stderr(), 400))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -132,7 +134,7 @@ func (g *godwitVMM) console(in *instance, text string) error {
 
 // migrate runs `godwit migrate --json`, as an operator would.
 func (g *godwitVMM) migrate(src, dst *instance, addr netip.AddrPort, _ variant) (migResult, error) {
-	out, err := runShort(3*time.Minute, g.bin, "migrate", "--api-socket", src.sock, "--to", addr.String(), "--json")
+	out, err := toolkit.Run(3*time.Minute, g.bin, "migrate", "--api-socket", src.sock, "--to", addr.String(), "--json")
 	var rep api.MigrateReply
 	if jerr := json.Unmarshal(out, &rep); jerr != nil || rep.Report == nil {
 		return migResult{Status: "failed"}, errors.Join(err, fmt.Errorf("godwit migrate: no report: %s", shorten(string(out), 300)))
@@ -148,7 +150,7 @@ func (g *godwitVMM) migrate(src, dst *instance, addr netip.AddrPort, _ variant) 
 }
 
 func (g *godwitVMM) running(in *instance) bool {
-	if in.p.exited() {
+	if in.p.Exited() {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -159,21 +161,21 @@ func (g *godwitVMM) running(in *instance) bool {
 
 // retire waits for the source, which stops by itself after the handover.
 func (g *godwitVMM) retire(src *instance) {
-	if !src.p.waitExit(10 * time.Second) {
-		progress("  warning: Godwit source %s still running 10 s after the migration; stopping it", src.p.name)
-		src.p.stop(3 * time.Second)
+	if !src.p.WaitExit(10 * time.Second) {
+		progress("  warning: Godwit source %s still running 10 s after the migration; stopping it", src.p.Name)
+		src.p.Stop(3 * time.Second)
 	}
 }
 
 func (g *godwitVMM) stop(in *instance) {
-	if in == nil || in.p.exited() {
+	if in == nil || in.p.Exited() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	api.NewClient(in.sock).Stop(ctx)
 	cancel()
-	if !in.p.waitExit(5 * time.Second) {
-		in.p.stop(3 * time.Second)
+	if !in.p.WaitExit(5 * time.Second) {
+		in.p.Stop(3 * time.Second)
 	}
 }
 
@@ -208,15 +210,15 @@ func (q *qemuVMM) start(h *netlab.Host, incoming bool) (*instance, error) {
 	if incoming {
 		argv = append(argv, "-incoming", "defer")
 	}
-	p, err := startProc(fmt.Sprintf("qemu%d-%s", q.n, h.Name), q.logDir, argv...)
+	p, err := toolkit.Start(fmt.Sprintf("qemu%d-%s", q.n, h.Name), argv, toolkit.Options{LogDir: q.logDir, OmitUnfinished: true})
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{p: p, host: h, sock: sock}
-	in.q, err = dialQMP(sock, 30*time.Second, func() bool { return !p.exited() })
+	in.q, err = dialQMP(sock, 30*time.Second, func() bool { return !p.Exited() })
 	if err != nil {
 		q.stop(in)
-		return nil, fmt.Errorf("%v (stderr: %s)", err, shorten(p.stderr.String(), 400))
+		return nil, fmt.Errorf("%v (stderr: %s)", err, shorten(p.Stderr(), 400))
 	}
 	// QEMU creates the TAP but leaves it down and unattached.
 	if err := netlab.InNS(h.Name, "link", "set", qemuTAP, "master", h.Bridge, "up"); err != nil {
@@ -231,7 +233,7 @@ func (q *qemuVMM) boot(h *netlab.Host) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := in.p.waitPrefix(0, "READY", 120*time.Second); err != nil {
+	if _, err := waitPrefix(in.p, 0, "READY", 120*time.Second); err != nil {
 		q.stop(in)
 		return nil, err
 	}
@@ -258,7 +260,7 @@ func (q *qemuVMM) incoming(h *netlab.Host, addr netip.AddrPort) (*instance, erro
 	return in, nil
 }
 
-func (q *qemuVMM) console(in *instance, text string) error { return in.p.send(text) }
+func (q *qemuVMM) console(in *instance, text string) error { return in.p.Send(text) }
 
 // migrate sets the bandwidth on the source (a former destination starts
 // with QEMU's defaults, so it is set every time), runs `migrate` and polls
@@ -319,7 +321,7 @@ func (q *qemuVMM) migrate(src, dst *instance, addr netip.AddrPort, v variant) (m
 const migTimeout = 45 * time.Second
 
 func (q *qemuVMM) running(in *instance) bool {
-	if in.p.exited() || in.q == nil {
+	if in.p.Exited() || in.q == nil {
 		return false
 	}
 	raw, err := in.q.do("query-status", nil)
@@ -338,12 +340,25 @@ func (q *qemuVMM) stop(in *instance) {
 		return
 	}
 	if in.q != nil {
-		if !in.p.exited() {
+		if !in.p.Exited() {
 			in.q.do("quit", nil)
 		}
 		in.q.close()
 	}
-	if !in.p.waitExit(5 * time.Second) {
-		in.p.stop(3 * time.Second)
+	if !in.p.WaitExit(5 * time.Second) {
+		in.p.Stop(3 * time.Second)
 	}
 }
+
+// waitPrefix waits for a console line of p starting with prefix, from line
+// mark; its error quotes p's stderr.
+func waitPrefix(p *toolkit.Proc, mark int, prefix string, timeout time.Duration) (guest.Line, error) {
+	l, err := p.WaitPrefix(mark, prefix, timeout)
+	if err != nil {
+		return l, fmt.Errorf("%w (stderr: %s)", err, shorten(p.Stderr(), 400))
+	}
+	return l, nil
+}
+
+// shorten cuts s, without surrounding space, to n bytes.
+func shorten(s string, n int) string { return toolkit.Shorten(strings.TrimSpace(s), n) }
