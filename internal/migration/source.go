@@ -362,6 +362,14 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 // stopped (the destination confirmed its commit).
 func (s *Source) lostCommit(ctx context.Context, cause error) (bool, error) {
 	reply, err := s.query(ctx)
+	// Where the destination cannot tell, a pool's owner key can: the
+	// take-back transaction either wins (the destination can then never
+	// commit, so resuming is safe) or loses (the destination owns the VM,
+	// so this side stops).
+	if s.opts.ResumeGate != nil && (err != nil || (reply.State != wire.Committed && reply.State != wire.NotCommitted)) {
+		s.report.Result = "aborted"
+		return s.resumeAfterPause(ctx, fmt.Errorf("migration: no answer to COMMIT (%v), the destination could not say whether it committed", cause))
+	}
 	switch {
 	case err != nil:
 		s.report.Result = "unknown"

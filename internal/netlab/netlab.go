@@ -128,11 +128,12 @@ func New(prefix string, hosts int) (_ *Lab, err error) {
 		}
 		l.hosts = append(l.hosts, h)
 	}
-	c := &Client{Name: prefix + "-c", Addr: netip.AddrFrom4([4]byte{10, byte(n), 0, 100})}
+	// "-cl", not "-c": host 3 is "-c".
+	c := &Client{Name: prefix + "-cl", Addr: netip.AddrFrom4([4]byte{10, byte(n), 0, 100})}
 	if err := l.addNS(c.Name); err != nil {
 		return nil, err
 	}
-	if err := l.veth(c.Name, prefix+"c", "eth0", core, "br0"); err != nil {
+	if err := l.veth(c.Name, prefix+"cl", "eth0", core, "br0"); err != nil {
 		return nil, err
 	}
 	if err := InNS(c.Name, "addr", "add", c.Addr.String()+"/24", "dev", "eth0"); err != nil {
