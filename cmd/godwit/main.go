@@ -41,6 +41,7 @@ NAME finds the socket at /run/godwit/NAME.sock.
 A pool of hosts (see README, "A pool of hosts"):
   godwit controller --token-file F [--etcd-endpoints E | --data-dir D]   run a pool controller
   godwit agent --host H --etcd E --token-file F ...                     run a host agent
+  godwit agent status [--agent ADDR] [--token-file F] [--json]         ask a host's agent
   godwit host list|show H                          hosts of the pool
   godwit vm create|list|show|start|stop|delete|migrate NAME ...   VMs of the pool
   godwit cluster status                            leader, members, hosts, VMs

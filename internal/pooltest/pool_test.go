@@ -2,8 +2,10 @@ package pooltest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -118,6 +120,22 @@ func TestPoolMigrateCLI(t *testing.T) {
 	}
 	t.Logf("godwit host list:\n%s", l.mustCLI("host", "list"))
 	t.Logf("godwit vm list:\n%s", l.mustCLI("vm", "list"))
+	// The CLI also talks to an agent directly.
+	agentOut, err := exec.Command("ip", "netns", "exec", l.net.CoreNS(), godwitBin, "agent", "status",
+		"--agent", l.hosts["b"].MigAddr.String()+":7480", "--token-file", l.tokFile, "--json").Output()
+	var hr struct {
+		Host string `json:"host"`
+		VMs  []struct {
+			Name string `json:"name"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal(agentOut, &hr); err != nil || hr.Host != "b" || !slices.ContainsFunc(hr.VMs, func(v struct {
+		Name string `json:"name"`
+	}) bool {
+		return v.Name == "vm1"
+	}) {
+		t.Errorf("godwit agent status on b: %v %s", err, agentOut)
+	}
 	t.Logf("godwit cluster status:\n%s", l.mustCLI("cluster", "status"))
 }
 
