@@ -123,6 +123,8 @@ func (c *Controller) routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/migrations/{v}", c.handle(c.showMigration))
 	mux.Handle("GET /v1/cluster", c.handle(c.cluster))
 	mux.Handle("GET /metrics", c.metrics.handler())
+	c.registerDrainRoutes(mux)   // drain.go: host maintenance and HA restart
+	c.registerBalanceRoutes(mux) // balance.go: load balancing
 	mux.Handle("/", c.handle(func(_ context.Context, r *http.Request) (int, any, error) {
 		return 0, nil, notFound(fmt.Sprintf("no such endpoint %s %s (see package poolapi for the API)", r.Method, r.URL.Path))
 	}))
