@@ -123,17 +123,18 @@ func TestPoolMigrateCLI(t *testing.T) {
 	// The CLI also talks to an agent directly.
 	agentOut, err := exec.Command("ip", "netns", "exec", l.net.CoreNS(), godwitBin, "agent", "status",
 		"--agent", l.hosts["b"].MigAddr.String()+":7480", "--token-file", l.tokFile, "--json").Output()
-	var hr struct {
-		Host string `json:"host"`
-		VMs  []struct {
-			Name string `json:"name"`
-		} `json:"vms"`
+	if err != nil {
+		t.Errorf("godwit agent status on b: %v", err)
 	}
-	if err := json.Unmarshal(agentOut, &hr); err != nil || hr.Host != "b" || !slices.ContainsFunc(hr.VMs, func(v struct {
+	type localVM struct {
 		Name string `json:"name"`
-	}) bool {
-		return v.Name == "vm1"
-	}) {
+	}
+	var hr struct {
+		Host string    `json:"host"`
+		VMs  []localVM `json:"vms"`
+	}
+	hasVM1 := func(v localVM) bool { return v.Name == "vm1" }
+	if err := json.Unmarshal(agentOut, &hr); err != nil || hr.Host != "b" || !slices.ContainsFunc(hr.VMs, hasVM1) {
 		t.Errorf("godwit agent status on b: %v %s", err, agentOut)
 	}
 	t.Logf("godwit cluster status:\n%s", l.mustCLI("cluster", "status"))
