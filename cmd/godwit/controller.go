@@ -23,6 +23,7 @@ Usage:
   godwit controller --id ID --token-file FILE [--listen 127.0.0.1:7700] [--pool godwit]
         [--data-dir DIR --etcd-client-port 2379 --etcd-peer-port 2380 --etcd-host 127.0.0.1]
         [--etcd-endpoints http://E1:2379,http://E2:2379]
+        [--balance-level 0-5 --balance-every 60s] [--ha-force]
 
 By default it starts an embedded single-member etcd with its data in --data-dir;
 --etcd-endpoints uses an external etcd cluster instead. Several controllers may run
@@ -48,6 +49,9 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	peerPort := fs.Int("etcd-peer-port", 2380, "embedded etcd: peer port")
 	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "leader session TTL: how long a dead leader holds the pool")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	balanceLevel := fs.Int("balance-level", 0, "automatic load balancing: 0 off (default), 1 only mandatory moves, 2-5 thresholds 0.4/0.3/0.2/0.1")
+	balanceEvery := fs.Duration("balance-every", controller.DefaultBalanceEvery, "period of the automatic balancing rounds")
+	haForce := fs.Bool("ha-force", false, "turn HA restart on with fewer than 3 etcd members (tests; losing the member stops every HA VM)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -71,7 +75,7 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg := controller.Config{
 		ID: *id, Pool: *pool, Listen: *listen, AdvertiseURL: *advertise, Token: token,
-		SessionTTL: *sessionTTL, Logger: log,
+		SessionTTL: *sessionTTL, Logger: log, BalanceLevel: *balanceLevel, BalanceEvery: *balanceEvery, HAForce: *haForce,
 		Etcd: etcdserver.Config{Dir: *dataDir, Host: *etcdHost, ClientPort: *clientPort, PeerPort: *peerPort},
 	}
 	if *endpoints != "" {

@@ -45,6 +45,8 @@ A pool of hosts (see README, "A pool of hosts"):
   godwit host list|show H                          hosts of the pool
   godwit vm create|list|show|start|stop|delete|migrate NAME ...   VMs of the pool
   godwit cluster status                            leader, members, hosts, VMs
+  godwit host drain|activate H ...                 host maintenance (evacuate, return)
+  godwit balance [--dry-run] [--apply N] [--json]  load balancing plan / apply moves
 `
 
 func main() {
@@ -79,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return vmCmd(rest, stdout, stderr)
 	case "cluster":
 		return clusterCmd(rest, stdout, stderr)
+	case "balance":
+		return balanceCmd(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -26,6 +26,9 @@ const poolUsage = `godwit host|vm|cluster: the pool, through its controller
 Usage:
   godwit host list                           hosts, their state and what is placed on them
   godwit host show HOST
+  godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
+  godwit host drain HOST --status | --cancel
+  godwit host activate HOST
   godwit vm create NAME --kernel FILE [--cmdline S] [--mem 512M] [--cpus 1]
         [--disk PATH[,storage=ID][,ro]]... [--nic BRIDGE[,mac=MAC]]... [--host HOST]
         [--ha] [--stopped]
@@ -33,6 +36,7 @@ Usage:
   godwit vm show|start|stop|delete NAME
   godwit vm migrate NAME [--to HOST] [--wait]
   godwit cluster status
+  godwit balance [--dry-run] [--moves N] [--apply N] [--level L]
 
 Every command takes --controller URL (default $GODWIT_CONTROLLER or
 http://127.0.0.1:7700), --token-file FILE (default: $GODWIT_TOKEN holds the token,
@@ -125,8 +129,12 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 		pos, err = parsePool(fs, args, 0, "no arguments")
 	case "show":
 		pos, err = parsePool(fs, args, 1, "a host name")
+	case "drain":
+		return hostDrainCmd(fs, f, args, stdout, stderr)
+	case "activate":
+		return hostActivateCmd(fs, f, args, stdout)
 	default:
-		return fmt.Errorf("host: unknown subcommand %q (list, show)", sub)
+		return fmt.Errorf("host: unknown subcommand %q (list, show, drain, activate)", sub)
 	}
 	if err != nil {
 		return err
@@ -542,6 +550,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) error {
 		{"hosts", fmt.Sprintf("%d: %d up, %d lost; %s", cs.Hosts.Total, cs.Hosts.Up, cs.Hosts.Lost, counts(cs.Hosts.ByState))},
 		{"vms", fmt.Sprintf("%d: %s", cs.VMs.Total, counts(cs.VMs.ByPhase))},
 		{"migrations", fmt.Sprintf("%d in flight; %s", cs.Migrations.InFlight, counts(cs.Migrations.ByPhase))},
+		{"ha restart", haSummary(cs.HA)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}

@@ -533,6 +533,8 @@ func (c *Controller) cluster(ctx context.Context, _ *http.Request) (int, any, er
 	var out poolapi.Cluster
 	out.Pool, out.This, out.Leading, out.Etcd, out.Embedded = c.cfg.Pool, c.cfg.ID, c.IsLeader(), c.endpoints, c.etcd != nil
 	out.Leader, out.LeaderURL = c.Leader(ctx)
+	ha := c.haStatus(ctx)
+	out.HA = &ha
 	for _, m := range members {
 		out.Members = append(out.Members, poolapi.Member{ID: m.ID, URL: m.URL, Leader: m.ID == out.Leader})
 	}

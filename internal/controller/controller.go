@@ -77,6 +77,14 @@ type Config struct {
 	SessionTTL time.Duration
 	// Policy holds placement's tunables (zero: PLATFORM.md defaults).
 	Policy placement.Policy
+	// HAForce turns HA restart on with fewer than three etcd members
+	// (tests on one machine); see ha.go.
+	HAForce bool
+	// BalanceLevel turns automatic load balancing on at level 1-5
+	// (package balance; 0, the default, leaves it off: GET/POST
+	// /v1/balance still work). BalanceEvery is its period (default 60 s).
+	BalanceLevel int
+	BalanceEvery time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -103,6 +111,9 @@ func (c Config) Validate() error {
 		if err := (election.Config{ID: c.ID, SessionTTL: c.SessionTTL}).Validate(); err != nil {
 			return fmt.Errorf("controller: %w", err)
 		}
+	}
+	if c.BalanceLevel < 0 || c.BalanceLevel > 5 || c.BalanceEvery < 0 {
+		return fmt.Errorf("controller: --balance-level %d --balance-every %s: want a level 0-5 (0: off) and a positive period", c.BalanceLevel, c.BalanceEvery)
 	}
 	return c.Policy.Validate()
 }
@@ -151,6 +162,11 @@ type Controller struct {
 	// placeMu serialises placement decisions and guards resv.
 	placeMu sync.Mutex
 	resv    map[string]reservation
+
+	// ops is the leader's drain and HA work (drain_loop.go, ha.go).
+	ops *ops
+	// bal is the load balancer's state (balance.go).
+	bal *balancerState
 }
 
 // reservation is capacity promised to an in-flight write.
@@ -173,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{},
-		loopDone: make(chan struct{}), srvDone: make(chan struct{})}
+		loopDone: make(chan struct{}), srvDone: make(chan struct{}), ops: newOps(), bal: newBalancerState(cfg)}
 	defer func() {
 		if err != nil {
 			c.closeConns()
@@ -215,6 +231,8 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	lctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
 	go c.electLoop(lctx)
+	go c.runOps(lctx)
+	go c.balanceLoop(lctx)
 	c.log.Info("controller started", "pool", cfg.Pool, "api", c.url, "etcd", c.endpoints, "embedded", c.etcd != nil)
 	return c, nil
 }
@@ -357,6 +375,8 @@ func (c *Controller) Close() error {
 	if c.stop != nil {
 		c.stop()
 		<-c.loopDone
+		<-c.ops.done
+		<-c.bal.done
 	}
 	if c.srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -1,7 +1,313 @@
 package controller
 
-import "net/http"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+)
+
+// Host maintenance: the API of drains (drain_plan.go plans, drain_loop.go
+// runs them) and of HA (ha.go).
+//
+// POST /v1/hosts/{h}/drain sets the host draining (placement takes only
+// active hosts, so nothing new lands there), writes drains/<h> with the
+// plan — the host's VMs, shortest predicted migration first, the ones
+// that cannot move listed as blocked with the reason — and the leader's
+// drain loop migrates the rest within the slots. When no VM is owned by
+// the host any more it is in maintenance. DELETE cancels (no new
+// migrations; those under way finish; host active again), activate
+// returns a host to active from any state.
 
 // registerDrainRoutes adds the host-maintenance (drain/activate) and HA
-// endpoints. Filled in by the drain work; empty until then.
-func (c *Controller) registerDrainRoutes(mux *http.ServeMux) {}
+// endpoints.
+func (c *Controller) registerDrainRoutes(mux *http.ServeMux) {
+	mux.Handle("POST /v1/hosts/{h}/drain", c.handle(c.startDrain))
+	mux.Handle("GET /v1/hosts/{h}/drain", c.handle(c.showDrain))
+	mux.Handle("DELETE /v1/hosts/{h}/drain", c.handle(c.cancelDrain))
+	mux.Handle("POST /v1/hosts/{h}/activate", c.handle(c.activateHost))
+	mux.Handle("GET /v1/ha", c.handle(func(ctx context.Context, _ *http.Request) (int, any, error) {
+		return 200, c.haStatus(ctx), nil
+	}))
+}
+
+func (c *Controller) getHost(ctx context.Context, name string) (store.Host, error) {
+	if err := store.ValidName("host", name); err != nil {
+		return store.Host{}, badRequest(err.Error())
+	}
+	h, err := c.st.GetHost(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return h, notFound(fmt.Sprintf("unknown host %s (godwit host list shows the pool's hosts)", name))
+	}
+	if err != nil {
+		return h, unavailable(err)
+	}
+	return h, nil
+}
+
+func hostStateOf(h store.Host) store.HostStateName {
+	if h.State == nil {
+		return ""
+	}
+	return h.State.State
+}
+
+func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any, error) {
+	var req poolapi.DrainRequest
+	if err := decodeBody(r, &req); err != nil {
+		return 0, nil, err
+	}
+	switch req.OnBlocked {
+	case "":
+		req.OnBlocked = poolapi.OnBlockedWait
+	case poolapi.OnBlockedWait, poolapi.OnBlockedShutdown, poolapi.OnBlockedFail:
+	default:
+		return 0, nil, badRequest(fmt.Sprintf("on_blocked %q: want wait, shutdown or fail", req.OnBlocked))
+	}
+	if req.Concurrency < 0 || req.Concurrency > 16 {
+		return 0, nil, badRequest(fmt.Sprintf("concurrency %d: want 1-16 (0: the default, %d)", req.Concurrency, DefaultSlotsOut))
+	}
+	if req.Concurrency == 0 {
+		req.Concurrency = DefaultSlotsOut
+	}
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	if err != nil {
+		return 0, nil, err
+	}
+	switch st := hostStateOf(h); st {
+	case store.HostActive, store.HostDraining:
+	case store.HostMaintenance:
+		return 0, nil, conflict(fmt.Sprintf("host %s is already in maintenance (godwit host activate %s returns it)", h.Name, h.Name), nil)
+	default:
+		return 0, nil, conflict(fmt.Sprintf("host %s is %s: only an active host can be drained", h.Name, dash(string(st))), nil)
+	}
+	// The plan: order and blocked VMs as of now.
+	p, err := c.readPool(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	run := c.ops.run(h.Name)
+	c.ops.mu.Lock()
+	run.concurrency = req.Concurrency
+	c.ops.mu.Unlock()
+	clusterSlots, slotsIn := c.slots(ctx)
+	c.placeMu.Lock()
+	plan := planDrain(c.drainInputs(p, h.Name, run, clusterSlots, slotsIn))
+	c.placeMu.Unlock()
+
+	old, drev, err := c.st.GetDrain(ctx, h.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		drev = 0
+	case err != nil:
+		return 0, nil, unavailable(err)
+	}
+	d := store.Drain{Host: h.Name, OnBlocked: req.OnBlocked, Queue: plan.order, Total: len(plan.order),
+		InFlight: plan.inFlight, Blocked: blockedList(plan.blocked), Started: time.Now().UTC()}
+	if hostStateOf(h) == store.HostDraining && drev != 0 {
+		// Already draining: this request changes the policy only.
+		d = old
+		d.OnBlocked = req.OnBlocked
+	}
+	if hostStateOf(h) != store.HostDraining {
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostDraining, Reason: "drain requested"}, h.StateRev, g); err != nil {
+			return 0, nil, c.writeFailed(ctx, "set host "+h.Name+" draining", err)
+		}
+	}
+	if _, err := c.st.PutDrain(ctx, d, drev, g); err != nil {
+		return 0, nil, c.writeFailed(ctx, "write drain plan of host "+h.Name, err)
+	}
+	c.log.Info("drain started", "host", h.Name, "vms", len(plan.order), "order", plan.order, "blocked", d.Blocked,
+		"concurrency", req.Concurrency, "on_blocked", req.OnBlocked)
+	c.ops.poke()
+	v, err := c.drainView(ctx, h.Name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusAccepted, v, nil
+}
+
+func (c *Controller) showDrain(ctx context.Context, r *http.Request) (int, any, error) {
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	if err != nil {
+		return 0, nil, err
+	}
+	v, err := c.drainView(ctx, h.Name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, v, nil
+}
+
+func (c *Controller) cancelDrain(ctx context.Context, r *http.Request) (int, any, error) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if st := hostStateOf(h); st != store.HostDraining {
+		return 0, nil, conflict(fmt.Sprintf("host %s is not draining (state %s); nothing to cancel", h.Name, dash(string(st))), nil)
+	}
+	if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostActive, Reason: "drain cancelled"}, h.StateRev, g); err != nil {
+		return 0, nil, c.writeFailed(ctx, "cancel the drain of host "+h.Name, err)
+	}
+	c.ops.dropRun(h.Name)
+	c.log.Info("drain cancelled", "host", h.Name)
+	v, err := c.drainView(ctx, h.Name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, v, nil
+}
+
+func (c *Controller) activateHost(ctx context.Context, r *http.Request) (int, any, error) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if st := hostStateOf(h); st != store.HostActive {
+		reason := "activated"
+		if st == store.HostDraining {
+			reason = "activated (drain cancelled)"
+		}
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostActive, Reason: reason}, h.StateRev, g); err != nil {
+			return 0, nil, c.writeFailed(ctx, "activate host "+h.Name, err)
+		}
+		c.ops.dropRun(h.Name)
+		c.log.Info("host activated", "host", h.Name, "was", st)
+	}
+	p, err := c.readPool(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, v := range c.hostViews(p) {
+		if v.Name == h.Name {
+			return 200, v, nil
+		}
+	}
+	return 0, nil, notFound("host " + h.Name + " vanished")
+}
+
+// drainView joins drains/<h> with the VMs' keys.
+func (c *Controller) drainView(ctx context.Context, host string) (poolapi.Drain, error) {
+	h, err := c.getHost(ctx, host)
+	if err != nil {
+		return poolapi.Drain{}, err
+	}
+	d, _, err := c.st.GetDrain(ctx, host)
+	if errors.Is(err, store.ErrNotFound) {
+		return poolapi.Drain{}, notFound(fmt.Sprintf("host %s has no drain (godwit host drain %s starts one)", host, host))
+	}
+	if err != nil {
+		return poolapi.Drain{}, unavailable(err)
+	}
+	p, err := c.readPool(ctx)
+	if err != nil {
+		return poolapi.Drain{}, err
+	}
+	out := poolapi.Drain{Host: host, HostState: string(hostStateOf(h)), OnBlocked: d.OnBlocked, Total: d.Total, Done: d.Done,
+		InFlight: d.InFlight, Blocked: d.Blocked, Started: d.Started, Concurrency: DefaultSlotsOut}
+	if h.State != nil {
+		out.StateReason = h.State.Reason
+	}
+	switch st := hostStateOf(h); {
+	case st == store.HostDraining:
+		out.Phase = poolapi.DrainRunning
+	case st == store.HostMaintenance:
+		out.Phase = poolapi.DrainDone
+	case strings.HasPrefix(out.StateReason, "drain failed"):
+		out.Phase = poolapi.DrainFailed
+	default:
+		out.Phase = poolapi.DrainCancelled
+	}
+	c.ops.mu.Lock()
+	run := c.ops.drains[host]
+	attempts := map[string]int{}
+	lastErr := map[string]string{}
+	if run != nil {
+		out.Concurrency = run.concurrency
+		for vm, atts := range run.attempts {
+			attempts[vm] = len(atts)
+			if a := atts[len(atts)-1]; a.failed {
+				lastErr[vm] = a.err
+			}
+		}
+	}
+	c.ops.mu.Unlock()
+	blocked := map[string]string{}
+	for _, b := range d.Blocked {
+		vm, why, _ := strings.Cut(b, ": ")
+		blocked[vm] = why
+	}
+	byName := map[string]store.VM{}
+	for _, v := range p.vms {
+		byName[v.Name] = v
+	}
+	for _, vm := range d.Queue {
+		row := poolapi.DrainVM{Name: vm, Attempts: attempts[vm], Reason: lastErr[vm]}
+		v, ok := byName[vm]
+		if ok && v.Spec != nil {
+			row.PredictedSeconds = predictMigration(v.Spec.MemBytes, 0, AssumedBandwidth).Seconds()
+		}
+		if v.Owner != nil {
+			row.Host = v.Owner.Host
+		}
+		if m := v.Migration; m != nil && (m.Src == host || m.Dst == row.Host) {
+			row.Migration, row.Phase, row.Dst, row.Round, row.Remaining = m.ID, string(m.Phase), m.Dst, m.Round, m.RemainingBytes
+		}
+		switch {
+		case !ok:
+			row.State = "deleted"
+		case v.Owner == nil && v.Spec.Desired == store.DesiredStopped:
+			row.State = "stopped"
+		case v.Owner == nil:
+			row.State = "pending"
+		case v.Owner.Host != host:
+			row.State = "done"
+		case v.Migration != nil && !v.Migration.Phase.Terminal():
+			row.State = "migrating"
+		case v.Spec.Desired == store.DesiredStopped:
+			row.State = "stopping"
+		case blocked[vm] != "":
+			row.State, row.Reason = "blocked", blocked[vm]
+		default:
+			row.State = "queued"
+		}
+		out.VMs = append(out.VMs, row)
+	}
+	// Counts from the VMs' keys: once a drain is over (or cancelled) the
+	// record is no longer updated, but migrations under way finish.
+	out.Done, out.InFlight = 0, nil
+	for _, row := range out.VMs {
+		switch row.State {
+		case "done":
+			out.Done++
+		case "migrating":
+			out.InFlight = append(out.InFlight, row.Name)
+		}
+	}
+	return out, nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "unset"
+	}
+	return s
+}

@@ -27,6 +27,7 @@
 //	POST   /v1/vms/{v}/migrate       MigrateRequest -> Migration (202)
 //	GET    /v1/migrations/{v}        Migration
 //	GET    /v1/cluster               Cluster
+//	(host maintenance and HA: see drain.go)
 //	GET    /metrics                  Prometheus text format
 //
 // Who may import it: the CLI, the controller, tests and other clients. It
@@ -167,6 +168,8 @@ type Cluster struct {
 		InFlight int            `json:"in_flight"`
 		ByPhase  map[string]int `json:"by_phase"`
 	} `json:"migrations"`
+	// HA says whether HA restart is active and why (see drain.go).
+	HA *HAStatus `json:"ha,omitempty"`
 }
 
 // Client talks to a controller. It is safe for concurrent use.

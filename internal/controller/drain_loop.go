@@ -1,0 +1,424 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The leader's background work: the drain loop (this file) and HA restart
+// (ha.go). Both run only while this controller leads, in goroutines whose
+// context ends with the leadership; every write they make carries the
+// leader guard, so a deposed leader's late write fails in etcd.
+//
+// A drain's durable state is hosts/<h>/state (draining) and drains/<h>
+// (plan order, counts, blocked VMs); the loop acts on every host whose
+// state is draining, so a new leader carries an unfinished drain on. What
+// lives only in the leader's memory: the drain's concurrency (a new leader
+// uses the default) and the attempts per VM (a new leader starts counting
+// retries again).
+
+// ops is the leader's drain and HA state.
+type ops struct {
+	done      chan struct{}
+	drainKick chan struct{}
+	haKick    chan struct{}
+
+	mu     sync.Mutex
+	drains map[string]*drainRun // by host
+	ha     haState
+}
+
+func newOps() *ops {
+	return &ops{done: make(chan struct{}), drainKick: make(chan struct{}, 1), haKick: make(chan struct{}, 1), drains: map[string]*drainRun{},
+		ha: haState{starts: map[string]*haStart{}, errors: map[string]string{}, tried: map[string][]string{}, lost: map[string]time.Time{}}}
+}
+
+// poke wakes the loops.
+func (o *ops) poke() {
+	for _, k := range []chan struct{}{o.drainKick, o.haKick} {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drainRun is the leader's memory of one drain.
+type drainRun struct {
+	concurrency int
+	attempts    map[string][]drainAttempt
+	exhausted   map[string]string
+	warned      map[string]bool // migration IDs reported as timed out
+	stopped     map[string]bool // VMs stopped by on_blocked=shutdown
+	lastWrite   time.Time
+	lastRec     store.Drain
+}
+
+// drainAttempt is one migration the drain requested.
+type drainAttempt struct {
+	id, dst string
+	over    bool
+	failed  bool
+	err     string
+}
+
+func (o *ops) run(host string) *drainRun {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.drains[host]
+	if r == nil {
+		r = &drainRun{concurrency: DefaultSlotsOut, attempts: map[string][]drainAttempt{}, exhausted: map[string]string{},
+			warned: map[string]bool{}, stopped: map[string]bool{}}
+		o.drains[host] = r
+	}
+	return r
+}
+
+func (o *ops) dropRun(host string) {
+	o.mu.Lock()
+	delete(o.drains, host)
+	o.mu.Unlock()
+}
+
+// runOps starts the drain and HA loops whenever this controller leads and
+// stops them when it does not, until ctx ends.
+func (c *Controller) runOps(ctx context.Context) {
+	defer close(c.ops.done)
+	for ctx.Err() == nil {
+		if !c.IsLeader() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); c.drainLoop(lctx) }()
+		go func() { defer wg.Done(); c.haLoop(lctx) }()
+		for ctx.Err() == nil && c.IsLeader() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		cancel()
+		wg.Wait()
+	}
+}
+
+// drainLoop advances every drain twice a second (and when poked).
+func (c *Controller) drainLoop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	// Migration records change at each phase: react at once (the tick
+	// covers a broken watch).
+	wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), store.MigrationsPrefix, clientv3.WithPrefix())
+	for {
+		c.drainPass(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.ops.drainKick:
+		case _, ok := <-wch:
+			if !ok {
+				wch = nil
+			}
+		}
+	}
+}
+
+func (c *Controller) drainPass(ctx context.Context) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := c.readPool(rctx)
+	if err != nil {
+		return
+	}
+	for _, h := range p.hosts {
+		if h.State != nil && h.State.State == store.HostDraining {
+			if err := c.drainTick(rctx, g, p, h); err != nil && ctx.Err() == nil {
+				c.log.Warn("drain pass", "host", h.Name, "err", err)
+			}
+		}
+	}
+}
+
+// slots reads the pool config's migration slots (defaults when unset).
+func (c *Controller) slots(ctx context.Context) (cluster, in int) {
+	cluster, in = DefaultClusterSlots, DefaultSlotsIn
+	if cfg, _, err := c.st.GetConfig(ctx); err == nil {
+		if cfg.MigrationSlots > 0 {
+			cluster = cfg.MigrationSlots
+		}
+		if cfg.SlotsPerHost > 0 {
+			in = cfg.SlotsPerHost
+		}
+	}
+	return cluster, in
+}
+
+// drainInputs builds the planner's snapshot for host h (caller holds
+// placeMu, since hosts include the reservations).
+func (c *Controller) drainInputs(p poolState, h string, run *drainRun, clusterSlots, slotsIn int) drainInput {
+	hosts := c.placementHosts(p, c.resv)
+	in := drainInput{host: h, hosts: hosts, rules: placementRules(p.rules), policy: c.cfg.Policy,
+		clusterSlots: clusterSlots, slotsOut: run.concurrency, slotsIn: slotsIn,
+		tried: map[string][]string{}, exhausted: run.exhausted}
+	for _, ph := range hosts {
+		if ph.Name == h {
+			in.from = ph
+		}
+	}
+	for vm, atts := range run.attempts {
+		for _, a := range atts {
+			if a.failed {
+				in.tried[vm] = append(in.tried[vm], a.dst)
+			}
+		}
+	}
+	in.vms = drainVMs(p)
+	return in
+}
+
+// drainVMs is the planner's view of every VM: owner, migration under way,
+// migratability, and the predicted migration time.
+func drainVMs(p poolState) []drainVM {
+	dirty, used := map[string]float64{}, map[string]uint64{}
+	for _, h := range p.hosts {
+		if h.Usage != nil {
+			dirty[h.Name] = h.Usage.DirtyRate
+		}
+	}
+	for _, v := range p.vms {
+		if v.Spec != nil && v.Owner != nil {
+			used[v.Owner.Host] += v.Spec.MemBytes
+		}
+	}
+	var out []drainVM
+	for _, v := range p.vms {
+		if v.Spec == nil {
+			continue
+		}
+		d := drainVM{name: v.Name, spec: placementVM(v.Name, *v.Spec)}
+		var rate float64
+		if v.Owner != nil {
+			d.owner = v.Owner.Host
+			if u := used[d.owner]; u > 0 {
+				rate = dirty[d.owner] * float64(v.Spec.MemBytes) / float64(u)
+			}
+		}
+		d.predicted = predictMigration(v.Spec.MemBytes, rate, AssumedBandwidth)
+		if m := v.Migration; m != nil && !m.Phase.Terminal() {
+			d.migrating, d.dst = true, m.Dst
+		}
+		switch {
+		case v.Spec.Desired != store.DesiredRunning:
+			d.stopping = true
+		case v.Owner != nil && v.Status != nil && v.Status.Host == v.Owner.Host && !v.Status.Migratable && v.Status.Reason != "":
+			d.notMigratable = v.Status.Reason
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// drainTick advances host h's drain by one step.
+func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, h store.Host) error {
+	d, drev, err := c.st.GetDrain(ctx, h.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		d, drev = store.Drain{Host: h.Name, OnBlocked: "wait", Started: time.Now().UTC()}, 0
+	} else if err != nil {
+		return err
+	}
+	run := c.ops.run(h.Name)
+	byName := map[string]store.VM{}
+	for _, v := range p.vms {
+		byName[v.Name] = v
+	}
+	now := time.Now()
+
+	// Attempts that ended: a failure counts against the VM, which retries
+	// on the next-best host until it runs out of retries.
+	for vm, atts := range run.attempts {
+		a := &atts[len(atts)-1]
+		v, ok := byName[vm]
+		if a.over || !ok || v.Migration == nil || v.Migration.ID != a.id || !v.Migration.Phase.Terminal() {
+			continue
+		}
+		a.over = true
+		if v.Migration.Phase != store.MigrationCommitted {
+			a.failed, a.err = true, v.Migration.Error
+			if a.err == "" {
+				a.err = string(v.Migration.Phase)
+			}
+			failures := 0
+			for _, x := range atts {
+				if x.failed {
+					failures++
+				}
+			}
+			c.log.Warn("drain: migration failed", "host", h.Name, "vm", vm, "dst", a.dst, "migration", a.id, "err", a.err, "failures", failures)
+			if failures > MaxDrainRetries {
+				run.exhausted[vm] = fmt.Sprintf("migration failed %d times (last to %s: %s)", failures, a.dst, a.err)
+			}
+		}
+	}
+	// KubeVirt's timeouts: reported (the source agent owns the migration;
+	// aborting it is the engine's job).
+	for _, v := range p.vms {
+		m := v.Migration
+		if m == nil || m.Phase.Terminal() || m.Src != h.Name || m.Reason != "drain" || run.warned[m.ID] || v.Spec == nil {
+			continue
+		}
+		limit := time.Duration(float64(CompletionPerGiB) * float64(v.Spec.MemBytes) / (1 << 30))
+		if now.Sub(m.Updated) > ProgressTimeout || now.Sub(m.Started) > max(limit, ProgressTimeout) {
+			run.warned[m.ID] = true
+			c.log.Warn("drain: migration exceeds its timeout", "vm", v.Name, "migration", m.ID, "started", m.Started, "updated", m.Updated)
+		}
+	}
+
+	clusterSlots, slotsIn := c.slots(ctx)
+	c.placeMu.Lock()
+	in := c.drainInputs(p, h.Name, run, clusterSlots, slotsIn)
+	plan := planDrain(in)
+	type started struct {
+		drainStart
+		d decision
+		m store.Migration
+	}
+	var starts []started
+	for _, s := range plan.starts {
+		v := byName[s.vm]
+		id := newMigrationID()
+		dec := decision{host: s.dst, key: "migrate/" + s.vm}
+		c.resv[dec.key] = reservation{host: s.dst, vm: s.vm, memBytes: c.cfg.Policy.Need(placementVM(s.vm, *v.Spec)), vcpus: v.Spec.VCPUs, migration: id}
+		starts = append(starts, started{drainStart: s, d: dec, m: store.Migration{ID: id, VM: s.vm, Src: h.Name, Dst: s.dst, Reason: "drain",
+			ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Started: now.UTC(), Updated: now.UTC()}})
+	}
+	c.placeMu.Unlock()
+
+	for _, s := range starts {
+		err := func() error {
+			defer c.release(s.d)
+			var recRev int64
+			if _, r, err := c.st.GetMigration(ctx, s.vm); err == nil {
+				recRev = r
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			_, err := c.st.RequestMigration(ctx, s.m, recRev, g)
+			return err
+		}()
+		if err != nil {
+			c.log.Warn("drain: cannot request migration", "vm", s.vm, "dst", s.dst, "err", err)
+			c.metrics.migrations.WithLabelValues("failed").Inc()
+			if errors.Is(err, store.ErrNotLeader) {
+				return err
+			}
+			continue
+		}
+		c.metrics.migrations.WithLabelValues("requested").Inc()
+		run.attempts[s.vm] = append(run.attempts[s.vm], drainAttempt{id: s.m.ID, dst: s.dst})
+		plan.inFlight = append(plan.inFlight, s.vm)
+		c.log.Info("drain: migration requested", "host", h.Name, "vm", s.vm, "dst", s.dst, "migration", s.m.ID,
+			"expect_owner_rev", s.m.ExpectOwnerRev, "attempt", len(run.attempts[s.vm]))
+	}
+
+	// The record: plan order (VMs that joined the host are appended),
+	// counts, in flight, blocked with reasons.
+	rec := d
+	for _, vm := range plan.order {
+		if !slices.Contains(rec.Queue, vm) {
+			rec.Queue = append(rec.Queue, vm)
+		}
+	}
+	owned := map[string]bool{}
+	for _, vm := range plan.order {
+		owned[vm] = true
+	}
+	rec.Total, rec.Done = len(rec.Queue), 0
+	for _, vm := range rec.Queue {
+		if !owned[vm] {
+			rec.Done++
+		}
+	}
+	rec.InFlight = slices.Clone(plan.inFlight)
+	sort.Strings(rec.InFlight)
+	rec.Blocked = blockedList(plan.blocked)
+
+	force := drev == 0
+	switch {
+	case len(plan.order) == 0:
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostMaintenance,
+			Reason: fmt.Sprintf("drained: %d VMs moved", rec.Done)}, h.StateRev, g); err != nil {
+			return fmt.Errorf("set maintenance: %w", err)
+		}
+		c.log.Info("drain: host in maintenance", "host", h.Name, "vms", rec.Total, "took", time.Since(rec.Started).Round(time.Millisecond))
+		force = true
+	case len(plan.blocked) > 0 && len(plan.blocked) == len(plan.order):
+		switch rec.OnBlocked {
+		case "fail":
+			if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostActive,
+				Reason: "drain failed: " + strings.Join(rec.Blocked, "; ")}, h.StateRev, g); err != nil {
+				return fmt.Errorf("end failed drain: %w", err)
+			}
+			c.log.Warn("drain failed: every VM left is blocked", "host", h.Name, "blocked", rec.Blocked)
+			c.ops.dropRun(h.Name)
+			force = true
+		case "shutdown":
+			for vm := range plan.blocked {
+				v := byName[vm]
+				if run.stopped[vm] || v.Spec == nil || v.Spec.Desired != store.DesiredRunning {
+					continue
+				}
+				spec := *v.Spec
+				spec.Desired = store.DesiredStopped
+				if _, err := c.st.PutVMSpec(ctx, vm, spec, v.SpecRev, g); err != nil {
+					c.log.Warn("drain: cannot stop blocked vm", "vm", vm, "err", err)
+					continue
+				}
+				run.stopped[vm] = true
+				c.log.Info("drain: blocked vm stopped (on_blocked=shutdown)", "host", h.Name, "vm", vm, "why", plan.blocked[vm])
+			}
+		}
+	}
+	if !force && (drainEqual(rec, run.lastRec) || now.Sub(run.lastWrite) < time.Second) {
+		return nil
+	}
+	if _, err := c.st.PutDrain(ctx, rec, drev, g); err != nil {
+		return fmt.Errorf("write drain record: %w", err)
+	}
+	run.lastWrite, run.lastRec = now, rec
+	return nil
+}
+
+func blockedList(b map[string]string) []string {
+	out := make([]string, 0, len(b))
+	for vm, why := range b {
+		out = append(out, vm+": "+why)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func drainEqual(a, b store.Drain) bool {
+	return a.Total == b.Total && a.Done == b.Done && slices.Equal(a.InFlight, b.InFlight) &&
+		slices.Equal(a.Blocked, b.Blocked) && slices.Equal(a.Queue, b.Queue) && a.OnBlocked == b.OnBlocked
+}

@@ -1,0 +1,278 @@
+package controller
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// fakeAgents plays the source agents of migrations: a requested record is
+// committed at once (HandOver to the destination's lease), or failed for
+// the VMs in fail (once per entry).
+type fakeAgents struct {
+	st     *store.Store
+	leases map[string]clientv3.LeaseID
+	mu     sync.Mutex
+	fail   map[string]int // VM -> failures left
+	seen   []string       // "vm src->dst phase"
+}
+
+func (f *fakeAgents) run(t *testing.T, ctx context.Context) {
+	go func() {
+		for ctx.Err() == nil {
+			time.Sleep(30 * time.Millisecond)
+			vms, _, err := f.st.ListVMs(ctx)
+			if err != nil {
+				continue
+			}
+			for _, v := range vms {
+				m := v.Migration
+				if m == nil || m.Phase != store.MigrationRequested {
+					continue
+				}
+				f.mu.Lock()
+				fail := f.fail[v.Name] > 0
+				if fail {
+					f.fail[v.Name]--
+				}
+				f.mu.Unlock()
+				rec, rev, err := f.st.GetMigration(ctx, v.Name)
+				if err != nil || rec.ID != m.ID {
+					continue
+				}
+				if fail {
+					rec.Phase, rec.Error = store.MigrationFailed, "injected failure"
+					f.st.PutMigration(ctx, rec, rev, store.Guard{})
+				} else if _, err := f.st.HandOver(ctx, v.Name, m.ExpectOwnerRev, m.Dst, f.leases[m.Dst], rec); err != nil {
+					t.Logf("hand over %s: %v", v.Name, err)
+					continue
+				}
+				f.mu.Lock()
+				f.seen = append(f.seen, v.Name+" "+m.Src+"->"+m.Dst+" "+map[bool]string{true: "failed", false: "committed"}[fail])
+				f.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (f *fakeAgents) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.seen...)
+}
+
+func waitCond(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDrain: a drain with fake agents. The host's three VMs move shortest
+// first (one at a time), one after an injected failure on another host; a
+// VM whose storage only the drained host has is blocked with its reason
+// and the drain waits; cancel returns the host to active; after the
+// blocked VM is gone a new drain ends in maintenance; activate returns it.
+func TestDrain(t *testing.T) {
+	c := startController(t, "c1", nil)
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	ia := hostInfo("a")
+	ia.StorageIDs = append(ia.StorageIDs, "local-a")
+	f := &fakeAgents{st: st, leases: map[string]clientv3.LeaseID{}, fail: map[string]int{"v2": 1}}
+	for _, info := range []store.HostInfo{ia, hostInfo("b"), hostInfo("c")} {
+		f.leases[info.Host] = register(t, st, info).lease
+	}
+	ctx := ctxT(t, 60*time.Second)
+	for i, mem := range []uint64{768 << 20, 256 << 20, 512 << 20} {
+		req := vmReq([]string{"v1", "v2", "v3"}[i])
+		req.Spec.MemBytes, req.Host = mem, "a"
+		if _, err := cl.CreateVM(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	local := vmReq("local")
+	local.Host, local.Spec.Disks[0].StorageID = "a", "local-a"
+	if _, err := cl.CreateVM(ctx, local); err != nil {
+		t.Fatal(err)
+	}
+	f.run(t, ctx)
+
+	d, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Phase != poolapi.DrainRunning || d.Total != 4 || d.OnBlocked != "wait" || d.Concurrency != 1 {
+		t.Fatalf("drain: %+v", d)
+	}
+	if len(d.Blocked) != 1 || !strings.HasPrefix(d.Blocked[0], "local: no compatible host") || !strings.Contains(d.Blocked[0], "storage local-a missing") {
+		t.Fatalf("blocked at once: %v", d.Blocked)
+	}
+	if _, err := cl.CreateVM(ctx, func() poolapi.CreateVMRequest { r := vmReq("new"); r.Host = "a"; return r }()); err == nil {
+		t.Fatal("a VM was placed on a draining host")
+	}
+	waitCond(t, 20*time.Second, "v1-v3 off host a", func() bool {
+		d, err = cl.HostDrain(ctx, "a")
+		return err == nil && d.Done == 3 && len(d.InFlight) == 0
+	})
+	if d.Phase != poolapi.DrainRunning || d.HostState != "draining" {
+		t.Fatalf("with a blocked VM the drain waits: %+v", d)
+	}
+	log := f.log()
+	t.Logf("migrations: %v", log)
+	var order []string
+	for _, l := range log {
+		if strings.HasSuffix(l, "committed") {
+			order = append(order, strings.Fields(l)[0])
+		}
+	}
+	if strings.Join(order, ",") != "v2,v3,v1" {
+		t.Errorf("commit order %v, want shortest first v2,v3,v1", order)
+	}
+	if !strings.HasPrefix(log[0], "v2 a->") || !strings.HasSuffix(log[0], "failed") || log[1][:5] != "v2 a-" || log[0] == strings.Replace(log[1], "committed", "failed", 1) {
+		t.Errorf("v2's retry did not go to another host: %v", log)
+	}
+	for _, v := range d.VMs {
+		want := map[string]string{"v1": "done", "v2": "done", "v3": "done", "local": "blocked"}[v.Name]
+		if v.State != want {
+			t.Errorf("vm %s: %+v, want %s", v.Name, v, want)
+		}
+		if v.Name == "v2" && v.Attempts != 2 {
+			t.Errorf("v2 attempts %d, want 2", v.Attempts)
+		}
+	}
+
+	// Cancel: host active again, the blocked VM still there.
+	if d, err = cl.CancelDrain(ctx, "a"); err != nil || d.Phase != poolapi.DrainCancelled || d.HostState != "active" {
+		t.Fatalf("cancel: %+v %v", d, err)
+	}
+	if _, err := cl.CancelDrain(ctx, "a"); err == nil {
+		t.Fatal("cancel of a host that is not draining accepted")
+	}
+	// Stop the blocked VM (a fake agent releases it), drain again: maintenance.
+	if _, err := cl.StopVM(ctx, "local"); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := st.GetOwner(ctx, "local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ReleaseOwner(ctx, "local", rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{OnBlocked: "fail", Concurrency: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitCond(t, 10*time.Second, "host a in maintenance", func() bool {
+		d, err = cl.HostDrain(ctx, "a")
+		return err == nil && d.Phase == poolapi.DrainDone
+	})
+	if h, err := cl.ActivateHost(ctx, "a"); err != nil || h.State != "active" {
+		t.Fatalf("activate: %+v %v", h, err)
+	}
+}
+
+// TestDrainOnBlockedFail: with on_blocked=fail a drain whose only VM is
+// blocked ends at once, host back to active with the reason.
+func TestDrainOnBlockedFail(t *testing.T) {
+	c := startController(t, "c1", nil)
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	ia := hostInfo("a")
+	ia.StorageIDs = append(ia.StorageIDs, "local-a")
+	register(t, st, ia)
+	register(t, st, hostInfo("b"))
+	ctx := ctxT(t, 30*time.Second)
+	local := vmReq("local")
+	local.Host, local.Spec.Disks[0].StorageID = "a", "local-a"
+	if _, err := cl.CreateVM(ctx, local); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{OnBlocked: "bogus"}); err == nil {
+		t.Fatal("on_blocked bogus accepted")
+	}
+	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{OnBlocked: "fail"}); err != nil {
+		t.Fatal(err)
+	}
+	var d poolapi.Drain
+	waitCond(t, 10*time.Second, "the drain to fail", func() bool {
+		var err error
+		d, err = cl.HostDrain(ctx, "a")
+		return err == nil && d.Phase == poolapi.DrainFailed
+	})
+	if d.HostState != "active" || !strings.Contains(d.StateReason, "storage local-a missing") {
+		t.Fatalf("failed drain: %+v", d)
+	}
+}
+
+// TestHARestart: host c's lease is revoked (lost); with HA forced the
+// controller marks it failed and places its two HA VMs on the other hosts
+// (owner keys created), the higher priority first; the non-HA VM stays
+// unowned. Without --ha-force a one-member etcd leaves HA off.
+func TestHARestart(t *testing.T) {
+	off := startController(t, "c0", nil)
+	waitLeader(t, off)
+	if ha, err := client(off).HA(ctxT(t, 5*time.Second)); err != nil || ha.Active || !strings.Contains(ha.Reason, "1 member") {
+		t.Fatalf("HA with one etcd member and no force: %+v %v", ha, err)
+	}
+	off.Close()
+
+	c := startController(t, "c1", nil, func(cfg *Config) { cfg.HAForce = true })
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	register(t, st, hostInfo("a"))
+	register(t, st, hostInfo("b"))
+	hc := register(t, st, hostInfo("c"))
+	ctx := ctxT(t, 30*time.Second)
+	for _, v := range []struct {
+		name string
+		ha   bool
+		prio int
+	}{{"low", true, 1}, {"high", true, 5}, {"plain", false, 0}} {
+		req := vmReq(v.name)
+		req.Host, req.Spec.HA = "c", store.HASpec{Restart: v.ha, Priority: v.prio}
+		if _, err := cl.CreateVM(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := cl.Cluster(ctx)
+	if err != nil || cs.HA == nil || !cs.HA.Active || !strings.Contains(cs.HA.Reason, "--ha-force") {
+		t.Fatalf("cluster status HA: %+v %v", cs.HA, err)
+	}
+	if _, err := st.Client().Revoke(ctx, hc.lease); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	waitCond(t, 10*time.Second, "HA VMs placed elsewhere", func() bool {
+		h, _, e1 := st.GetOwner(ctx, "high")
+		l, _, e2 := st.GetOwner(ctx, "low")
+		return e1 == nil && e2 == nil && h.Host != "c" && l.Host != "c"
+	})
+	t.Logf("HA VMs owned again %s after the host was lost", time.Since(lost).Round(time.Millisecond))
+	_, hrev, _ := st.GetOwner(ctx, "high")
+	_, lrev, _ := st.GetOwner(ctx, "low")
+	if hrev >= lrev {
+		t.Errorf("high priority placed at rev %d, low at %d: want high first", hrev, lrev)
+	}
+	if _, _, err := st.GetOwner(ctx, "plain"); err == nil {
+		t.Error("the non-HA VM was restarted")
+	}
+	h, err := cl.Host(ctx, "c")
+	if err != nil || h.State != "failed" {
+		t.Errorf("host c: %+v %v", h, err)
+	}
+	v, err := cl.VM(ctx, "plain")
+	if err != nil || v.Phase != poolapi.PhasePending {
+		t.Errorf("plain: %+v %v", v, err)
+	}
+}

@@ -1,0 +1,115 @@
+package pooltest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+)
+
+// TestPoolBalance: three hosts, every VM pinned on a. `godwit balance
+// --dry-run` proposes moves from a to b and c with positive gain; --apply 1
+// moves one VM live (heartbeats continue, verify passes); a second dry run
+// shows a lower imbalance and never moves that VM back.
+func TestPoolBalance(t *testing.T) {
+	l := newLab(t, 3)
+	for _, h := range []string{"a", "b", "c"} {
+		l.startAgent(h, agentOpts{})
+	}
+	vms := []string{"vm1", "vm2", "vm3"}
+	for _, v := range vms {
+		l.createVM(v, "a", "128M")
+	}
+	for _, v := range vms {
+		l.waitRunning(v, "a")
+	}
+
+	var p1 poolapi.BalancePlan
+	if err := l.cliJSON(&p1, "balance", "--dry-run"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("godwit balance --dry-run:\n%s", l.mustCLI("balance", "--dry-run"))
+	if p1.Hosts != 3 || p1.Imbalance < 0.99 || len(p1.Moves) == 0 {
+		t.Fatalf("dry run: %+v", p1)
+	}
+	for _, m := range p1.Moves {
+		if m.From != "a" || (m.To != "b" && m.To != "c") || m.Gain <= 0 || m.After >= m.Before || m.Migration != "" {
+			t.Errorf("dry run move %+v", m)
+		}
+	}
+	first := p1.Moves[0]
+	// The dry run moved nothing.
+	for _, v := range vms {
+		if o, _, err := l.owner(v); err != nil || o.Host != "a" {
+			t.Fatalf("after the dry run vm %s is owned by %+v (%v)", v, o, err)
+		}
+	}
+
+	src, dst := l.follow("a", first.VM), l.follow(first.To, first.VM)
+	l.typeLine("a", first.VM, "W 64 16 0", "ACK W", 20*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	var ap poolapi.BalancePlan
+	if err := l.cliJSON(&ap, "balance", "--apply", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if ap.Applied != 1 || len(ap.Moves) != 1 || ap.Moves[0].Migration == "" || ap.Moves[0].VM != first.VM || ap.Moves[0].To != first.To {
+		t.Fatalf("balance --apply 1: %+v (the dry run proposed %+v)", ap, first)
+	}
+	mv := ap.Moves[0]
+	var rec store.Migration
+	waitFor(t, 60*time.Second, "the balancing migration to commit", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var err error
+		rec, _, err = l.st.GetMigration(ctx, mv.VM)
+		if err == nil && rec.Phase.Terminal() && rec.Phase != store.MigrationCommitted {
+			t.Fatalf("migration %+v", rec)
+		}
+		return err == nil && rec.ID == mv.Migration && rec.Phase == store.MigrationCommitted
+	})
+	if rec.Reason != "balance" || rec.Src != "a" || rec.Dst != mv.To {
+		t.Errorf("migration record %+v", rec)
+	}
+	if o, _, err := l.owner(mv.VM); err != nil || o.Host != mv.To {
+		t.Fatalf("owner of %s after the move: %+v (%v)", mv.VM, o, err)
+	}
+	l.waitRunning(mv.VM, mv.To)
+	verify := l.typeLine(mv.To, mv.VM, "V", "VERIFY ", 30*time.Second)
+	if !strings.HasPrefix(verify, "VERIFY OK") {
+		t.Errorf("verify on %s: %s", mv.To, verify)
+	}
+	time.Sleep(200 * time.Millisecond)
+	src.Stop()
+	dst.Stop()
+	g := twoHostCheck(t, src, dst)
+	if len(g.SeqErrors) > 0 {
+		t.Errorf("heartbeats across the balancing migration: %v", g.SeqErrors)
+	}
+	sh, dh := src.Heartbeats(), dst.Heartbeats()
+	if len(sh) == 0 || len(dh) == 0 || dh[0].Seq != sh[len(sh)-1].Seq+1 {
+		t.Errorf("%s's heartbeats do not continue a's (%d on a, %d on %s)", mv.To, len(sh), len(dh), mv.To)
+	} else {
+		t.Logf("moved %s a → %s: longest heartbeat gap %s; %s", mv.VM, mv.To, ms(g.LongestGap), verify)
+	}
+
+	var p2 poolapi.BalancePlan
+	if err := l.cliJSON(&p2, "balance", "--dry-run"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second godwit balance --dry-run:\n%s", l.mustCLI("balance", "--dry-run"))
+	if p2.Imbalance >= p1.Imbalance-0.1 {
+		t.Errorf("imbalance %.3f after the move, %.3f before", p2.Imbalance, p1.Imbalance)
+	}
+	if p2.Imbalance < p1.Moves[0].After-1e-6 || p2.Imbalance > p1.Moves[0].After+1e-6 {
+		t.Errorf("imbalance %.3f after the move, the plan expected %.3f", p2.Imbalance, p1.Moves[0].After)
+	}
+	for _, m := range p2.Moves {
+		if m.VM == mv.VM || m.To == "a" {
+			t.Errorf("second plan moves back: %+v", m)
+		}
+	}
+}
