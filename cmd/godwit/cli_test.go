@@ -21,20 +21,9 @@ import (
 var godwitBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "godwit-cli-test")
-	if err != nil {
-		panic(err)
-	}
-	os.Chmod(dir, 0o755) // TestNoKVMPermission runs it as another user
-	godwitBin = filepath.Join(dir, "godwit")
-	out, err := exec.Command("go", "build", "-o", godwitBin, ".").CombinedOutput()
-	if err != nil {
-		os.Stderr.Write(out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	// RunWithGodwit makes the binary's directory readable by all:
+	// TestNoKVMPermission runs it as another user.
+	os.Exit(testenv.RunWithGodwit(m, &godwitBin))
 }
 
 // godwit runs the CLI to completion.

@@ -96,10 +96,35 @@ func (f *poolFlags) client() (*poolapi.Client, error) {
 	return poolapi.NewClient(u, token), nil
 }
 
+// connect builds the API client and a context that ends after timeout.
+func (f *poolFlags) connect(timeout time.Duration) (*poolapi.Client, context.Context, context.CancelFunc, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	return c, ctx, cancel, nil
+}
+
+// usageError prints the pool usage and returns msg as the error.
+func usageError(stderr io.Writer, msg string) error {
+	fmt.Fprint(stderr, poolUsage)
+	return errors.New(msg)
+}
+
 func printJSON(w io.Writer, v any) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
 	return e.Encode(v)
+}
+
+// printRows prints name/value rows as two aligned columns.
+func printRows(w io.Writer, rows [][2]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
 }
 
 // parsePool parses flags around positional arguments and checks their count.
@@ -117,8 +142,7 @@ func parsePool(fs *flag.FlagSet, args []string, want int, what string) ([]string
 // hostCmd runs `godwit host list|show`.
 func hostCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, poolUsage)
-		return errors.New("host: give a subcommand: list or show")
+		return usageError(stderr, "host: give a subcommand: list or show")
 	}
 	sub, args := args[0], args[1:]
 	fs, f := newPoolFlags("host "+sub, stderr)
@@ -139,11 +163,10 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := f.client()
+	c, ctx, cancel, err := f.connect(f.timeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	if sub == "list" {
 		hosts, err := c.Hosts(ctx)
@@ -172,7 +195,6 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 	if h.StateReason != "" {
 		state += " (" + h.StateReason + ")"
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	rows := [][2]string{
 		{"host", h.Name}, {"state", state}, {"alive", yesNo(h.Alive)}, {"addr", dash(h.Addr)},
 		{"cpuid", dash(h.CPUIDHash)}, {"tsc", fmt.Sprintf("%d kHz", h.TSCKHz)},
@@ -185,10 +207,7 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, [2]string{"load", fmt.Sprintf("cpu %.0f%%, %s used by VMs, dirty %s/s, at %s",
 			u.CPU*100, humanBytes(u.MemUsedBytes), humanBytes(uint64(u.DirtyRate)), u.At.Format(time.RFC3339))})
 	}
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
-	}
-	return tw.Flush()
+	return printRows(stdout, rows)
 }
 
 // listFlag collects a repeatable flag.
@@ -242,8 +261,7 @@ func parseNIC(s string) (store.NICSpec, error) {
 // vmCmd runs `godwit vm ...`.
 func vmCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, poolUsage)
-		return errors.New("vm: give a subcommand: create, list, show, start, stop, delete or migrate")
+		return usageError(stderr, "vm: give a subcommand: create, list, show, start, stop, delete or migrate")
 	}
 	sub, args := args[0], args[1:]
 	fs, f := newPoolFlags("vm "+sub, stderr)
@@ -281,15 +299,14 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := f.client()
-	if err != nil {
-		return err
-	}
 	timeout := f.timeout
 	if wait && !flagSet(fs, "timeout") {
 		timeout = 10 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	c, ctx, cancel, err := f.connect(timeout)
+	if err != nil {
+		return err
+	}
 	defer cancel()
 
 	switch sub {
@@ -452,7 +469,6 @@ func printVM(w io.Writer, v poolapi.VM, asJSON bool) error {
 	if asJSON {
 		return printJSON(w, v)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	rows := [][2]string{
 		{"vm", v.Name}, {"phase", v.Phase}, {"desired", string(v.Spec.Desired)},
 		{"host", dash(v.Host)},
@@ -492,27 +508,22 @@ func printVM(w io.Writer, v poolapi.VM, asJSON bool) error {
 		}
 		rows = append(rows, [2]string{"migration", s})
 	}
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
-	}
-	return tw.Flush()
+	return printRows(w, rows)
 }
 
 // clusterCmd runs `godwit cluster status`.
 func clusterCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "status" {
-		fmt.Fprint(stderr, poolUsage)
-		return errors.New("cluster: give a subcommand: status")
+		return usageError(stderr, "cluster: give a subcommand: status")
 	}
 	fs, f := newPoolFlags("cluster status", stderr)
 	if _, err := parsePool(fs, args[1:], 0, "no arguments"); err != nil {
 		return err
 	}
-	c, err := f.client()
+	c, ctx, cancel, err := f.connect(f.timeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	cs, err := c.Cluster(ctx)
 	if err != nil {
@@ -540,8 +551,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) error {
 	if cs.Embedded {
 		etcd += " (embedded in " + cs.This + ")"
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	for _, r := range [][2]string{
+	return printRows(stdout, [][2]string{
 		{"pool", cs.Pool},
 		{"leader", leader},
 		{"answered by", cs.This + " (" + role + ")"},
@@ -551,10 +561,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) error {
 		{"vms", fmt.Sprintf("%d: %s", cs.VMs.Total, counts(cs.VMs.ByPhase))},
 		{"migrations", fmt.Sprintf("%d in flight; %s", cs.Migrations.InFlight, counts(cs.Migrations.ByPhase))},
 		{"ha restart", haSummary(cs.HA)},
-	} {
-		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
-	}
-	return tw.Flush()
+	})
 }
 
 // counts prints a map as "a 1, b 2" in key order.

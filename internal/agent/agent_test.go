@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,22 +39,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(agentChild(os.Args[1:]))
 	}
-	dir, err := os.MkdirTemp("", "godwit-agent-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	godwitBin = filepath.Join(dir, "godwit")
-	_, file, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", godwitBin, "./cmd/godwit")
-	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build godwit: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunWithGodwit(m, &godwitBin))
 }
 
 func agentChild(args []string) int {

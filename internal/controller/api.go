@@ -212,6 +212,26 @@ func (c *Controller) getVM(ctx context.Context, name string) (store.VM, error) {
 	return v, nil
 }
 
+// guardAndVM returns the leader's write guard and the VM the request's path
+// names ({v}), checking leadership first.
+func (c *Controller) guardAndVM(ctx context.Context, r *http.Request) (store.Guard, store.VM, error) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return store.Guard{}, store.VM{}, err
+	}
+	v, err := c.getVM(ctx, r.PathValue("v"))
+	return g, v, err
+}
+
+// vmReply reads the VM name again and answers status with its view.
+func (c *Controller) vmReply(ctx context.Context, status int, name string) (int, any, error) {
+	v, err := c.getVM(ctx, name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return status, vmView(v), nil
+}
+
 func (c *Controller) listVMs(ctx context.Context, _ *http.Request) (int, any, error) {
 	vms, _, err := c.st.ListVMs(ctx)
 	if err != nil {
@@ -227,11 +247,7 @@ func (c *Controller) listVMs(ctx context.Context, _ *http.Request) (int, any, er
 }
 
 func (c *Controller) showVM(ctx context.Context, r *http.Request) (int, any, error) {
-	v, err := c.getVM(ctx, r.PathValue("v"))
-	if err != nil {
-		return 0, nil, err
-	}
-	return 200, vmView(v), nil
+	return c.vmReply(ctx, 200, r.PathValue("v"))
 }
 
 // validateSpec checks a new VM's spec and fills defaults (desired running,
@@ -324,11 +340,7 @@ func (c *Controller) createVM(ctx context.Context, r *http.Request) (int, any, e
 	} else if err := c.place(ctx, req.Name, req.Spec, 0, req.Host); err != nil {
 		return 0, nil, err
 	}
-	v, err := c.getVM(ctx, req.Name)
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusCreated, vmView(v), nil
+	return c.vmReply(ctx, http.StatusCreated, req.Name)
 }
 
 // place chooses a host (or checks explicit), then writes the spec (CAS on
@@ -356,11 +368,7 @@ func (c *Controller) place(ctx context.Context, name string, spec store.VMSpec, 
 }
 
 func (c *Controller) startVM(ctx context.Context, r *http.Request) (int, any, error) {
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	v, err := c.getVM(ctx, r.PathValue("v"))
+	g, v, err := c.guardAndVM(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -377,18 +385,11 @@ func (c *Controller) startVM(ctx context.Context, r *http.Request) (int, any, er
 		}
 		c.log.Info("vm desired running", "vm", v.Name, "host", v.Owner.Host)
 	}
-	if v, err = c.getVM(ctx, v.Name); err != nil {
-		return 0, nil, err
-	}
-	return 200, vmView(v), nil
+	return c.vmReply(ctx, 200, v.Name)
 }
 
 func (c *Controller) stopVM(ctx context.Context, r *http.Request) (int, any, error) {
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	v, err := c.getVM(ctx, r.PathValue("v"))
+	g, v, err := c.guardAndVM(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -400,18 +401,11 @@ func (c *Controller) stopVM(ctx context.Context, r *http.Request) (int, any, err
 		}
 		c.log.Info("vm desired stopped", "vm", v.Name)
 	}
-	if v, err = c.getVM(ctx, v.Name); err != nil {
-		return 0, nil, err
-	}
-	return 200, vmView(v), nil
+	return c.vmReply(ctx, 200, v.Name)
 }
 
 func (c *Controller) deleteVM(ctx context.Context, r *http.Request) (int, any, error) {
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	v, err := c.getVM(ctx, r.PathValue("v"))
+	g, v, err := c.guardAndVM(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -447,11 +441,7 @@ func (c *Controller) migrateVM(ctx context.Context, r *http.Request) (int, any, 
 	if err := decodeBody(r, &req); err != nil {
 		return 0, nil, err
 	}
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	v, err := c.getVM(ctx, r.PathValue("v"))
+	g, v, err := c.guardAndVM(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -50,6 +50,26 @@ func (c *Controller) getHost(ctx context.Context, name string) (store.Host, erro
 	return h, nil
 }
 
+// guardAndHost returns the leader's write guard and the host the request's
+// path names ({h}), checking leadership first.
+func (c *Controller) guardAndHost(ctx context.Context, r *http.Request) (store.Guard, store.Host, error) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return store.Guard{}, store.Host{}, err
+	}
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	return g, h, err
+}
+
+// drainReply answers status with the drain view of host.
+func (c *Controller) drainReply(ctx context.Context, status int, host string) (int, any, error) {
+	v, err := c.drainView(ctx, host)
+	if err != nil {
+		return 0, nil, err
+	}
+	return status, v, nil
+}
+
 func hostStateOf(h store.Host) store.HostStateName {
 	if h.State == nil {
 		return ""
@@ -75,11 +95,7 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 	if req.Concurrency == 0 {
 		req.Concurrency = DefaultSlotsOut
 	}
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	h, err := c.getHost(ctx, r.PathValue("h"))
+	g, h, err := c.guardAndHost(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -129,31 +145,16 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 	c.log.Info("drain started", "host", h.Name, "vms", len(plan.order), "order", plan.order, "blocked", d.Blocked,
 		"concurrency", req.Concurrency, "on_blocked", req.OnBlocked)
 	c.ops.poke()
-	v, err := c.drainView(ctx, h.Name)
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusAccepted, v, nil
+	return c.drainReply(ctx, http.StatusAccepted, h.Name)
 }
 
 func (c *Controller) showDrain(ctx context.Context, r *http.Request) (int, any, error) {
-	h, err := c.getHost(ctx, r.PathValue("h"))
-	if err != nil {
-		return 0, nil, err
-	}
-	v, err := c.drainView(ctx, h.Name)
-	if err != nil {
-		return 0, nil, err
-	}
-	return 200, v, nil
+	// drainView looks the host up (and answers its errors) itself.
+	return c.drainReply(ctx, 200, r.PathValue("h"))
 }
 
 func (c *Controller) cancelDrain(ctx context.Context, r *http.Request) (int, any, error) {
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	h, err := c.getHost(ctx, r.PathValue("h"))
+	g, h, err := c.guardAndHost(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -165,19 +166,11 @@ func (c *Controller) cancelDrain(ctx context.Context, r *http.Request) (int, any
 	}
 	c.ops.dropRun(h.Name)
 	c.log.Info("drain cancelled", "host", h.Name)
-	v, err := c.drainView(ctx, h.Name)
-	if err != nil {
-		return 0, nil, err
-	}
-	return 200, v, nil
+	return c.drainReply(ctx, 200, h.Name)
 }
 
 func (c *Controller) activateHost(ctx context.Context, r *http.Request) (int, any, error) {
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	h, err := c.getHost(ctx, r.PathValue("h"))
+	g, h, err := c.guardAndHost(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,26 +37,11 @@ import (
 var godwitBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "gwpool-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	godwitBin = filepath.Join(dir, "godwit")
-	_, file, _, _ := runtime.Caller(0)
 	// Built without the race detector even under -race: these scenarios
 	// time fences and switchovers, and the race detector slows the VMMs
 	// several-fold. The agent, VMM and controller code is raced in their
 	// own packages' tests.
-	build := exec.Command("go", "build", "-o", godwitBin, "./cmd/godwit")
-	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build godwit: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunWithGodwit(m, &godwitBin))
 }
 
 // Tunables of every agent (PLATFORM.md §7).

@@ -13,6 +13,7 @@
 package testenv
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -61,8 +62,47 @@ func RequireNetns(t testing.TB) {
 // RepoRoot returns the repository root (the directory holding go.mod).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
+	return repoRoot()
+}
+
+func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// BuildGodwit builds the godwit binary (./cmd/godwit) into dir and returns
+// its path (a plain go build: no race detector, even under go test -race).
+// A failed build is an error holding go build's output.
+func BuildGodwit(dir string) (string, error) {
+	bin := filepath.Join(dir, "godwit")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/godwit")
+	build.Dir = repoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build godwit: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// RunWithGodwit is the body of a TestMain whose tests run the godwit
+// binary: it builds it into a new temporary directory (readable by all, as a
+// test may run it as another user), sets *bin to its path, runs the tests,
+// removes the directory and returns the exit code for os.Exit.
+func RunWithGodwit(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "godwit-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if *bin, err = BuildGodwit(dir); err != nil {
+		fmt.Fprint(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
 }
 
 // GuestELF returns the path of the built test guest, or skips t naming the

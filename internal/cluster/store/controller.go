@@ -183,24 +183,12 @@ func (s *Store) GetVM(ctx context.Context, vm string) (VM, error) {
 		if !ok {
 			continue
 		}
-		switch leaf {
-		case "spec":
-			v.Spec, v.SpecRev = new(VMSpec), kv.ModRevision
-			err = decode(key, kv.Value, v.Spec)
-		case "owner":
-			v.Owner, v.OwnerRev = new(Owner), kv.ModRevision
-			err = decode(key, kv.Value, v.Owner)
-		case "status":
-			v.Status = new(VMStatus)
-			err = decode(key, kv.Value, v.Status)
-		}
-		if err != nil {
+		if err := v.decodeKey(leaf, key, kv.Value, kv.ModRevision); err != nil {
 			return VM{}, err
 		}
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		v.Migration = new(Migration)
-		if err := decode(MigrationKey(vm), kvs[0].Value, v.Migration); err != nil {
+		if err := v.decodeMigration(MigrationKey(vm), kvs[0].Value); err != nil {
 			return VM{}, err
 		}
 	}

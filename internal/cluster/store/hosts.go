@@ -163,6 +163,29 @@ type VM struct {
 	Migration *Migration
 }
 
+// decodeKey fills in the part of v that its key vms/<v>/<leaf> holds
+// (spec, owner or status); other leaves are ignored.
+func (v *VM) decodeKey(leaf, key string, val []byte, modRev int64) error {
+	switch leaf {
+	case "spec":
+		v.Spec, v.SpecRev = new(VMSpec), modRev
+		return decode(key, val, v.Spec)
+	case "owner":
+		v.Owner, v.OwnerRev = new(Owner), modRev
+		return decode(key, val, v.Owner)
+	case "status":
+		v.Status = new(VMStatus)
+		return decode(key, val, v.Status)
+	}
+	return nil
+}
+
+// decodeMigration fills in v's migration record from its key migrations/<v>.
+func (v *VM) decodeMigration(key string, val []byte) error {
+	v.Migration = new(Migration)
+	return decode(key, val, v.Migration)
+}
+
 // PutVMSpec writes vms/<v>/spec if its ModRevision is expectRev (0: create
 // only; AnyRev: always).
 func (s *Store) PutVMSpec(ctx context.Context, vm string, spec VMSpec, expectRev int64, g Guard) (int64, error) {
@@ -253,19 +276,7 @@ func (s *Store) ListVMs(ctx context.Context) ([]VM, int64, error) {
 		if !ok {
 			continue
 		}
-		v := at(name)
-		switch leaf {
-		case "spec":
-			v.Spec, v.SpecRev = new(VMSpec), kv.ModRevision
-			err = decode(key, kv.Value, v.Spec)
-		case "owner":
-			v.Owner, v.OwnerRev = new(Owner), kv.ModRevision
-			err = decode(key, kv.Value, v.Owner)
-		case "status":
-			v.Status = new(VMStatus)
-			err = decode(key, kv.Value, v.Status)
-		}
-		if err != nil {
+		if err := at(name).decodeKey(leaf, key, kv.Value, kv.ModRevision); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -275,9 +286,7 @@ func (s *Store) ListVMs(ctx context.Context) ([]VM, int64, error) {
 		if _, ok := idx[name]; !ok {
 			continue // record of a deleted VM
 		}
-		v := at(name)
-		v.Migration = new(Migration)
-		if err := decode(key, kv.Value, v.Migration); err != nil {
+		if err := at(name).decodeMigration(key, kv.Value); err != nil {
 			return nil, 0, err
 		}
 	}
