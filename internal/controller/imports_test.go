@@ -1,12 +1,10 @@
 package controller
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
 // TestImports keeps the controller's layers pointing one way: placement is
@@ -28,25 +26,5 @@ func TestImports(t *testing.T) {
 			return false
 		},
 	}
-	for dir, forbidden := range rules {
-		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: no Go files (%v)", dir, err)
-		}
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, imp := range af.Imports {
-				p, _ := strconv.Unquote(imp.Path.Value)
-				if forbidden(p) {
-					t.Errorf("%s imports %s", f, p)
-				}
-			}
-		}
-	}
+	testenv.CheckImports(t, rules)
 }

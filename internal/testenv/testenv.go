@@ -14,11 +14,14 @@ package testenv
 
 import (
 	"fmt"
+	"go/parser"
+	"go/token"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -144,4 +147,32 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// CheckImports fails t for every import of a non-test Go file in the given
+// package directories that its rule forbids, so that layers keep pointing
+// one way. Directories are relative to the calling test's package.
+func CheckImports(t testing.TB, rules map[string]func(importPath string) bool) {
+	t.Helper()
+	for dir, forbidden := range rules {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: no Go files (%v)", dir, err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range af.Imports {
+				p, _ := strconv.Unquote(imp.Path.Value)
+				if forbidden(p) {
+					t.Errorf("%s imports %s", f, p)
+				}
+			}
+		}
+	}
 }

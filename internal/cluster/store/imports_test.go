@@ -1,13 +1,10 @@
 package store_test
 
 import (
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
 // TestImports keeps the cluster layer's dependencies pointing one way: store
@@ -25,29 +22,5 @@ func TestImports(t *testing.T) {
 		},
 		"../etcdserver": func(p string) bool { return strings.HasPrefix(p, mod) },
 	}
-	for dir, forbidden := range rules {
-		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: no Go files (%v)", dir, err)
-		}
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			src, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			af, err := parser.ParseFile(token.NewFileSet(), f, src, parser.ImportsOnly)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, imp := range af.Imports {
-				p, _ := strconv.Unquote(imp.Path.Value)
-				if forbidden(p) {
-					t.Errorf("%s imports %s", f, p)
-				}
-			}
-		}
-	}
+	testenv.CheckImports(t, rules)
 }

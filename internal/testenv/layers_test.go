@@ -1,0 +1,43 @@
+package testenv
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestLayers keeps the VMM's layers pointing one way (STYLE.md): kvm →
+// arch → vm/devices → migration → agent/controller; a lower layer never
+// imports a higher one.
+func TestLayers(t *testing.T) {
+	const mod = "github.com/godwit-vmm/godwit/internal/"
+	only := func(allowed ...string) func(string) bool {
+		return func(p string) bool {
+			if !strings.HasPrefix(p, mod) {
+				return false
+			}
+			for _, a := range allowed {
+				if p == mod+a || strings.HasPrefix(p, mod+a+"/") {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	CheckImports(t, map[string]func(string) bool{
+		"../kvm":                only(),
+		"../memory":             only(),
+		"../arch/x86":           only("kvm", "memory"),
+		"../devices":            only(),
+		"../devices/serial":     only("devices"),
+		"../devices/pci":        only("devices"),
+		"../devices/virtio":     only("devices", "memory"),
+		"../devices/virtio/net": only("devices", "memory"),
+		"../devices/virtio/blk": only("devices", "memory"),
+		"../vm":                 only("kvm", "memory", "arch", "devices"),
+		"../migration":          only("kvm", "memory", "arch", "devices", "vm", "migration"),
+		"../migration/wire":     only(),
+		"../migration/policy":   only(),
+		"../fence":              only(),
+		"../api":                only("vm", "migration"),
+	})
+}
