@@ -132,7 +132,7 @@ func (p *pool) startAgent(t *testing.T, host string, ports string) *testAgent {
 		"--host", host, "--listen", a.listen, "--migrate-ip", "127.0.0.1", "--migrate-ports", ports,
 		"--etcd", strings.Join(p.etcd.Endpoints(), ","), "--state-dir", dir, "--token-file", p.token,
 		"--lease-ttl", "3s", "--lease-margin", "600ms", "--lease-renew", "600ms",
-		"--usage-every", "1s", "--sync-every", "1s", "--godwit", godwitBin, "--vmm-log-level", "debug",
+		"--usage-every", "1s", "--sync-every", "1s", "--godwit", godwitBin, "--vmm-log-level", "debug", "--verify-migrations",
 	}
 	t.Cleanup(func() {
 		a.kill9()

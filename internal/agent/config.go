@@ -41,6 +41,9 @@ type Config struct {
 	SyncEvery  time.Duration // periodic full reconcile
 	Godwit     string        // binary started as the VMM
 	LogLevel   string        // VMMs' --log-level
+	// VerifyMigrations makes every migration this agent drives check a
+	// CRC32C of all guest RAM on the destination before it commits.
+	VerifyMigrations bool
 }
 
 // Defaults.
@@ -123,6 +126,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	syncEvery := fs.Duration("sync-every", DefaultSyncEvery, "full reconcile period")
 	godwit := fs.String("godwit", "", "godwit binary started as VMM (default: this executable)")
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
+	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,7 +137,8 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
 		StorageIDs: storage, LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		Bridges: map[string]string{},
+		VerifyMigrations: *verify,
+		Bridges:          map[string]string{},
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()

@@ -185,7 +185,7 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	// The VMMs do the handover: the destination's HandOver is guarded by
 	// the owner revision and the migration ID passed here.
 	reply, err := api.NewClient(p.sock).Migrate(ctx, api.MigrateRequest{
-		To: inc.Addr, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID,
+		To: inc.Addr, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Verify: a.cfg.VerifyMigrations,
 	})
 	close(done)
 	<-progressDone

@@ -298,7 +298,8 @@ func (l *lab) startAgent(h string, o agentOpts) *proc {
 	args := []string{"agent", "--host", h, "--listen", ip + ":7480", "--migrate-ip", ip, "--migrate-ports", "4400-4440",
 		"--etcd", l.etcdURL(), "--state-dir", state, "--token-file", l.tokFile,
 		"--lease-ttl", leaseTTL.String(), "--lease-margin", leaseMargin.String(),
-		"--usage-every", "1s", "--sync-every", "1s", "--vmm-log-level", "debug"}
+		"--usage-every", "1s", "--sync-every", "1s", "--vmm-log-level", "debug",
+		"--verify-migrations"} // every migration also checks all guest RAM by CRC32C
 	for _, s := range o.storage {
 		args = append(args, "--storage-id", s)
 	}
