@@ -427,15 +427,18 @@ func TestAgentRestartAdoptsLeaseAndVMM(t *testing.T) {
 	killed := time.Now()
 	a.kill9()
 	a.start()
-	h2 := p.waitHost(t, "h1")
 	waitFor(t, 5*time.Second, "the restarted agent to list the VM", func() bool {
 		vms, err := a.client().VMs(ctx)
 		return err == nil && len(vms) == 1 && vms[0].PID == st.PID
 	})
 	t.Logf("agent back and serving after %v", time.Since(killed).Round(time.Millisecond))
-	if b, _ := os.ReadFile(a.log); !strings.Contains(string(b), "adopted the host lease") {
-		t.Error("the agent log does not say it adopted the lease")
-	}
+	// The API serves the adopted VMMs while the lease is still being
+	// adopted; the host record is rewritten after that.
+	waitFor(t, 5*time.Second, "the agent log to say it adopted the lease", func() bool {
+		b, _ := os.ReadFile(a.log)
+		return strings.Contains(string(b), "adopted the host lease")
+	})
+	h2 := p.waitHost(t, "h1")
 	if h2.Alive.Lease != h.Alive.Lease {
 		t.Errorf("lease %x after restart, want the adopted %x", h2.Alive.Lease, h.Alive.Lease)
 	}
@@ -537,8 +540,10 @@ func TestAgentMigration(t *testing.T) {
 		t.Errorf("heartbeats across the migration: %v", g.SeqErrors)
 	}
 	srcH, dstH := heartbeats(srcConsole), heartbeats(dstConsole)
-	if len(dstH) == 0 || len(srcH) == 0 || dstH[0].Seq != srcH[len(srcH)-1].Seq+1 {
-		t.Errorf("destination heartbeats do not continue the source's")
+	// The joined consoles form one gapless sequence (checked above; a line
+	// the vCPU left half-printed on the source ends on the destination).
+	if len(dstH) == 0 || len(srcH) == 0 {
+		t.Errorf("heartbeats on both hosts expected: %d on the source, %d on the destination", len(srcH), len(dstH))
 	} else {
 		t.Logf("source heartbeats up to %d, destination from %d to %d", srcH[len(srcH)-1].Seq, dstH[0].Seq, dstH[len(dstH)-1].Seq)
 	}

@@ -90,8 +90,11 @@ func TestPoolBalance(t *testing.T) {
 		t.Errorf("heartbeats across the balancing migration: %v", g.SeqErrors)
 	}
 	sh, dh := src.Heartbeats(), dst.Heartbeats()
-	if len(sh) == 0 || len(dh) == 0 || dh[0].Seq != sh[len(sh)-1].Seq+1 {
-		t.Errorf("%s's heartbeats do not continue a's (%d on a, %d on %s)", mv.To, len(sh), len(dh), mv.To)
+	// twoHostCheck already proved the two consoles form one gapless
+	// sequence (a line the vCPU left half-printed on a is joined with its
+	// end on the destination); here both hosts must have printed some.
+	if len(sh) == 0 || len(dh) == 0 {
+		t.Errorf("heartbeats on both hosts expected: %d on a, %d on %s", len(sh), len(dh), mv.To)
 	} else {
 		t.Logf("moved %s a → %s: longest heartbeat gap %s; %s", mv.VM, mv.To, ms(g.LongestGap), verify)
 	}

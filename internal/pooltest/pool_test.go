@@ -88,8 +88,11 @@ func TestPoolMigrateCLI(t *testing.T) {
 		t.Errorf("heartbeats across the migration: %v", g.SeqErrors)
 	}
 	sh, dh := src.Heartbeats(), dst.Heartbeats()
-	if len(sh) == 0 || len(dh) == 0 || dh[0].Seq != sh[len(sh)-1].Seq+1 {
-		t.Errorf("b's heartbeats do not continue a's (%d on a, %d on b)", len(sh), len(dh))
+	// twoHostCheck proved one gapless sequence across the consoles; a
+	// heartbeat line may be split between them, so b's first whole line
+	// can be a's last plus two.
+	if len(sh) == 0 || len(dh) == 0 {
+		t.Errorf("heartbeats on both hosts expected: %d on a, %d on b", len(sh), len(dh))
 	} else {
 		t.Logf("heartbeats: a up to %d, b from %d to %d; longest gap %s (after %d); %s",
 			sh[len(sh)-1].Seq, dh[0].Seq, dh[len(dh)-1].Seq, ms(g.LongestGap), g.GapAfter, verify)

@@ -3,7 +3,9 @@
 // failed and skipped, and separately the tests that need host facilities
 // (/dev/kvm, root, network namespaces, the built guest; see
 // internal/testenv) that ran and that skipped, with the skip reasons.
-// It exits non-zero if any test or package failed.
+// A failed test's last messages are repeated at the very end, so the reason
+// is found even when the log above is long or cut. It exits non-zero if any
+// test or package failed.
 //
 // Who may import: nobody; it is run by `make test`.
 package main
@@ -12,10 +14,18 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 )
+
+// message matches the first line of a t.Log or t.Error message.
+var message = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
+
+// digestLines is how many of a failed test's last messages are repeated.
+const digestLines = 12
 
 type event struct {
 	Action  string
@@ -27,20 +37,28 @@ type event struct {
 type testKey struct{ pkg, name string }
 
 func main() {
+	os.Exit(summarize(os.Stdin, os.Stdout))
+}
+
+// summarize copies the output of the `go test -json` stream r to w, then
+// the digest and counts; it returns the exit code.
+func summarize(r io.Reader, w io.Writer) int {
 	var (
 		passed, failed, skipped int
 		pkgFailed               []string
 		envTests                = map[testKey]bool{} // test → true when it needs the host
 		envSkip                 = map[testKey]string{}
 		result                  = map[testKey]string{}
+		messages                = map[testKey][]string{} // by full test name
+		failedTests             []testKey
 	)
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
 		var e event
 		if json.Unmarshal(line, &e) != nil {
-			fmt.Println(string(line)) // build errors and the like
+			fmt.Fprintln(w, string(line)) // build errors and the like
 			continue
 		}
 		// Subtests count through their top-level test.
@@ -48,7 +66,15 @@ func main() {
 		k := testKey{e.Package, top}
 		switch e.Action {
 		case "output":
-			fmt.Print(e.Output)
+			fmt.Fprint(w, e.Output)
+			if full := (testKey{e.Package, e.Test}); e.Test != "" && message.MatchString(e.Output) &&
+				!strings.Contains(e.Output, "testenv: requires ") {
+				m := append(messages[full], strings.TrimRight(e.Output, "\n"))
+				if len(m) > digestLines {
+					m = m[len(m)-digestLines:]
+				}
+				messages[full] = m
+			}
 			if e.Test != "" && strings.Contains(e.Output, "testenv: requires ") {
 				envTests[k] = true
 				if i := strings.Index(e.Output, "testenv: requires "); i >= 0 && !strings.Contains(e.Output, ": available") {
@@ -61,6 +87,9 @@ func main() {
 					pkgFailed = append(pkgFailed, e.Package)
 				}
 				continue
+			}
+			if e.Action == "fail" {
+				failedTests = append(failedTests, testKey{e.Package, e.Test})
 			}
 			if strings.Contains(e.Test, "/") {
 				continue // subtests are counted through their top-level test
@@ -89,16 +118,26 @@ func main() {
 		}
 	}
 	sort.Strings(reasons)
-	fmt.Println()
-	fmt.Printf("host-facility tests (kvm, root, netns, guest): %d ran, %d skipped\n", envRan, envSkipped)
+	if len(failedTests) > 0 {
+		fmt.Fprintf(w, "\nfailed tests, with their last messages:\n")
+		for _, k := range failedTests {
+			fmt.Fprintf(w, "--- FAIL: %s (%s)\n", k.name, k.pkg)
+			for _, m := range messages[k] {
+				fmt.Fprintln(w, m)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "host-facility tests (kvm, root, netns, guest): %d ran, %d skipped\n", envRan, envSkipped)
 	for _, r := range reasons {
-		fmt.Println(r)
+		fmt.Fprintln(w, r)
 	}
 	for _, p := range pkgFailed {
-		fmt.Printf("package failed: %s\n", p)
+		fmt.Fprintf(w, "package failed: %s\n", p)
 	}
-	fmt.Printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	if failed > 0 || len(pkgFailed) > 0 {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
