@@ -169,6 +169,10 @@ func runVM(args []string, stderr io.Writer) error {
 		defer restore()
 	}
 	err = v.Wait()
+	// A VM that migrated away stops inside the migrate call; let it
+	// finish (closing the streams) so the API answers with the report
+	// before srv.Close.
+	ctl.waitMigrations(10 * time.Second)
 	fmt.Fprintf(stderr, "godwit: vm %s stopped: %s\n", cfg.Name, v.Status().Stopped)
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", cfg.Name, err)
@@ -241,9 +245,31 @@ type vmm struct {
 	log      *slog.Logger
 	own      *ownership // nil outside a pool
 
-	mu     sync.Mutex // guards mig and cancel
+	mu     sync.Mutex // guards mig, cancel and calls
 	mig    *migration.Source
 	cancel context.CancelFunc
+	// calls counts Migrate calls under way: a migrated VM stops before
+	// Migrate returns, and the process must not exit before the caller
+	// has its report.
+	calls int
+}
+
+// waitMigrations waits, at most d, for Migrate calls under way to return.
+func (c *vmm) waitMigrations(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		c.mu.Lock()
+		n := c.calls
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.log.Warn("exiting with a migration call still under way", "waited", d)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 var errNoVM = errors.New("the VM is not running here yet")
@@ -288,6 +314,14 @@ func (c *vmm) ConsoleInput(b []byte) {
 // a client that goes away does not cancel it (DELETE /v1/vm/migration
 // does).
 func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Report, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.calls--
+		c.mu.Unlock()
+	}()
 	v := c.p.Load()
 	if v == nil {
 		return nil, errNoVM

@@ -174,6 +174,18 @@ func (a *Agent) reconcileVM(ctx context.Context, lease *store.HostLease, v *stor
 		if p.meta.Incoming && a.incomingWanted(v, p) {
 			return
 		}
+		a.mu.Lock()
+		_, driving := a.migrating[v.Name]
+		a.mu.Unlock()
+		if driving {
+			// The owner key moved because this VM's outgoing migration
+			// handed it over: the source VMM is paused and stops itself
+			// once it has the destination's COMMITTED (its resume gate
+			// refuses to run it now). Let it answer the migrate call
+			// with its report; the reconcile after the call kills
+			// whatever is left.
+			return
+		}
 		why := "the pool does not assign this VM to this host and lease"
 		if v.Owner != nil {
 			why = fmt.Sprintf("the VM's owner is host %s lease %x (rev %d), not this host and lease", v.Owner.Host, v.Owner.Lease, v.OwnerRev)

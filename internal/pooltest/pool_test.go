@@ -74,6 +74,14 @@ func TestPoolMigrateCLI(t *testing.T) {
 		t.Fatalf("owner of vm1 after the migration: %+v rev %d (%v), want b above rev %d", o, rev1, err, rev0)
 	}
 	waitFor(t, 10*time.Second, "the source VMM to exit", func() bool { return !vmmAlive(pid1, l.sockPath("a", "vm1")) })
+	waitFor(t, 5*time.Second, "agent a to log the committed migration", func() bool {
+		return strings.Contains(l.agents["a"].logText(), "migration committed")
+	})
+	for _, line := range strings.Split(l.agents["a"].logText(), "\n") {
+		if strings.Contains(line, "no report from the source VMM") || strings.Contains(line, `"downtime_ms":-1`) {
+			t.Errorf("agent a did not get the source VMM's report: %s", line)
+		}
+	}
 	l.waitRunning("vm1", "b")
 
 	verify := l.typeLine("b", "vm1", "V", "VERIFY ", 30*time.Second)
