@@ -31,7 +31,7 @@ Usage:
   godwit host activate HOST
   godwit vm create NAME --kernel FILE [--cmdline S] [--mem 512M] [--cpus 1]
         [--disk PATH[,storage=ID][,ro]]... [--nic BRIDGE[,mac=MAC]]... [--host HOST]
-        [--ha] [--stopped]
+        [--ha] [--ha-priority N] [--stopped]
   godwit vm list
   godwit vm show|start|stop|delete NAME
   godwit vm migrate NAME [--to HOST] [--wait]
@@ -267,7 +267,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 	fs, f := newPoolFlags("vm "+sub, stderr)
 	var (
 		kernel, cmdline, mem, onHost, to string
-		cpus                             int
+		cpus, haPriority                 int
 		disks, nics                      listFlag
 		ha, stopped, wait                bool
 		pos                              []string
@@ -283,6 +283,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Var(&nics, "nic", "BRIDGE[,mac=MAC]; repeatable")
 		fs.StringVar(&onHost, "host", "", "place on this host (checked like any placement)")
 		fs.BoolVar(&ha, "ha", false, "restart elsewhere if its host is lost")
+		fs.IntVar(&haPriority, "ha-priority", 0, "HA restart order: higher restarts first (implies --ha)")
 		fs.BoolVar(&stopped, "stopped", false, "create without starting")
 		pos, err = parsePool(fs, args, 1, "a VM name")
 	case "list":
@@ -318,7 +319,12 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("vm create: --mem: %w", err)
 		}
-		spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: kernel, Cmdline: cmdline, HA: store.HASpec{Restart: ha}}
+		if haPriority < 0 {
+			return fmt.Errorf("vm create: --ha-priority %d: want 0 or more", haPriority)
+		}
+		ha = ha || flagSet(fs, "ha-priority")
+		spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: kernel, Cmdline: cmdline,
+			HA: store.HASpec{Restart: ha, Priority: haPriority}}
 		if stopped {
 			spec.Desired = store.DesiredStopped
 		}

@@ -280,20 +280,21 @@ func TestHARestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, v := range []struct {
-		name string
-		prio int
-	}{{"ha-low", 1}, {"ha-high", 5}, {"plain", 0}} {
-		l.createVM(v.name, "c", "128M")
-		if v.name == "plain" {
-			continue
-		}
-		spec, rev, err := l.st.GetVMSpec(ctx, v.name)
+		name  string
+		flags []string
+		want  store.HASpec
+	}{
+		{"ha-low", []string{"--ha"}, store.HASpec{Restart: true}},
+		{"ha-high", []string{"--ha-priority", "5"}, store.HASpec{Restart: true, Priority: 5}},
+		{"plain", nil, store.HASpec{}},
+	} {
+		l.createVM(v.name, "c", "128M", v.flags...)
+		spec, _, err := l.st.GetVMSpec(ctx, v.name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec.HA = store.HASpec{Restart: true, Priority: v.prio}
-		if _, err := l.st.PutVMSpec(ctx, v.name, spec, rev, store.Guard{}); err != nil {
-			t.Fatal(err)
+		if spec.HA != v.want {
+			t.Fatalf("vm create %s %v: HA %+v, want %+v", v.name, v.flags, spec.HA, v.want)
 		}
 	}
 	pids := map[string]int{}

@@ -409,7 +409,7 @@ func (l *lab) mustCLI(args ...string) string {
 
 // createVM creates (and starts) a VM with the CLI: 1 vCPU, a NIC on gwbr
 // and a disk in the shared directory; on "" lets placement choose.
-func (l *lab) createVM(name, on string, mem string) poolapi.VM {
+func (l *lab) createVM(name, on string, mem string, extra ...string) poolapi.VM {
 	l.t.Helper()
 	disk := filepath.Join(l.shared, name+".img")
 	if err := os.WriteFile(disk, nil, 0o644); err != nil {
@@ -425,6 +425,7 @@ func (l *lab) createVM(name, on string, mem string) poolapi.VM {
 	if on != "" {
 		args = append(args, "--host", on)
 	}
+	args = append(args, extra...)
 	var v poolapi.VM
 	if err := l.cliJSON(&v, args...); err != nil {
 		l.t.Fatal(err)

@@ -633,6 +633,7 @@ func TestPoolBadInput(t *testing.T) {
 		{"network not on host", append([]string{"vm", "create", "bad5", "--host", "c", "--nic", "gwbr", "--disk", otherDisk}, base...), "gwbr"},
 		{"migrate to incompatible host", []string{"vm", "migrate", "vm1", "--to", "c"}, "c"},
 		{"migrate to own host", []string{"vm", "migrate", "vm1", "--to", "a"}, "a"},
+		{"negative HA priority", append([]string{"vm", "create", "bad6", "--ha-priority", "-1"}, base...), "--ha-priority -1"},
 	}
 	for _, c := range cases {
 		out, errOut, err := l.cli(c.args...)
