@@ -34,7 +34,8 @@ Usage:
         [--ha] [--ha-priority N] [--stopped]
   godwit vm list
   godwit vm show|start|stop|delete NAME
-  godwit vm migrate NAME [--to HOST] [--wait]
+  godwit vm migrate NAME [--to HOST] [--bandwidth 100M] [--wait]
+  godwit vm migrate NAME --cancel [--wait]
   godwit cluster status
   godwit balance [--dry-run] [--moves N] [--apply N] [--level L]
 
@@ -269,7 +270,8 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		kernel, cmdline, mem, onHost, to string
 		cpus, haPriority                 int
 		disks, nics                      listFlag
-		ha, stopped, wait                bool
+		ha, stopped, wait, cancelMig     bool
+		bandwidth                        string
 		pos                              []string
 		err                              error
 	)
@@ -293,6 +295,8 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 	case "migrate":
 		fs.StringVar(&to, "to", "", "destination host (default: placement picks one)")
 		fs.BoolVar(&wait, "wait", false, "wait until the migration ends, showing its progress")
+		fs.StringVar(&bandwidth, "bandwidth", "0", "bandwidth cap in bytes/s, with K/M/G suffix (0: none)")
+		fs.BoolVar(&cancelMig, "cancel", false, "cancel the VM's migration under way (the VM stays where it runs)")
 		pos, err = parsePool(fs, args, 1, "a VM name")
 	default:
 		return fmt.Errorf("vm: unknown subcommand %q (create, list, show, start, stop, delete, migrate)", sub)
@@ -392,9 +396,29 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "vm %s deleted\n", pos[0])
 		return nil
 	case "migrate":
-		m, err := c.MigrateVM(ctx, pos[0], poolapi.MigrateRequest{To: to})
-		if err != nil {
-			return err
+		var m store.Migration
+		if cancelMig {
+			if to != "" || flagSet(fs, "bandwidth") {
+				return errors.New("vm migrate --cancel: takes no --to or --bandwidth")
+			}
+			if m, err = c.CancelMigration(ctx, pos[0]); err != nil {
+				return err
+			}
+			if !wait {
+				if f.asJSON {
+					return printJSON(stdout, m)
+				}
+				fmt.Fprintf(stdout, "migration %s of vm %s (%s → %s): cancel asked for; --wait shows the end\n", m.ID, m.VM, m.Src, m.Dst)
+				return nil
+			}
+		} else {
+			bw, err := parseBytes(bandwidth)
+			if err != nil {
+				return fmt.Errorf("vm migrate: --bandwidth: %w", err)
+			}
+			if m, err = c.MigrateVM(ctx, pos[0], poolapi.MigrateRequest{To: to, Bandwidth: bw}); err != nil {
+				return err
+			}
 		}
 		if !wait {
 			if f.asJSON {
@@ -416,6 +440,12 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 			if err := printJSON(stdout, final); err != nil {
 				return err
 			}
+		}
+		if cancelMig && final.Phase != store.MigrationCommitted {
+			if !f.asJSON {
+				fmt.Fprintf(stdout, "migration %s cancelled; vm %s stays on %s\n", final.ID, final.VM, final.Src)
+			}
+			return nil
 		}
 		if final.Phase != store.MigrationCommitted {
 			why := final.Error
@@ -446,8 +476,15 @@ func waitMigration(ctx context.Context, c *poolapi.Client, m store.Migration, w 
 			return cur, fmt.Errorf("migration %s of vm %s was replaced by migration %s", m.ID, m.VM, cur.ID)
 		}
 		line := string(cur.Phase)
-		if cur.Round > 0 && !cur.Phase.Terminal() {
-			line += fmt.Sprintf("  round %d, %s to go", cur.Round, humanBytes(cur.RemainingBytes))
+		switch {
+		case cur.Phase.Terminal():
+		case cur.Round > 0:
+			line += fmt.Sprintf("  round %d, %s sent, %s to go", cur.Round, humanBytes(cur.SentBytes), humanBytes(cur.RemainingBytes))
+		case cur.SentBytes > 0:
+			line += fmt.Sprintf("  first round, %s sent", humanBytes(cur.SentBytes))
+		}
+		if cur.Cancel != "" && !cur.Phase.Terminal() {
+			line += "  (cancel asked for: " + cur.Cancel + ")"
 		}
 		if line != last {
 			fmt.Fprintf(w, "  %s  %s\n", time.Now().Format("15:04:05.000"), line)

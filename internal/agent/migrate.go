@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/api"
@@ -66,6 +67,61 @@ func (a *Agent) maybeMigrate(ctx context.Context, lease *store.HostLease, v *sto
 	}()
 }
 
+// watchMigration writes the source VMM's progress into the migration
+// record rec (at revision rev) once a second until done closes, and
+// passes on a cancel the record asks for (see store.Migration.Cancel) to
+// the VMM. It returns the cancel's reason, if it passed one on.
+func (a *Agent) watchMigration(ctx context.Context, rec store.Migration, rev int64, p *vmmProc, done <-chan struct{}, log *slog.Logger) string {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	c := api.NewClient(p.sock)
+	cancelled := ""
+	for {
+		if rec.Cancel != "" && cancelled == "" {
+			// Until the VMM has taken it (its migration may not have
+			// begun yet): tried again each second.
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := c.CancelMigration(cctx); err != nil {
+				log.Warn("the source VMM did not take the cancel yet", "err", err)
+			} else {
+				cancelled = rec.Cancel
+				log.Info("migration cancel passed to the source VMM", "reason", rec.Cancel)
+			}
+			cancel()
+		}
+		select {
+		case <-done:
+			return cancelled
+		case <-t.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		pr, err := c.MigrationProgress(qctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		rec.Round, rec.RemainingBytes, rec.SentBytes, rec.Updated = pr.Iteration, pr.RemainingPages*4096, pr.TransferredBytes, time.Now().UTC()
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		nrev, err := a.st.PutMigration(wctx, rec, rev, store.Guard{})
+		cancel()
+		if errors.Is(err, store.ErrConflict) {
+			// Someone else wrote the record: a cancel, or the switchover.
+			gctx, cancel := context.WithTimeout(ctx, time.Second)
+			now, nrev, gerr := a.st.GetMigration(gctx, rec.VM)
+			cancel()
+			if gerr != nil || now.ID != rec.ID || now.Phase.Terminal() {
+				return cancelled
+			}
+			rec, rev = now, nrev
+			continue
+		}
+		if err != nil {
+			continue // etcd is away; try again next second
+		}
+		rev = nrev
+	}
+}
+
 // failRecord marks the record failed unless it has moved on (another ID
 // or a terminal phase).
 func (a *Agent) failRecord(ctx context.Context, vm, id, reason string) {
@@ -100,6 +156,12 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	rec, rev, err := a.st.GetMigration(gctx, vm)
 	cancel()
 	if err != nil || rec.ID != m.ID || !pending(rec.Phase) {
+		return
+	}
+	if rec.Cancel != "" {
+		log.Info("migration cancelled before it started", "reason", rec.Cancel)
+		a.metrics.migrations.WithLabelValues("cancelled").Inc()
+		a.failRecord(ctx, vm, rec.ID, "cancelled before it started: "+rec.Cancel)
 		return
 	}
 	began := time.Now()
@@ -152,52 +214,37 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	}
 	log.Info("destination VMM ready", "dst", rec.Dst, "addr", inc.Addr)
 
-	// Progress, at most one write a second.
+	// Progress, at most one write a second; and a cancel asked for in the
+	// record (see watchMigration).
 	done := make(chan struct{})
 	progressDone := make(chan struct{})
+	var cancelReason atomic.Pointer[string]
 	go func() {
 		defer close(progressDone)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		c := api.NewClient(p.sock)
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			pr, err := c.MigrationProgress(qctx)
-			cancel()
-			if err != nil {
-				continue
-			}
-			rec.Round, rec.RemainingBytes, rec.Updated = pr.Iteration, pr.RemainingPages*4096, time.Now().UTC()
-			wctx, cancel := context.WithTimeout(ctx, time.Second)
-			nrev, err := a.st.PutMigration(wctx, rec, rev, store.Guard{})
-			cancel()
-			if err != nil {
-				return // the record moved on (switchover) or etcd is away
-			}
-			rev = nrev
+		if r := a.watchMigration(ctx, rec, rev, p, done, log); r != "" {
+			cancelReason.Store(&r)
 		}
 	}()
 	// The VMMs do the handover: the destination's HandOver is guarded by
 	// the owner revision and the migration ID passed here.
 	reply, err := api.NewClient(p.sock).Migrate(ctx, api.MigrateRequest{
 		To: inc.Addr, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Verify: a.cfg.VerifyMigrations,
+		Bandwidth: rec.Bandwidth,
 	})
 	close(done)
 	<-progressDone
-	if err == nil && reply.Error != "" {
-		err = errors.New(reply.Error)
-	}
-	if err != nil {
+	switch {
+	case err != nil:
 		// The VMM's answer may be lost while its migration goes on (or
 		// the VMM exited right after the handover): wait until it no
 		// longer migrates before deciding from the record.
 		log.Info("no report from the source VMM; the migration record decides", "err", err)
 		a.waitMigrationOver(ctx, p)
+	case reply.Error != "":
+		err = errors.New(reply.Error)
+		if r := cancelReason.Load(); r != nil {
+			err = fmt.Errorf("cancelled (%s): %s", *r, reply.Error)
+		}
 	}
 	// The record tells what happened at the switchover.
 	for range 10 {

@@ -121,6 +121,7 @@ func (c *Controller) routes(mux *http.ServeMux) {
 	mux.Handle("DELETE /v1/vms/{v}", c.handle(c.deleteVM))
 	mux.Handle("POST /v1/vms/{v}/migrate", c.handle(c.migrateVM))
 	mux.Handle("GET /v1/migrations/{v}", c.handle(c.showMigration))
+	mux.Handle("DELETE /v1/migrations/{v}", c.handle(c.cancelMigration))
 	mux.Handle("GET /v1/cluster", c.handle(c.cluster))
 	mux.Handle("GET /metrics", c.metrics.handler())
 	c.registerDrainRoutes(mux)   // drain.go: host maintenance and HA restart
@@ -478,7 +479,7 @@ func (c *Controller) migrateVM(ctx context.Context, r *http.Request) (int, any, 
 	}
 	now := time.Now().UTC()
 	m := store.Migration{ID: migID, VM: v.Name, Src: v.Owner.Host, Dst: d.host, Reason: reason,
-		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Started: now, Updated: now}
+		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Bandwidth: req.Bandwidth, Started: now, Updated: now}
 	var recRev int64
 	if v.Migration != nil {
 		if _, recRev, err = c.st.GetMigration(ctx, v.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -507,6 +508,51 @@ func (c *Controller) showMigration(ctx context.Context, r *http.Request) (int, a
 		return 0, nil, unavailable(err)
 	}
 	return 200, m, nil
+}
+
+// cancelMigration asks the source agent to stop the VM's migration: it
+// sets the record's Cancel, guarded by the record's revision and the
+// leader key. The agent, which owns the migration, does the stopping.
+func (c *Controller) cancelMigration(ctx context.Context, r *http.Request) (int, any, error) {
+	name := r.PathValue("v")
+	if err := store.ValidName("vm", name); err != nil {
+		return 0, nil, badRequest(err.Error())
+	}
+	return c.requestCancel(ctx, name, "", "cancelled by the user")
+}
+
+// requestCancel sets the Cancel of vm's migration (of ID id, any when
+// empty) unless it is over or already cancelled.
+func (c *Controller) requestCancel(ctx context.Context, vm, id, reason string) (int, any, error) {
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	for range 5 {
+		m, rev, err := c.st.GetMigration(ctx, vm)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return 0, nil, notFound(fmt.Sprintf("vm %s has no migration record (unknown vm, or never migrated)", vm))
+		case err != nil:
+			return 0, nil, unavailable(err)
+		case id != "" && m.ID != id:
+			return 0, nil, conflict(fmt.Sprintf("vm %s's migration is now %s, not %s", vm, m.ID, id), nil)
+		case m.Phase.Terminal():
+			return 0, nil, conflict(fmt.Sprintf("vm %s has no migration under way (migration %s ended %s)", vm, m.ID, m.Phase), nil)
+		case m.Cancel != "":
+			return http.StatusAccepted, m, nil
+		}
+		m.Cancel, m.Updated = reason, time.Now().UTC()
+		if _, err := c.st.PutMigration(ctx, m, rev, g); errors.Is(err, store.ErrConflict) {
+			continue // progress or the switchover wrote it meanwhile
+		} else if err != nil {
+			return 0, nil, c.writeFailed(ctx, "cancel the migration of vm "+vm, err)
+		}
+		c.metrics.migrations.WithLabelValues("cancel_requested").Inc()
+		c.log.Info("migration cancel requested", "vm", vm, "migration", m.ID, "phase", m.Phase, "reason", reason)
+		return http.StatusAccepted, m, nil
+	}
+	return 0, nil, unavailable(fmt.Errorf("the migration record of vm %s keeps changing; try again", vm))
 }
 
 // ---- cluster ----

@@ -280,17 +280,28 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			}
 		}
 	}
-	// KubeVirt's timeouts: reported (the source agent owns the migration;
-	// aborting it is the engine's job).
+	// KubeVirt's timeouts: a drain migration past one is cancelled (the
+	// source agent stops it; one past its COMMIT completes anyway), which
+	// counts as a failed attempt like any other.
 	for _, v := range p.vms {
 		m := v.Migration
-		if m == nil || m.Phase.Terminal() || m.Src != h.Name || m.Reason != "drain" || run.warned[m.ID] || v.Spec == nil {
+		if m == nil || m.Phase.Terminal() || m.Src != h.Name || m.Reason != "drain" || run.warned[m.ID] || v.Spec == nil || m.Cancel != "" {
 			continue
 		}
-		limit := time.Duration(float64(CompletionPerGiB) * float64(v.Spec.MemBytes) / (1 << 30))
-		if now.Sub(m.Updated) > ProgressTimeout || now.Sub(m.Started) > max(limit, ProgressTimeout) {
-			run.warned[m.ID] = true
-			c.log.Warn("drain: migration exceeds its timeout", "vm", v.Name, "migration", m.ID, "started", m.Started, "updated", m.Updated)
+		why := ""
+		limit := max(ProgressTimeout, time.Duration(float64(CompletionPerGiB)*float64(v.Spec.MemBytes)/(1<<30)))
+		switch {
+		case now.Sub(m.Updated) > ProgressTimeout:
+			why = fmt.Sprintf("drain: no progress reported for %s", now.Sub(m.Updated).Round(time.Second))
+		case now.Sub(m.Started) > limit:
+			why = fmt.Sprintf("drain: running for %s, over the %s allowed for %d MiB of memory", now.Sub(m.Started).Round(time.Second), limit, v.Spec.MemBytes>>20)
+		default:
+			continue
+		}
+		run.warned[m.ID] = true
+		c.log.Warn("drain: migration exceeds its timeout; cancelling it", "vm", v.Name, "migration", m.ID, "why", why)
+		if _, _, err := c.requestCancel(ctx, v.Name, m.ID, why); err != nil {
+			c.log.Warn("drain: cannot cancel the migration", "vm", v.Name, "migration", m.ID, "err", err)
 		}
 	}
 

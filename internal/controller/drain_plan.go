@@ -41,8 +41,9 @@ const (
 )
 
 // KubeVirt's migration timeouts, which the drain applies to its migrations
-// (reported, see drainLoop): no progress for ProgressTimeout, or longer
-// than CompletionPerGiB per GiB of guest memory.
+// (cancelling them, see drainLoop): no progress reported for
+// ProgressTimeout, or running longer than CompletionPerGiB per GiB of
+// guest memory (at least ProgressTimeout).
 const (
 	ProgressTimeout  = 150 * time.Second
 	CompletionPerGiB = 150 * time.Second

@@ -9,18 +9,61 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fakeAgents plays the source agents of migrations: a requested record is
 // committed at once (HandOver to the destination's lease), or failed for
-// the VMs in fail (once per entry).
+// the VMs in fail (once per entry), or, for the VMs in stall (once per
+// entry), marked running with its last progress 200 s ago and then failed
+// only when a cancel is asked for.
 type fakeAgents struct {
 	st     *store.Store
 	leases map[string]clientv3.LeaseID
 	mu     sync.Mutex
 	fail   map[string]int // VM -> failures left
+	stall  map[string]int // VM -> stalls left
 	seen   []string       // "vm src->dst phase"
+}
+
+// stallOrCancel handles the stalled migrations of f.stall; it reports
+// whether m was one.
+func (f *fakeAgents) stallOrCancel(ctx context.Context, v store.VM) bool {
+	m := v.Migration
+	if m.Phase == store.MigrationRunning {
+		if m.Cancel == "" {
+			return true
+		}
+		rec, rev, err := f.st.GetMigration(ctx, v.Name)
+		if err != nil || rec.ID != m.ID {
+			return true
+		}
+		rec.Phase, rec.Error = store.MigrationFailed, "cancelled ("+rec.Cancel+")"
+		if _, err := f.st.PutMigration(ctx, rec, rev, store.Guard{}); err == nil {
+			f.mu.Lock()
+			f.seen = append(f.seen, v.Name+" "+m.Src+"->"+m.Dst+" cancelled")
+			f.mu.Unlock()
+		}
+		return true
+	}
+	f.mu.Lock()
+	stall := f.stall[v.Name] > 0
+	if stall {
+		f.stall[v.Name]--
+	}
+	f.mu.Unlock()
+	if !stall {
+		return false
+	}
+	rec, rev, err := f.st.GetMigration(ctx, v.Name)
+	if err != nil || rec.ID != m.ID {
+		return true
+	}
+	long := time.Now().Add(-200 * time.Second).UTC()
+	rec.Phase, rec.Started, rec.Updated = store.MigrationRunning, long, long
+	f.st.PutMigration(ctx, rec, rev, store.Guard{})
+	return true
 }
 
 func (f *fakeAgents) run(t *testing.T, ctx context.Context) {
@@ -33,7 +76,7 @@ func (f *fakeAgents) run(t *testing.T, ctx context.Context) {
 			}
 			for _, v := range vms {
 				m := v.Migration
-				if m == nil || m.Phase != store.MigrationRequested {
+				if m == nil || m.Phase.Terminal() || f.stallOrCancel(ctx, v) || m.Phase != store.MigrationRequested {
 					continue
 				}
 				f.mu.Lock()
@@ -179,6 +222,91 @@ func TestDrain(t *testing.T) {
 	})
 	if h, err := cl.ActivateHost(ctx, "a"); err != nil || h.State != "active" {
 		t.Fatalf("activate: %+v %v", h, err)
+	}
+}
+
+// TestDrainTimeoutCancels: a drain migration that reports no progress for
+// longer than ProgressTimeout is cancelled by the drain; the cancel counts
+// as a failed attempt and the VM moves on the retry, to the other host.
+func TestDrainTimeoutCancels(t *testing.T) {
+	c := startController(t, "c1", nil, func(cfg *Config) { cfg.Logger = testenv.Logger(t) })
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	f := &fakeAgents{st: st, leases: map[string]clientv3.LeaseID{}, stall: map[string]int{"v1": 1}}
+	for _, h := range []string{"a", "b", "c"} {
+		f.leases[h] = register(t, st, hostInfo(h)).lease
+	}
+	ctx := ctxT(t, 30*time.Second)
+	req := vmReq("v1")
+	req.Host = "a"
+	if _, err := cl.CreateVM(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	f.run(t, ctx)
+	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var d poolapi.Drain
+	waitCond(t, 20*time.Second, "host a in maintenance", func() bool {
+		var err error
+		d, err = cl.HostDrain(ctx, "a")
+		return err == nil && d.Phase == poolapi.DrainDone
+	})
+	log := f.log()
+	if len(log) != 2 || !strings.HasSuffix(log[0], " cancelled") || !strings.HasSuffix(log[1], " committed") || log[0][:8] == log[1][:8] {
+		t.Fatalf("migrations %v, want the stalled one cancelled, then the retry committed on the other host", log)
+	}
+	if len(d.VMs) != 1 || d.VMs[0].Attempts != 2 || d.VMs[0].State != "done" {
+		t.Errorf("drain VMs %+v, want v1 done after 2 attempts", d.VMs)
+	}
+}
+
+// TestCancelMigrationAPI: DELETE /v1/migrations/{v} sets the record's
+// Cancel while the migration runs, and is refused when none runs.
+func TestCancelMigrationAPI(t *testing.T) {
+	c := startController(t, "c1", nil)
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	for _, h := range []string{"a", "b"} {
+		register(t, st, hostInfo(h))
+	}
+	ctx := ctxT(t, 30*time.Second)
+	req := vmReq("v1")
+	req.Host = "a"
+	if _, err := cl.CreateVM(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CancelMigration(ctx, "v1"); err == nil || !strings.Contains(err.Error(), "no migration record") {
+		t.Fatalf("cancel with no migration: %v", err)
+	}
+	m, err := cl.MigrateVM(ctx, "v1", poolapi.MigrateRequest{To: "b", Bandwidth: 50 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Bandwidth != 50<<20 {
+		t.Errorf("record bandwidth %d, want %d", m.Bandwidth, 50<<20)
+	}
+	got, err := cl.CancelMigration(ctx, "v1")
+	if err != nil || got.ID != m.ID || got.Cancel != "cancelled by the user" {
+		t.Fatalf("cancel: %+v %v", got, err)
+	}
+	rec, rev, err := st.GetMigration(ctx, "v1")
+	if err != nil || rec.Cancel == "" || rec.Phase != store.MigrationRequested {
+		t.Fatalf("record after cancel: %+v %v", rec, err)
+	}
+	// Asking again is accepted and changes nothing.
+	if _, err := cl.CancelMigration(ctx, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, rev2, _ := st.GetMigration(ctx, "v1"); rev2 != rev {
+		t.Errorf("a second cancel rewrote the record (rev %d → %d)", rev, rev2)
+	}
+	rec.Phase, rec.Error = store.MigrationFailed, "cancelled"
+	if _, err := st.PutMigration(ctx, rec, rev, store.Guard{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CancelMigration(ctx, "v1"); err == nil || !strings.Contains(err.Error(), "no migration under way") {
+		t.Fatalf("cancel of an ended migration: %v", err)
 	}
 }
 

@@ -210,10 +210,16 @@ type Migration struct {
 	ExpectOwnerRev int64          `json:"expect_owner_rev"`
 	Phase          MigrationPhase `json:"phase"`
 	Round          int            `json:"round,omitempty"`
-	RemainingBytes uint64         `json:"remaining_bytes,omitempty"`
+	RemainingBytes uint64         `json:"remaining_bytes,omitempty"` // dirty after the last round
+	SentBytes      uint64         `json:"sent_bytes,omitempty"`
 	Error          string         `json:"error,omitempty"`
-	Started        time.Time      `json:"started"`
-	Updated        time.Time      `json:"updated"`
+	// Bandwidth caps the migration's link use, in bytes/s; 0: no cap.
+	Bandwidth uint64 `json:"bandwidth,omitempty"`
+	// Cancel, when set, asks the source agent to stop the migration (the
+	// reason why); one past its COMMIT completes anyway.
+	Cancel  string    `json:"cancel,omitempty"`
+	Started time.Time `json:"started"`
+	Updated time.Time `json:"updated"`
 }
 
 // Drain is drains/<h>: the evacuation plan of a host and its counts.

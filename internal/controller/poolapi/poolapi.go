@@ -26,6 +26,7 @@
 //	DELETE /v1/vms/{v}               204, only when stopped and released
 //	POST   /v1/vms/{v}/migrate       MigrateRequest -> Migration (202)
 //	GET    /v1/migrations/{v}        Migration
+//	DELETE /v1/migrations/{v}        Migration (202; its cancel asked for)
 //	GET    /v1/cluster               Cluster
 //	(host maintenance and HA: see drain.go)
 //	GET    /metrics                  Prometheus text format
@@ -133,8 +134,9 @@ type CreateVMRequest struct {
 // MigrateRequest is the body of POST /v1/vms/{v}/migrate. To empty lets
 // placement choose.
 type MigrateRequest struct {
-	To     string `json:"to,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	To        string `json:"to,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Bandwidth uint64 `json:"bandwidth,omitempty"` // bytes/s; 0: no cap
 }
 
 // Member is one controller.
@@ -241,6 +243,14 @@ func (c *Client) MigrateVM(ctx context.Context, name string, req MigrateRequest)
 func (c *Client) Migration(ctx context.Context, vm string) (store.Migration, error) {
 	var out store.Migration
 	return out, c.do(ctx, http.MethodGet, "/v1/migrations/"+url.PathEscape(vm), nil, &out)
+}
+
+// CancelMigration asks for the VM's migration under way to be cancelled.
+// The source agent stops it within about a second; one past its COMMIT
+// completes anyway. The answer is the record with its cancel asked for.
+func (c *Client) CancelMigration(ctx context.Context, vm string) (store.Migration, error) {
+	var out store.Migration
+	return out, c.do(ctx, http.MethodDelete, "/v1/migrations/"+url.PathEscape(vm), nil, &out)
 }
 
 // Cluster reads the pool's summary.

@@ -1,0 +1,91 @@
+package pooltest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/guest"
+)
+
+// TestPoolMigrateCancel: a migration capped with --bandwidth is still
+// running after two seconds (uncapped, the same one takes well under
+// one); `godwit vm migrate --cancel --wait` stops it. The VM stays on a,
+// its owner key untouched, the same VMM running with continuous
+// heartbeats and its memory verified; b keeps no VMM. A migration
+// afterwards commits.
+func TestPoolMigrateCancel(t *testing.T) {
+	l := newLab(t, 2)
+	for _, h := range []string{"a", "b"} {
+		l.startAgent(h, agentOpts{})
+	}
+	l.createVM("vm1", "a", "256M")
+	pid := l.waitRunning("vm1", "a")
+	o0, rev0, err := l.owner("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := l.follow("a", "vm1")
+	// 96 MiB stamped, 8 MiB of it rewritten at 2000 pages/s.
+	l.typeLine("a", "vm1", "W 96 8 2000", "ACK W", 30*time.Second)
+
+	began := time.Now()
+	out := l.mustCLI("vm", "migrate", "vm1", "--to", "b", "--bandwidth", "4M")
+	t.Logf("godwit vm migrate vm1 --to b --bandwidth 4M: %s", strings.TrimSpace(out))
+	var rec store.Migration
+	waitFor(t, 20*time.Second, "the migration to report progress", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rec, _, err = l.st.GetMigration(ctx, "vm1")
+		if err == nil && rec.Phase.Terminal() {
+			t.Fatalf("the capped migration ended before the cancel: %+v", rec)
+		}
+		return err == nil && rec.Phase == store.MigrationRunning && rec.SentBytes > 0
+	})
+	if rec.Bandwidth != 4<<20 {
+		t.Errorf("record bandwidth %d, want %d", rec.Bandwidth, 4<<20)
+	}
+	time.Sleep(time.Until(began.Add(2 * time.Second)))
+
+	stdout, stderr, err := l.cli("vm", "migrate", "vm1", "--cancel", "--wait")
+	t.Logf("godwit vm migrate vm1 --cancel --wait (%s after the start):\n%s%s", ms(time.Since(began)), stdout, stderr)
+	if err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	if !strings.Contains(stdout, "cancelled; vm vm1 stays on a") {
+		t.Errorf("cancel output does not say the VM stays on a: %q", stdout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	final, _, err := l.st.GetMigration(ctx, "vm1")
+	if err != nil || final.ID != rec.ID || final.Phase != store.MigrationFailed || !strings.Contains(final.Error, "cancelled") {
+		t.Fatalf("record after the cancel: %+v (%v)", final, err)
+	}
+	if o, rev, err := l.owner("vm1"); err != nil || o.Host != "a" || rev != rev0 || o.Lease != o0.Lease {
+		t.Fatalf("owner after the cancel: %+v rev %d (%v), want a at rev %d", o, rev, err, rev0)
+	}
+	if l.vmmPID("a", "vm1") != pid {
+		t.Fatalf("the VMM on a is no longer pid %d", pid)
+	}
+	waitFor(t, 10*time.Second, "b to remove its incoming VMM", func() bool { return len(l.vmmPIDs("b")) == 0 })
+
+	l.typeLine("a", "vm1", "WPAUSE", "WPAUSE OK", 10*time.Second)
+	verify := l.typeLine("a", "vm1", "V", "VERIFY ", 30*time.Second)
+	if f := strings.Fields(verify); len(f) != 3 || f[1] != "OK" || f[2] == "0" {
+		t.Errorf("verify on a after the cancel: %q, want VERIFY OK and the pages checked", verify)
+	}
+	src.Stop()
+	g := guest.CheckHeartbeats(src.Heartbeats())
+	if len(g.SeqErrors) > 0 || g.Count < 50 {
+		t.Errorf("heartbeats on a across the cancelled migration: %d, errors %v", g.Count, g.SeqErrors)
+	}
+	t.Logf("a kept running: %d heartbeats, longest gap %s; %s", g.Count, ms(g.LongestGap), verify)
+
+	out = l.mustCLI("vm", "migrate", "vm1", "--to", "b", "--wait")
+	if !strings.Contains(out, "vm vm1 now runs on b") {
+		t.Errorf("migration after the cancel: %s", out)
+	}
+	l.waitRunning("vm1", "b")
+}
