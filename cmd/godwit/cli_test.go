@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -300,3 +303,85 @@ func TestFilterEscape(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestMigrateInterruptCancels: Ctrl-C on `godwit migrate` cancels the
+// migration (capped at 2 MiB/s so that it is still running), prints the
+// report and fails; the source VM keeps running and its memory verifies,
+// and the destination VMM waits for another migration. `godwit migrate
+// --cancel` with none under way is a clear error.
+func TestMigrateInterruptCancels(t *testing.T) {
+	src := spawnVM(t, "cli-cancel")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dstSock := filepath.Join(t.TempDir(), "dst.sock")
+	dst := exec.Command(godwitBin, "run", "--name", "cli-cancel-dst", "--api-socket", dstSock, "--log-level", "warn",
+		"--incoming", "tcp:"+addr)
+	var dstErr bytes.Buffer
+	dst.Stderr = &dstErr
+	if err := dst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Process.Kill(); dst.Wait() })
+
+	mark := src.con.Mark()
+	if _, errOut, code := godwit(t, "console", "--api-socket", src.sock, "W 64 4 1000"); code != 0 {
+		t.Fatalf("console: %s", errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := src.con.WaitPrefix(ctx, mark, "ACK W"); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--cancel"); code == 0 || !strings.Contains(errOut, "no migration under way") {
+		t.Errorf("migrate --cancel with none under way: exit %d, %q", code, errOut)
+	}
+
+	mig := exec.Command(godwitBin, "migrate", "--api-socket", src.sock, "--to", addr, "--bandwidth", "2M")
+	var out, errOut bytes.Buffer
+	mig.Stdout, mig.Stderr = &out, &errOut
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	mig.Process.Signal(os.Interrupt)
+	err = mig.Wait()
+	t.Logf("godwit migrate, interrupted after 1.5 s: %v\n%s%s", err, out.String(), errOut.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("interrupted migrate: %v, want exit status 1", err)
+	}
+	if !strings.Contains(errOut.String(), "cancelling the migration") || !strings.Contains(out.String()+errOut.String(), "cancelled") {
+		t.Errorf("interrupted migrate does not report the cancel")
+	}
+	// The paced streams must not hold the cancel back (2 MiB/s with
+	// batches queued is seconds of sleeping).
+	if m := regexp.MustCompile(`total ([0-9.]+) ms`).FindStringSubmatch(out.String()); m == nil {
+		t.Errorf("no total in the report")
+	} else if total, _ := strconv.ParseFloat(m[1], 64); total > 2500 {
+		t.Errorf("the migration ended %.0f ms after its start, interrupted at 1500 ms: the cancel waited", total)
+	}
+
+	st, errOut2, code := godwit(t, "status", "--api-socket", src.sock, "--json")
+	var s vm.Status
+	if code != 0 || json.Unmarshal([]byte(st), &s) != nil || s.State != vm.StateRunning {
+		t.Fatalf("source after the cancel: %s %s", st, errOut2)
+	}
+	mark = src.con.Mark()
+	godwit(t, "console", "--api-socket", src.sock, "WPAUSE")
+	godwit(t, "console", "--api-socket", src.sock, "V")
+	line, err := src.con.WaitPrefix(ctx, mark, "VERIFY ")
+	if err != nil || !strings.HasPrefix(line, "VERIFY OK") {
+		t.Errorf("verify on the source after the cancel: %q %v", line, err)
+	}
+	if g := guest.CheckHeartbeats(src.con.Heartbeats()); len(g.SeqErrors) > 0 {
+		t.Errorf("source heartbeats: %v", g.SeqErrors)
+	} else {
+		t.Logf("source kept running: longest heartbeat gap %v; %s", g.LongestGap.Round(time.Millisecond), line)
+	}
+	if dst.ProcessState != nil {
+		t.Errorf("the destination VMM exited: %s", dstErr.String())
+	}
+}

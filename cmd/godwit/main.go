@@ -32,7 +32,8 @@ Usage:
   godwit resume  NAME|--api-socket PATH          resume a paused VM
   godwit stop    NAME|--api-socket PATH          stop a VM (its VMM process exits)
   godwit console NAME|--api-socket PATH TEXT     type TEXT (plus a newline) on the guest console
-  godwit migrate NAME|--api-socket PATH --to HOST:PORT [--verify] [--streams N] [--downtime D] [--json]
+  godwit migrate NAME|--api-socket PATH --to HOST:PORT [--verify] [--streams N] [--downtime D] [--bandwidth B] [--json]
+  godwit migrate NAME|--api-socket PATH --cancel       (Ctrl-C during a migrate cancels it too)
                                                  live-migrate the VM to a VMM started with
                                                  godwit run --incoming tcp:HOST:PORT
 

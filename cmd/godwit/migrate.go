@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -33,6 +35,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	maxTime := fs.Duration("max-time", 0, "give up after this long (default 60s)")
 	noThrottle := fs.Bool("no-auto-converge", false, "never throttle the vCPUs")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cancelMig := fs.Bool("cancel", false, "cancel the VM's outgoing migration under way (the VM keeps running here)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -42,6 +45,16 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 			return errors.New("migrate: name the VM or pass --api-socket")
 		}
 		*sock = api.SocketPath(pos[0])
+	}
+	if *cancelMig {
+		if *to != "" {
+			return errors.New("migrate --cancel: takes no --to")
+		}
+		if err := api.NewClient(*sock).CancelMigration(context.Background()); err != nil {
+			return fmt.Errorf("migrate --cancel: %w", err)
+		}
+		fmt.Fprintln(stdout, "migration cancel sent; the VM stays here unless the migration was already past its commit")
+		return nil
 	}
 	if *to == "" {
 		return errors.New("migrate: --to HOST:PORT is required")
@@ -58,6 +71,23 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !*asJSON {
 		go showProgress(ctx, c, stderr, done)
 	}
+	// Ctrl-C (or SIGTERM) cancels the migration, as virsh does with its
+	// job, and still prints the report.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			fmt.Fprintln(stderr, "\ngodwit: cancelling the migration")
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := c.CancelMigration(cctx); err != nil {
+				fmt.Fprintf(stderr, "godwit: cancel: %v\n", err)
+			}
+		case <-done:
+		}
+	}()
 	reply, err := c.Migrate(ctx, req)
 	close(done)
 	if err != nil {

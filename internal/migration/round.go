@@ -221,15 +221,19 @@ func (st *stream) close() {
 type rateLimiter struct {
 	rate float64 // bytes per second
 	off  atomic.Bool
+	once sync.Once
+	wake chan struct{} // closed by disable: sleepers go at once
 	mu   sync.Mutex
 	next time.Time
 }
 
 // disable lifts the limit: the switchover sends its last pages as fast as
-// the link goes, since the guest is paused meanwhile (as QEMU does).
+// the link goes, since the guest is paused meanwhile (as QEMU does). A
+// cancelled migration lifts it too, so that no stream sleeps on.
 func (l *rateLimiter) disable() {
 	if l != nil {
 		l.off.Store(true)
+		l.once.Do(func() { close(l.wake) })
 	}
 }
 
@@ -237,7 +241,7 @@ func newRateLimiter(bytesPerSec uint64) *rateLimiter {
 	if bytesPerSec == 0 {
 		return nil
 	}
-	return &rateLimiter{rate: float64(bytesPerSec)}
+	return &rateLimiter{rate: float64(bytesPerSec), wake: make(chan struct{})}
 }
 
 func (l *rateLimiter) wait(n uint64) {
@@ -253,6 +257,11 @@ func (l *rateLimiter) wait(n uint64) {
 	l.next = start.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
 	l.mu.Unlock()
 	if d := time.Until(start); d > 0 {
-		time.Sleep(d)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-l.wake:
+		}
 	}
 }

@@ -465,6 +465,10 @@ func (s *Source) dial(ctx context.Context) (*wire.Conn, error) {
 
 func (s *Source) openStreams(ctx context.Context, id wire.SessionID) error {
 	limit := newRateLimiter(s.opts.Policy.BandwidthLimit)
+	if limit != nil {
+		// A cancel must not wait for the streams' paced writes.
+		context.AfterFunc(ctx, limit.disable)
+	}
 	for i := range s.opts.Streams {
 		c, err := s.dial(ctx)
 		if err != nil {
