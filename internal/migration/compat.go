@@ -46,13 +46,19 @@ type diskIdentity struct {
 	CRC uint32 `json:"crc"`
 }
 
+// identifyDisk describes the image at path as this host sees it.
 func identifyDisk(path string, ro bool) (diskIdentity, error) {
-	id := diskIdentity{Path: path, ReadOnly: ro, BootID: bootID()}
 	f, err := os.Open(path)
 	if err != nil {
-		return id, fmt.Errorf("migration: disk image: %w", err)
+		return diskIdentity{Path: path, ReadOnly: ro, BootID: bootID()}, fmt.Errorf("migration: disk image: %w", err)
 	}
 	defer f.Close()
+	return identifyFile(f, path, ro)
+}
+
+// identifyFile describes the open image f, known by path.
+func identifyFile(f *os.File, path string, ro bool) (diskIdentity, error) {
+	id := diskIdentity{Path: path, ReadOnly: ro, BootID: bootID()}
 	st, err := f.Stat()
 	if err != nil {
 		return id, err
@@ -98,7 +104,15 @@ func (s *Source) wireConfig(info vm.MigrationInfo) wire.Config {
 		cfg.Devices = append(cfg.Devices, wire.Device{Kind: devNet, ID: s.vm.MAC().String()})
 	}
 	if c.Disk != nil {
-		id, err := identifyDisk(c.Disk.Path, c.Disk.ReadOnly)
+		// The file the guest writes, not whatever the path names now: an
+		// image replaced under the running VM must not pass for it.
+		var id diskIdentity
+		var err error
+		if f := s.vm.DiskImage(); f != nil {
+			id, err = identifyFile(f, c.Disk.Path, c.Disk.ReadOnly)
+		} else {
+			id, err = identifyDisk(c.Disk.Path, c.Disk.ReadOnly)
+		}
 		if err != nil {
 			s.log.Warn("cannot identify the disk image", "err", err)
 		}

@@ -598,6 +598,19 @@ func TestFaultRefusal(t *testing.T) {
 			check(fp, rep, err, start, end, tc.want)
 			restore()
 		}
+		// An image replaced at its path while the VM runs, before the
+		// migration: the source describes the file it has open, so the
+		// destination, which would open the replacement, refuses.
+		t.Logf("the image's path names a copy before the migration starts")
+		if err := os.WriteFile(img+".new", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(img+".new", img); err != nil {
+			t.Fatal(err)
+		}
+		rep, start, end, err := send(fp, fp.ln.Addr().String())
+		check(fp, rep, err, start, end, "another file than the source's (a copy, not shared storage)")
+		restore()
 		// With the real image back, the same Destination takes the VM.
 		fp.migrateClean()
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/devices"
@@ -258,6 +259,15 @@ func (v *VM) LockDisks() error {
 		return nil
 	}
 	return v.dev.blk.Lock()
+}
+
+// DiskImage returns the disk image file the VM has open (nil without a
+// disk); the VM owns it and closes it when it stops.
+func (v *VM) DiskImage() *os.File {
+	if v.dev.blk == nil {
+		return nil
+	}
+	return v.dev.blk.Image()
 }
 
 // UnlockDisks releases the disk-image locks of a paused VM whose disk is

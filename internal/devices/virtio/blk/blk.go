@@ -148,6 +148,11 @@ func (d *Device) BARWrite(bar int, off uint64, data []byte) { d.t.BARWrite(bar, 
 // Capacity returns the disk size in sectors.
 func (d *Device) Capacity() uint64 { return d.capacity }
 
+// Image returns the open image file, so that a migration can describe the
+// very file the guest writes (its path may name another file by then).
+// The device owns it: callers read or stat it, never close it.
+func (d *Device) Image() *os.File { return d.f }
+
 // DeviceType implements virtio.Handler.
 func (d *Device) DeviceType() uint16 { return virtio.TypeBlock }
 
