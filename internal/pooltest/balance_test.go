@@ -2,6 +2,7 @@ package pooltest
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,100 @@ func TestPoolBalance(t *testing.T) {
 	for _, m := range p2.Moves {
 		if m.VM == mv.VM || m.To == "a" {
 			t.Errorf("second plan moves back: %+v", m)
+		}
+	}
+}
+
+// TestPoolAutoBalance: a controller with automatic balancing (level 3,
+// a round every 500 ms) and three VMs started on host a. The balancer
+// spreads them by itself: never more than one balancing migration in
+// flight, never a VM moved twice (cool-down, no undo), the pool ends
+// below the level's threshold, and every moved guest verifies its memory.
+func TestPoolAutoBalance(t *testing.T) {
+	l := newLab(t, 3)
+	l.ctl.kill9()
+	l.ctl.args = append(l.ctl.args, "--balance-level", "3", "--balance-every", "500ms")
+	l.ctl.start(t)
+	l.waitEtcd(20 * time.Second)
+	waitFor(t, 20*time.Second, "the controller to lead with automatic balancing", func() bool {
+		var cs poolapi.Cluster
+		var p poolapi.BalancePlan
+		return l.cliJSON(&cs, "cluster", "status") == nil && cs.Leading &&
+			l.cliJSON(&p, "balance", "--dry-run") == nil && p.Auto.Level == 3
+	})
+	for _, h := range []string{"a", "b", "c"} {
+		l.startAgent(h, agentOpts{})
+	}
+	vms := []string{"vm1", "vm2", "vm3"}
+	for _, v := range vms {
+		l.createVM(v, "a", "128M")
+	}
+	for _, v := range vms {
+		l.waitRunning(v, "a")
+		l.typeLine("a", v, "W 32 4 500", "ACK W", 20*time.Second)
+	}
+
+	// Watch the migration records until nothing has moved for 4 s.
+	moves := map[string][]string{} // VM -> migration IDs seen committed
+	lastMove := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Since(lastMove) < 4*time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("the balancer still moves VMs after 60 s: %v", moves)
+		}
+		inFlight := 0
+		for _, v := range vms {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			m, _, err := l.st.GetMigration(ctx, v)
+			cancel()
+			if err != nil {
+				continue
+			}
+			if m.Reason != "balance" {
+				t.Fatalf("migration of %s with reason %q: only the balancer moves VMs here", v, m.Reason)
+			}
+			switch {
+			case !m.Phase.Terminal():
+				inFlight++
+			case m.Phase == store.MigrationCommitted && !slices.Contains(moves[v], m.ID):
+				moves[v] = append(moves[v], m.ID)
+				lastMove = time.Now()
+				t.Logf("balancer moved %s %s → %s", v, m.Src, m.Dst)
+			case m.Phase != store.MigrationCommitted && !slices.Contains(moves[v], m.ID):
+				t.Fatalf("balancing migration of %s ended %s: %s", v, m.Phase, m.Error)
+			}
+		}
+		if inFlight > 1 {
+			t.Errorf("%d balancing migrations in flight at once, want at most 1", inFlight)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(moves) == 0 {
+		t.Fatal("the balancer moved nothing off a pool where one host carries everything")
+	}
+	for v, ids := range moves {
+		if len(ids) > 1 {
+			t.Errorf("vm %s moved %d times: %v", v, len(ids), ids)
+		}
+	}
+
+	var p poolapi.BalancePlan
+	if err := l.cliJSON(&p, "balance", "--dry-run"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the automatic rounds:\n%s", l.mustCLI("balance", "--dry-run"))
+	if p.Imbalance > p.Threshold || p.Auto.Level != 3 {
+		t.Errorf("imbalance %.3f, threshold %.3f, auto %+v: want the pool balanced at level 3", p.Imbalance, p.Threshold, p.Auto)
+	}
+	for v := range moves {
+		o, _, err := l.owner(v)
+		if err != nil || o.Host == "a" {
+			t.Fatalf("owner of moved vm %s: %+v (%v)", v, o, err)
+		}
+		l.waitRunning(v, o.Host)
+		verify := l.typeLine(o.Host, v, "V", "VERIFY ", 30*time.Second)
+		if f := strings.Fields(verify); len(f) != 3 || f[1] != "OK" || f[2] == "0" {
+			t.Errorf("verify of %s on %s: %q", v, o.Host, verify)
 		}
 	}
 }
