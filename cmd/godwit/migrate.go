@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -186,8 +188,8 @@ func parseBytes(s string) (uint64, error) {
 	case strings.HasSuffix(u, "G"):
 		mult, u = 1<<30, strings.TrimSuffix(u, "G")
 	}
-	var n uint64
-	if _, err := fmt.Sscan(u, &n); err != nil || n == 0 {
+	n, err := strconv.ParseUint(u, 10, 64)
+	if err != nil || n == 0 || n > math.MaxUint64/mult {
 		return 0, fmt.Errorf("%q is not a byte count: use e.g. 500M or 1G", s)
 	}
 	return n * mult, nil
