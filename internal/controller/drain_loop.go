@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -179,13 +180,16 @@ func (c *Controller) slots(ctx context.Context) (cluster, in int) {
 func (c *Controller) drainInputs(p poolState, h string, run *drainRun, clusterSlots, slotsIn int) drainInput {
 	hosts := c.placementHosts(p, c.resv)
 	in := drainInput{host: h, hosts: hosts, rules: placementRules(p.rules), policy: c.cfg.Policy,
-		clusterSlots: clusterSlots, slotsOut: run.concurrency, slotsIn: slotsIn,
-		tried: map[string][]string{}, exhausted: run.exhausted}
+		clusterSlots: clusterSlots, slotsIn: slotsIn, tried: map[string][]string{}, exhausted: map[string]string{}}
 	for _, ph := range hosts {
 		if ph.Name == h {
 			in.from = ph
 		}
 	}
+	// The drain loop updates run while the API plans: copy under ops.mu.
+	c.ops.mu.Lock()
+	in.slotsOut = run.concurrency
+	maps.Copy(in.exhausted, run.exhausted)
 	for vm, atts := range run.attempts {
 		for _, a := range atts {
 			if a.failed {
@@ -193,6 +197,7 @@ func (c *Controller) drainInputs(p poolState, h string, run *drainRun, clusterSl
 			}
 		}
 	}
+	c.ops.mu.Unlock()
 	in.vms = drainVMs(p)
 	return in
 }
@@ -255,7 +260,9 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 	now := time.Now()
 
 	// Attempts that ended: a failure counts against the VM, which retries
-	// on the next-best host until it runs out of retries.
+	// on the next-best host until it runs out of retries. (ops.mu: the
+	// API's drain view reads the attempts.)
+	c.ops.mu.Lock()
 	for vm, atts := range run.attempts {
 		a := &atts[len(atts)-1]
 		v, ok := byName[vm]
@@ -280,6 +287,7 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			}
 		}
 	}
+	c.ops.mu.Unlock()
 	// KubeVirt's timeouts: a drain migration past one is cancelled (the
 	// source agent stops it; one past its COMMIT completes anyway), which
 	// counts as a failed attempt like any other.
@@ -346,10 +354,13 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			continue
 		}
 		c.metrics.migrations.WithLabelValues("requested").Inc()
+		c.ops.mu.Lock()
 		run.attempts[s.vm] = append(run.attempts[s.vm], drainAttempt{id: s.m.ID, dst: s.dst})
+		attempt := len(run.attempts[s.vm])
+		c.ops.mu.Unlock()
 		plan.inFlight = append(plan.inFlight, s.vm)
 		c.log.Info("drain: migration requested", "host", h.Name, "vm", s.vm, "dst", s.dst, "migration", s.m.ID,
-			"expect_owner_rev", s.m.ExpectOwnerRev, "attempt", len(run.attempts[s.vm]))
+			"expect_owner_rev", s.m.ExpectOwnerRev, "attempt", attempt)
 	}
 
 	// The record: plan order (VMs that joined the host are appended),
