@@ -32,6 +32,11 @@ type rssInfo struct {
 	TotalKiB    uint64 `json:"total_kib"`     // sum of Rss over every mapping
 	GuestKiB    uint64 `json:"guest_ram_kib"` // Rss of the guest-RAM mapping
 	OverheadKiB uint64 `json:"overhead_kib"`  // TotalKiB - GuestKiB
+	// AnonOverheadKiB is the anonymous memory beyond guest RAM (Σ
+	// Anonymous − the guest mapping's): what each VMM costs on its own.
+	// The rest of the overhead is file pages (the binary, libraries):
+	// page cache shared by every VMM on the host.
+	AnonOverheadKiB uint64 `json:"anon_overhead_kib"`
 	// The kernel merges adjacent anonymous mappings of the same kind: the
 	// guest-RAM mapping may have grown by a small neighbour, whose Rss
 	// (at most this much) then counts as guest RAM.
@@ -44,6 +49,7 @@ type bootSide struct {
 	FirstHB     *stat     `json:"launch_to_first_hb_s,omitempty"`
 	Ready       *stat     `json:"launch_to_ready_s,omitempty"`
 	OverheadMiB *stat     `json:"rss_overhead_mib,omitempty"`
+	AnonMiB     *stat     `json:"anon_overhead_mib,omitempty"`
 	TotalMiB    *stat     `json:"rss_total_mib,omitempty"`
 	GuestMiB    *stat     `json:"rss_guest_ram_mib,omitempty"`
 	// QEMU only: the harness's boot_time.py runs and where they are.
@@ -177,7 +183,7 @@ func qemuBoot(e *env) *bootSide {
 
 // summarize fills the statistics from the runs without error.
 func (b *bootSide) summarize() {
-	var hb, ready, over, total, guest []float64
+	var hb, ready, over, anon, total, guest []float64
 	for _, r := range b.Runs {
 		if r.Error != "" && r.RSS == nil {
 			continue
@@ -188,12 +194,14 @@ func (b *bootSide) summarize() {
 		}
 		if r.RSS != nil {
 			over = append(over, float64(r.RSS.OverheadKiB)/1024)
+			anon = append(anon, float64(r.RSS.AnonOverheadKiB)/1024)
 			total = append(total, float64(r.RSS.TotalKiB)/1024)
 			guest = append(guest, float64(r.RSS.GuestKiB)/1024)
 		}
 	}
 	b.FirstHB, b.Ready = summarize(hb), summarize(ready)
 	b.OverheadMiB, b.TotalMiB, b.GuestMiB = summarize(over), summarize(total), summarize(guest)
+	b.AnonMiB = summarize(anon)
 }
 
 // measureRSS reads /proc/PID/smaps: the sum of Rss over all mappings, and
@@ -208,6 +216,9 @@ func measureRSS(pid int, guestBytes uint64) (*rssInfo, error) {
 	var (
 		r        rssInfo
 		anon     bool
+		isGuest  bool
+		anonKiB  uint64 // Σ Anonymous
+		gAnonKiB uint64 // the guest mapping's Anonymous
 		sizeKiB  uint64
 		found    int
 		sc       = bufio.NewScanner(f)
@@ -221,7 +232,7 @@ func measureRSS(pid int, guestBytes uint64) (*rssInfo, error) {
 		if strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
 			// a mapping header: addr perms offset dev inode [path]
 			anon = len(fields) == 5 && fields[4] == "0"
-			sizeKiB = 0
+			sizeKiB, isGuest = 0, false
 			continue
 		}
 		switch fields[0] {
@@ -234,6 +245,13 @@ func measureRSS(pid int, guestBytes uint64) (*rssInfo, error) {
 				r.GuestKiB += kib
 				r.MergedKiB += sizeKiB - guestKiB
 				found++
+				isGuest = true
+			}
+		case "Anonymous:":
+			kib, _ := strconv.ParseUint(fields[1], 10, 64)
+			anonKiB += kib
+			if isGuest {
+				gAnonKiB += kib
 			}
 		}
 	}
@@ -244,6 +262,7 @@ func measureRSS(pid int, guestBytes uint64) (*rssInfo, error) {
 		return &r, fmt.Errorf("smaps of pid %d: %d anonymous mappings of %d KiB (+ up to %d KiB), want exactly one for guest RAM", pid, found, guestKiB, maxMergedKiB)
 	}
 	r.OverheadKiB = r.TotalKiB - r.GuestKiB
+	r.AnonOverheadKiB = anonKiB - gAnonKiB
 	return &r, nil
 }
 
@@ -251,7 +270,8 @@ func rssText(r *rssInfo) string {
 	if r == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%.1f MiB (total %.1f, guest RAM %.1f)", float64(r.OverheadKiB)/1024, float64(r.TotalKiB)/1024, float64(r.GuestKiB)/1024)
+	return fmt.Sprintf("%.1f MiB, %.1f MiB anonymous (total %.1f, guest RAM %.1f)", float64(r.OverheadKiB)/1024,
+		float64(r.AnonOverheadKiB)/1024, float64(r.TotalKiB)/1024, float64(r.GuestKiB)/1024)
 }
 
 func errText(s string) string {

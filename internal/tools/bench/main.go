@@ -15,8 +15,11 @@
 //     baseline's own script). VMM memory overhead: one second after READY,
 //     the process's resident memory (sum of Rss in /proc/PID/smaps) minus the
 //     Rss of the guest-RAM mapping (the anonymous mapping whose size equals
-//     the guest RAM size). QEMU's is measured on a QEMU started here with the
-//     harness's command line.
+//     the guest RAM size), and the anonymous part of it (Σ Anonymous minus
+//     the guest mapping's): file pages of the binary and libraries are page
+//     cache that every VMM on a host shares, anonymous memory is each VMM's
+//     own. QEMU's is measured on a QEMU started here with the harness's
+//     command line.
 //   - migrate: the harness's scenarios idle, ws64, ws512 (1 GiB) and idle4g
 //     (4 GiB). Godwit: boot once per scenario, start the workload
 //     (`W alloc wset rate`), let it run --settle, then migrate ping-pong

@@ -116,6 +116,7 @@ func renderBoot(b *strings.Builder, br *bootResult) {
 	w("| launch → first heartbeat, s (runs: %d each; QEMU: boot_time.py) | %s | %s | %s |\n", len(g.Runs), g.FirstHB.mmm(), q.FirstHB.mmm(), ratio(g.FirstHB, q.FirstHB))
 	w("| launch → READY, s (QEMU: %d run(s) started here) | %s | %s | %s |\n", len(q.Runs), g.Ready.mmm(), q.Ready.mmm(), ratio(g.Ready, q.Ready))
 	w("| VMM RSS overhead (RSS − guest-RAM Rss), MiB | %s | %s | %s |\n", g.OverheadMiB.mmm(), q.OverheadMiB.mmm(), ratio(g.OverheadMiB, q.OverheadMiB))
+	w("| of it anonymous (per-VMM; the rest is file pages shared by every VMM), MiB | %s | %s | %s |\n", g.AnonMiB.mmm(), q.AnonMiB.mmm(), ratio(g.AnonMiB, q.AnonMiB))
 	w("| total RSS, MiB | %s | %s | %s |\n", g.TotalMiB.mmm(), q.TotalMiB.mmm(), ratio(g.TotalMiB, q.TotalMiB))
 	w("| guest-RAM mapping Rss, MiB | %s | %s | %s |\n\n", g.GuestMiB.mmm(), q.GuestMiB.mmm(), ratio(g.GuestMiB, q.GuestMiB))
 	if q.Error != "" || g.Error != "" {
