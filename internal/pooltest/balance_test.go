@@ -17,16 +17,7 @@ import (
 // shows a lower imbalance and never moves that VM back.
 func TestPoolBalance(t *testing.T) {
 	l := newLab(t, 3)
-	for _, h := range []string{"a", "b", "c"} {
-		l.startAgent(h, agentOpts{})
-	}
-	vms := []string{"vm1", "vm2", "vm3"}
-	for _, v := range vms {
-		l.createVM(v, "a", "128M")
-	}
-	for _, v := range vms {
-		l.waitRunning(v, "a")
-	}
+	vms := l.allOnA()
 
 	var p1 poolapi.BalancePlan
 	if err := l.cliJSON(&p1, "balance", "--dry-run"); err != nil {
@@ -135,15 +126,8 @@ func TestPoolAutoBalance(t *testing.T) {
 		return l.cliJSON(&cs, "cluster", "status") == nil && cs.Leading &&
 			l.cliJSON(&p, "balance", "--dry-run") == nil && p.Auto.Level == 3
 	})
-	for _, h := range []string{"a", "b", "c"} {
-		l.startAgent(h, agentOpts{})
-	}
-	vms := []string{"vm1", "vm2", "vm3"}
+	vms := l.allOnA()
 	for _, v := range vms {
-		l.createVM(v, "a", "128M")
-	}
-	for _, v := range vms {
-		l.waitRunning(v, "a")
 		l.typeLine("a", v, "W 32 4 500", "ACK W", 20*time.Second)
 	}
 
@@ -210,4 +194,21 @@ func TestPoolAutoBalance(t *testing.T) {
 			t.Errorf("verify of %s on %s: %q", v, o.Host, verify)
 		}
 	}
+}
+
+// allOnA starts the agents of hosts a, b and c and three 128 MiB VMs on a,
+// running; it returns their names.
+func (l *lab) allOnA() []string {
+	l.t.Helper()
+	for _, h := range []string{"a", "b", "c"} {
+		l.startAgent(h, agentOpts{})
+	}
+	vms := []string{"vm1", "vm2", "vm3"}
+	for _, v := range vms {
+		l.createVM(v, "a", "128M")
+	}
+	for _, v := range vms {
+		l.waitRunning(v, "a")
+	}
+	return vms
 }
