@@ -27,7 +27,7 @@ Usage:
   godwit host list                           hosts, their state and what is placed on them
   godwit host show HOST
   godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
-  godwit host drain HOST --status | --cancel
+  godwit host drain HOST --status | --cancel | --dry-run
   godwit host activate HOST
   godwit vm create NAME --kernel FILE [--cmdline S] [--mem 512M] [--cpus 1]
         [--disk PATH[,storage=ID][,ro]]... [--nic BRIDGE[,mac=MAC]]... [--host HOST]

@@ -16,6 +16,7 @@ import (
 // Host maintenance commands:
 //
 //	godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
+//	godwit host drain HOST --dry-run [--concurrency N]
 //	godwit host drain HOST --cancel
 //	godwit host activate HOST
 const drainUsage = `godwit host drain|activate: host maintenance
@@ -25,6 +26,9 @@ Usage:
         mark HOST draining (no new VMs) and live-migrate its VMs away, shortest
         predicted migration first; with --watch, show each VM's progress until
         the host is in maintenance (VMs that cannot move are listed with why)
+  godwit host drain HOST --dry-run [--concurrency N]
+        show where each VM would go, in order, which cannot move and why, and
+        the predicted drain time; changes nothing
   godwit host drain HOST --cancel
         stop starting migrations (those under way finish); HOST active again
   godwit host drain HOST --status
@@ -41,9 +45,13 @@ func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 	watch := fs.Bool("watch", false, "show progress until the host is in maintenance")
 	cancelDrain := fs.Bool("cancel", false, "cancel the host's drain")
 	status := fs.Bool("status", false, "show the drain without changing it")
+	dryRun := fs.Bool("dry-run", false, "show what a drain would do now, changing nothing")
 	pos, err := parsePool(fs, args, 1, "a host name")
 	if err != nil {
 		return err
+	}
+	if *dryRun && (*cancelDrain || *status || *watch || flagSet(fs, "on-blocked")) {
+		return errors.New("host drain: --dry-run takes only --concurrency")
 	}
 	c, err := f.client()
 	if err != nil {
@@ -55,6 +63,16 @@ func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 	}
 	ctx, stop := context.WithTimeout(context.Background(), timeout)
 	defer stop()
+	if *dryRun {
+		p, err := c.PlanDrain(ctx, pos[0], *concurrency)
+		if err != nil {
+			return err
+		}
+		if f.asJSON {
+			return printJSON(stdout, p)
+		}
+		return printDrainPlan(stdout, p)
+	}
 	var d poolapi.Drain
 	switch {
 	case *cancelDrain && *status:
@@ -163,6 +181,31 @@ func printDrain(w io.Writer, d poolapi.Drain) error {
 	fmt.Fprintln(tw, "VM\tPREDICTED\tSTATE")
 	for _, v := range d.VMs {
 		fmt.Fprintf(tw, "%s\t%.2fs\t%s\n", v.Name, v.PredictedSeconds, vmDrainLine(v))
+	}
+	return tw.Flush()
+}
+
+// printDrainPlan prints a drain's dry run.
+func printDrainPlan(w io.Writer, p poolapi.DrainPlan) error {
+	planned := 0
+	for _, v := range p.VMs {
+		if v.State == "planned" {
+			planned++
+		}
+	}
+	fmt.Fprintf(w, "dry run: draining host %s (%s) would move %d of %d VMs, %d blocked; predicted %.1fs at concurrency %d\n",
+		p.Host, dash(p.HostState), planned, len(p.VMs), p.Blocked, p.PredictedSeconds, p.Concurrency)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VM\tPREDICTED\tPLAN")
+	for _, v := range p.VMs {
+		plan := v.State
+		switch v.State {
+		case "planned":
+			plan = "→ " + v.Dst
+		case "blocked":
+			plan = "blocked: " + v.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%.2fs\t%s\n", v.Name, v.PredictedSeconds, plan)
 	}
 	return tw.Flush()
 }

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller/placement"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
@@ -29,6 +32,7 @@ import (
 func (c *Controller) registerDrainRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/hosts/{h}/drain", c.handle(c.startDrain))
 	mux.Handle("GET /v1/hosts/{h}/drain", c.handle(c.showDrain))
+	mux.Handle("GET /v1/hosts/{h}/drain/plan", c.handle(c.planDrainDry))
 	mux.Handle("DELETE /v1/hosts/{h}/drain", c.handle(c.cancelDrain))
 	mux.Handle("POST /v1/hosts/{h}/activate", c.handle(c.activateHost))
 	mux.Handle("GET /v1/ha", c.handle(func(ctx context.Context, _ *http.Request) (int, any, error) {
@@ -146,6 +150,69 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 		"concurrency", req.Concurrency, "on_blocked", req.OnBlocked)
 	c.ops.poke()
 	return c.drainReply(ctx, http.StatusAccepted, h.Name)
+}
+
+// planDrainDry is the drain's dry run: the planner with every slot free,
+// so that each movable VM gets the destination it would get in order
+// (each placed VM's memory counted on its destination for the next).
+// It writes nothing.
+func (c *Controller) planDrainDry(ctx context.Context, r *http.Request) (int, any, error) {
+	h, err := c.getHost(ctx, r.PathValue("h"))
+	if err != nil {
+		return 0, nil, err
+	}
+	conc := DefaultSlotsOut
+	if q := r.URL.Query().Get("concurrency"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 16 {
+			return 0, nil, badRequest(fmt.Sprintf("concurrency %q: want 1-16", q))
+		}
+		conc = n
+	}
+	p, err := c.readPool(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	const unlimited = 1 << 20
+	dry := &drainRun{concurrency: unlimited, attempts: map[string][]drainAttempt{}, exhausted: map[string]string{}}
+	c.placeMu.Lock()
+	in := c.drainInputs(p, h.Name, dry, unlimited, unlimited)
+	c.placeMu.Unlock()
+	// A real drain takes the host out of placement first (draining).
+	in.hosts = slices.DeleteFunc(in.hosts, func(x placement.Host) bool { return x.Name == h.Name })
+	plan := planDrain(in)
+
+	out := poolapi.DrainPlan{Host: h.Name, HostState: string(hostStateOf(h)), Concurrency: conc}
+	predicted := map[string]time.Duration{}
+	for _, v := range in.vms {
+		predicted[v.name] = v.predicted
+	}
+	dst := map[string]string{}
+	for _, s := range plan.starts {
+		dst[s.vm] = s.dst
+	}
+	lanes := make([]time.Duration, conc) // list scheduling of the planned moves
+	for _, vm := range plan.order {
+		row := poolapi.DrainVM{Name: vm, Host: h.Name, PredictedSeconds: predicted[vm].Seconds()}
+		switch {
+		case plan.blocked[vm] != "":
+			row.State, row.Reason = "blocked", plan.blocked[vm]
+			out.Blocked++
+		case dst[vm] != "":
+			row.State, row.Dst = "planned", dst[vm]
+			i := slices.Index(lanes, slices.Min(lanes))
+			lanes[i] += predicted[vm]
+		case slices.Contains(plan.inFlight, vm):
+			row.State = "migrating"
+		case slices.Contains(plan.stopping, vm):
+			row.State = "stopping"
+		default:
+			row.State = "waiting"
+		}
+		out.VMs = append(out.VMs, row)
+	}
+	out.PredictedSeconds = slices.Max(lanes).Seconds()
+	return 200, out, nil
 }
 
 func (c *Controller) showDrain(ctx context.Context, r *http.Request) (int, any, error) {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -149,6 +150,46 @@ func TestDrain(t *testing.T) {
 	if _, err := cl.CreateVM(ctx, local); err != nil {
 		t.Fatal(err)
 	}
+	// The dry run: the order, destinations and the blocked VM, and
+	// nothing written.
+	dry, err := cl.PlanDrain(ctx, "a", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names, plans []string
+	for _, v := range dry.VMs {
+		names = append(names, v.Name)
+		plans = append(plans, v.State+":"+v.Dst)
+	}
+	// Shortest predicted first (local and v3 tie on memory: by name).
+	if strings.Join(names, ",") != "v2,local,v3,v1" || dry.Blocked != 1 || dry.Concurrency != 2 || dry.HostState != "active" {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if r := dry.VMs[1].Reason; dry.VMs[1].State != "blocked" || !strings.Contains(r, "b: storage local-a missing") || strings.Contains(r, "a:") {
+		t.Errorf("dry run: local %s %q, want blocked for storage on b and c only", dry.VMs[1].State, r)
+	}
+	sum := 0.0
+	for _, v := range []poolapi.DrainVM{dry.VMs[0], dry.VMs[2], dry.VMs[3]} {
+		if v.State != "planned" || (v.Dst != "b" && v.Dst != "c") {
+			t.Errorf("dry run: %s %s → %q, want planned to b or c", v.Name, v.State, v.Dst)
+		}
+		sum += v.PredictedSeconds
+	}
+	// Two at a time: v2 and v3 start, v1 follows v2, so the drain takes
+	// less than the sum and at least the longest (v1 after v2).
+	if want := dry.VMs[0].PredictedSeconds + dry.VMs[3].PredictedSeconds; dry.PredictedSeconds != want || want >= sum {
+		t.Errorf("predicted drain %.2fs with concurrency 2, want %.2fs (moves sum to %.2fs)", dry.PredictedSeconds, want, sum)
+	}
+	if h, err := st.GetHost(ctx, "a"); err != nil || hostStateOf(h) != store.HostActive && hostStateOf(h) != "" {
+		t.Fatalf("host a after the dry run: %+v %v", h.State, err)
+	}
+	if _, _, err := st.GetDrain(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the dry run wrote a drain record: %v", err)
+	}
+	if _, err := cl.PlanDrain(ctx, "a", 99); err == nil {
+		t.Error("dry run with concurrency 99 accepted")
+	}
+	t.Logf("dry run: %v, predicted %.2fs", plans, dry.PredictedSeconds)
 	f.run(t, ctx)
 
 	d, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{})

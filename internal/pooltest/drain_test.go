@@ -81,6 +81,21 @@ func TestDrainHost(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
+	// The dry run shows the same plan and leaves the host active.
+	var dry poolapi.DrainPlan
+	if err := l.cliJSON(&dry, "host", "drain", "a", "--dry-run"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("godwit host drain a --dry-run:\n%s", l.mustCLI("host", "drain", "a", "--dry-run"))
+	if len(dry.VMs) != n+1 || dry.Blocked != 1 || dry.HostState != "active" {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	for _, v := range dry.VMs {
+		if (v.Name == "pinned") != (v.State == "blocked") || (v.State == "planned") == (v.Dst == "") {
+			t.Errorf("dry run row %+v", v)
+		}
+	}
+
 	began := time.Now()
 	var d poolapi.Drain
 	if err := l.cliJSON(&d, "host", "drain", "a"); err != nil {

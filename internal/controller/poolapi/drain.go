@@ -7,6 +7,7 @@ package poolapi
 //
 //	POST   /v1/hosts/{h}/drain       DrainRequest -> Drain (202): host draining, plan written
 //	GET    /v1/hosts/{h}/drain       Drain (the plan, counts and each VM's progress)
+//	GET    /v1/hosts/{h}/drain/plan  DrainPlan: what a drain would do now (?concurrency=N); changes nothing
 //	DELETE /v1/hosts/{h}/drain       Drain: stop starting migrations, host back to active
 //	POST   /v1/hosts/{h}/activate    Host: back to active (cancels an unfinished drain)
 //	GET    /v1/ha                    HAStatus
@@ -15,6 +16,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -115,6 +117,32 @@ func (c *Client) DrainHost(ctx context.Context, h string, req DrainRequest) (Dra
 func (c *Client) HostDrain(ctx context.Context, h string) (Drain, error) {
 	var out Drain
 	return out, c.do(ctx, http.MethodGet, "/v1/hosts/"+url.PathEscape(h)+"/drain", nil, &out)
+}
+
+// DrainPlan is a drain's dry run: where each of the host's VMs would go
+// now, in the order the drain would move them, and which cannot move and
+// why. Nothing is reserved: the pool may change before a real drain.
+type DrainPlan struct {
+	Host        string `json:"host"`
+	HostState   string `json:"host_state"`
+	Concurrency int    `json:"concurrency"`
+	// VMs: State "planned" (Dst set), "blocked" (Reason set),
+	// "migrating" (already under way) or "stopping".
+	VMs []DrainVM `json:"vms"`
+	// PredictedSeconds is the model's drain time: the planned VMs'
+	// predicted migrations run in this order, Concurrency at a time.
+	PredictedSeconds float64 `json:"predicted_seconds"`
+	Blocked          int     `json:"blocked"`
+}
+
+// PlanDrain runs host h's drain as a dry run (concurrency 0: the default).
+func (c *Client) PlanDrain(ctx context.Context, h string, concurrency int) (DrainPlan, error) {
+	var out DrainPlan
+	path := "/v1/hosts/" + url.PathEscape(h) + "/drain/plan"
+	if concurrency > 0 {
+		path += "?concurrency=" + strconv.Itoa(concurrency)
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
 }
 
 // CancelDrain cancels host h's drain: no new migrations, host active.
