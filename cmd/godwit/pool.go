@@ -36,6 +36,8 @@ Usage:
   godwit vm show|start|stop|delete NAME
   godwit vm migrate NAME [--to HOST] [--bandwidth 100M] [--wait]
   godwit vm migrate NAME --cancel [--wait]
+  godwit vm console NAME [--tail BYTES] [--follow]   the guest's serial console, on any host
+  godwit vm console NAME --send TEXT                 type TEXT and a newline on it
   godwit cluster status
   godwit balance [--dry-run] [--moves N] [--apply N] [--level L]
 
@@ -262,10 +264,13 @@ func parseNIC(s string) (store.NICSpec, error) {
 // vmCmd runs `godwit vm ...`.
 func vmCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError(stderr, "vm: give a subcommand: create, list, show, start, stop, delete or migrate")
+		return usageError(stderr, "vm: give a subcommand: create, list, show, start, stop, delete, migrate or console")
 	}
 	sub, args := args[0], args[1:]
 	fs, f := newPoolFlags("vm "+sub, stderr)
+	if sub == "console" {
+		return vmConsoleCmd(fs, f, args, stdout, stderr)
+	}
 	var (
 		kernel, cmdline, mem, onHost, to string
 		cpus, haPriority                 int
@@ -299,7 +304,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cancelMig, "cancel", false, "cancel the VM's migration under way (the VM stays where it runs)")
 		pos, err = parsePool(fs, args, 1, "a VM name")
 	default:
-		return fmt.Errorf("vm: unknown subcommand %q (create, list, show, start, stop, delete, migrate)", sub)
+		return fmt.Errorf("vm: unknown subcommand %q (create, list, show, start, stop, delete, migrate, console)", sub)
 	}
 	if err != nil {
 		return err

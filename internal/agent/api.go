@@ -10,14 +10,18 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
 // IncomingRequest is the body of POST /v1/incoming: the source agent asks
@@ -94,6 +98,32 @@ func (a *Agent) handler() http.Handler {
 		}
 		w.WriteHeader(code)
 	})
+	mux.HandleFunc("GET /v1/vms/{vm}/console", func(w http.ResponseWriter, r *http.Request) {
+		off, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("offset %q: want a byte offset", r.URL.Query().Get("offset")))
+			return
+		}
+		chunk, code, err := a.readConsole(r.PathValue("vm"), off)
+		if err != nil {
+			writeError(w, code, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, chunk)
+	})
+	mux.HandleFunc("POST /v1/vms/{vm}/console", func(w http.ResponseWriter, r *http.Request) {
+		var in poolapi.ConsoleInput
+		if err := json.NewDecoder(io.LimitReader(r.Body, 80<<10)).Decode(&in); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
+			return
+		}
+		code, err := a.writeConsole(r.Context(), r.PathValue("vm"), in.Text)
+		if err != nil {
+			writeError(w, code, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	return a.authenticate(mux)
 }
@@ -143,6 +173,59 @@ func (a *Agent) localVMs() []LocalVM {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// readConsole reads vm's console log on this host from off (negative:
+// the last -off bytes), at most poolapi.MaxConsoleChunk bytes. The log
+// outlives the VMM, so a VM that stopped or left can still be read.
+func (a *Agent) readConsole(vm string, off int64) (poolapi.ConsoleChunk, int, error) {
+	out := poolapi.ConsoleChunk{VM: vm, Host: a.cfg.Host}
+	if err := store.ValidName("vm", vm); err != nil {
+		return out, http.StatusBadRequest, err
+	}
+	f, err := os.Open(filepath.Join(a.vmDir(vm), "console.log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return out, http.StatusNotFound, fmt.Errorf("vm %s has no console log on host %s", vm, a.cfg.Host)
+	}
+	if err != nil {
+		return out, http.StatusInternalServerError, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return out, http.StatusInternalServerError, err
+	}
+	out.Size = st.Size()
+	switch {
+	case off < 0:
+		off = max(0, out.Size+off)
+	case off > out.Size:
+		off = out.Size // asked past the end: nothing new yet
+	}
+	out.Offset = off
+	out.Data = make([]byte, min(out.Size-off, poolapi.MaxConsoleChunk))
+	n, err := f.ReadAt(out.Data, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return out, http.StatusInternalServerError, err
+	}
+	out.Data = out.Data[:n]
+	out.Next = off + int64(n)
+	return out, http.StatusOK, nil
+}
+
+// writeConsole types text on the serial port of vm's VMM here.
+func (a *Agent) writeConsole(ctx context.Context, vm, text string) (int, error) {
+	a.mu.Lock()
+	p := a.procs[vm]
+	running := p != nil && !p.gone && !p.meta.Incoming
+	a.mu.Unlock()
+	if !running {
+		return http.StatusConflict, fmt.Errorf("vm %s does not run on host %s", vm, a.cfg.Host)
+	}
+	if err := api.NewClient(p.sock).Console(ctx, []byte(text)); err != nil {
+		return http.StatusBadGateway, fmt.Errorf("vm %s: %w", vm, err)
+	}
+	return http.StatusNoContent, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

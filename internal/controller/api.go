@@ -122,6 +122,8 @@ func (c *Controller) routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/vms/{v}/migrate", c.handle(c.migrateVM))
 	mux.Handle("GET /v1/migrations/{v}", c.handle(c.showMigration))
 	mux.Handle("DELETE /v1/migrations/{v}", c.handle(c.cancelMigration))
+	mux.Handle("GET /v1/vms/{v}/console", c.handle(c.consoleRead))   // console.go
+	mux.Handle("POST /v1/vms/{v}/console", c.handle(c.consoleWrite)) // console.go
 	mux.Handle("GET /v1/cluster", c.handle(c.cluster))
 	mux.Handle("GET /metrics", c.metrics.handler())
 	c.registerDrainRoutes(mux)   // drain.go: host maintenance and HA restart

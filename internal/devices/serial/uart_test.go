@@ -1,40 +1,23 @@
 package serial
 
 import (
-	"bytes"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/godwit-vmm/godwit/internal/devices"
+	"github.com/godwit-vmm/godwit/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type counter struct{ n atomic.Int64 }
 
 func (c *counter) Trigger() error { c.n.Add(1); return nil }
 
-func newTestUART(t *testing.T) (*UART, *counter, *syncBuffer) {
+func newTestUART(t *testing.T) (*UART, *counter, *testenv.SyncBuffer) {
 	t.Helper()
 	irq := &counter{}
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	u := New(COM1Base, irq, out)
 	t.Cleanup(func() { u.Close() })
 	return u, irq, out
