@@ -176,14 +176,18 @@ func (a *Agent) reconcileVM(ctx context.Context, lease *store.HostLease, v *stor
 		}
 		a.mu.Lock()
 		_, driving := a.migrating[v.Name]
+		if driving && p.handedOver.IsZero() {
+			p.handedOver = time.Now()
+		}
+		waited := time.Since(p.handedOver)
 		a.mu.Unlock()
-		if driving {
+		if driving && waited < handOverGrace {
 			// The owner key moved because this VM's outgoing migration
 			// handed it over: the source VMM is paused and stops itself
 			// once it has the destination's COMMITTED (its resume gate
 			// refuses to run it now). Let it answer the migrate call
 			// with its report; the reconcile after the call kills
-			// whatever is left.
+			// whatever is left, and so does this one after the grace.
 			return
 		}
 		why := "the pool does not assign this VM to this host and lease"
@@ -194,6 +198,11 @@ func (a *Agent) reconcileVM(ctx context.Context, lease *store.HostLease, v *stor
 		a.forget(p, nil)
 	}
 }
+
+// handOverGrace is how long a source VMM whose VM was handed over may
+// take to answer its migrate call before the agent kills it anyway (it is
+// paused and cannot run: this only frees its memory).
+const handOverGrace = 30 * time.Second
 
 // incomingWanted reports whether the incoming VMM p still waits for a live
 // migration: the VM's record names p's migration, this host as

@@ -51,6 +51,9 @@ type vmmProc struct {
 	exitErr  error
 	stopping bool // the agent asked it to stop or killed it
 	gone     bool // exited (mirrors exited, readable under mu)
+	// handedOver: when the agent first saw the owner key leave this VMM
+	// while driving its outgoing migration (see reconcileVM).
+	handedOver time.Time
 }
 
 func (a *Agent) vmDir(vm string) string { return filepath.Join(a.cfg.StateDir, "vms", vm) }
