@@ -207,7 +207,13 @@ func printDrainPlan(w io.Writer, p poolapi.DrainPlan) error {
 		}
 		fmt.Fprintf(tw, "%s\t%.2fs\t%s\n", v.Name, v.PredictedSeconds, plan)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range p.HAAtRisk {
+		fmt.Fprintf(w, "HA at risk after this drain: %s\n", r)
+	}
+	return nil
 }
 
 // hostActivateCmd runs `godwit host activate HOST`.

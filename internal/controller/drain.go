@@ -212,6 +212,36 @@ func (c *Controller) planDrainDry(ctx context.Context, r *http.Request) (int, an
 		out.VMs = append(out.VMs, row)
 	}
 	out.PredictedSeconds = slices.Max(lanes).Seconds()
+
+	// HA admission: the pool after the drain, then each host's failure.
+	after := slices.Clone(in.hosts)
+	at := map[string]int{}
+	for i, x := range after {
+		at[x.Name] = i
+	}
+	where := map[string]string{} // VM -> host after the drain
+	for _, v := range in.vms {
+		where[v.name] = v.owner
+	}
+	for _, s := range plan.starts {
+		where[s.vm] = s.dst
+		for _, v := range in.vms {
+			if v.name == s.vm {
+				x := &after[at[s.dst]]
+				x.AllocMemBytes += in.policy.Need(v.spec)
+				x.AllocVCPUs += v.spec.VCPUs
+				x.VMs = append(slices.Clone(x.VMs), v.name)
+			}
+		}
+	}
+	ha := map[string][]haVM{}
+	for _, v := range p.vms {
+		if v.Spec == nil || !v.Spec.HA.Restart || v.Spec.Desired != store.DesiredRunning || where[v.Name] == "" {
+			continue
+		}
+		ha[where[v.Name]] = append(ha[where[v.Name]], haVM{spec: placementVM(v.Name, *v.Spec), priority: v.Spec.HA.Priority})
+	}
+	out.HAAtRisk = haAtRisk(in.policy, in.rules, after, ha)
 	return 200, out, nil
 }
 

@@ -232,3 +232,58 @@ func blockedReason(rej []placement.Rejection, tried []string) string {
 	}
 	return msg
 }
+
+// haVM is an HA VM as the failover check sees it.
+type haVM struct {
+	spec     placement.VM
+	priority int
+}
+
+// haAtRisk is HA admission for a drain: with hosts as the pool would be
+// after it (the drained host gone, its VMs on their planned destinations)
+// and ha the HA VMs by the host they would be on, it lists each host whose
+// HA VMs could not all be restarted on the other hosts if it failed
+// (highest priority first, then largest, each placed VM's memory counted
+// for the next).
+func haAtRisk(policy placement.Policy, rules []placement.Rule, hosts []placement.Host, ha map[string][]haVM) []string {
+	var out []string
+	for _, failed := range hosts {
+		vms := slices.Clone(ha[failed.Name])
+		if len(vms) == 0 {
+			continue
+		}
+		// As HA restarts them: priority first; then largest first, the
+		// first-fit-decreasing order that packs best.
+		sort.SliceStable(vms, func(i, j int) bool {
+			if vms[i].priority != vms[j].priority {
+				return vms[i].priority > vms[j].priority
+			}
+			return vms[i].spec.MemBytes > vms[j].spec.MemBytes
+		})
+		var others []placement.Host
+		idx := map[string]int{}
+		for _, h := range hosts {
+			if h.Name != failed.Name {
+				idx[h.Name] = len(others)
+				others = append(others, h)
+			}
+		}
+		var lost []string
+		for _, v := range vms {
+			res := policy.Rank(placement.Request{VM: v.spec, Hosts: others, Rules: rules})
+			if len(res.Candidates) == 0 {
+				lost = append(lost, v.spec.Name)
+				continue
+			}
+			h := &others[idx[res.Candidates[0].Host]]
+			h.AllocMemBytes += policy.Need(v.spec)
+			h.AllocVCPUs += v.spec.VCPUs
+			h.VMs = append(slices.Clone(h.VMs), v.spec.Name)
+		}
+		if len(lost) > 0 {
+			out = append(out, fmt.Sprintf("if host %s failed, %d of its %d HA VMs could not restart elsewhere (%s)",
+				failed.Name, len(lost), len(vms), strings.Join(lost, ", ")))
+		}
+	}
+	return out
+}

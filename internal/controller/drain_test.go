@@ -302,6 +302,52 @@ func TestDrainTimeoutCancels(t *testing.T) {
 	}
 }
 
+// TestDrainDryRunHAAdmission: three hosts, one HA VM each (1, 1.5 and
+// 1.5 GiB). Draining a leaves b or c holding two of them, so that the
+// failure of either could not be absorbed: the dry run says so, naming
+// the VMs. Without HA the same pool has nothing at risk.
+func TestDrainDryRunHAAdmission(t *testing.T) {
+	c := startController(t, "c1", nil)
+	waitLeader(t, c)
+	st, cl := c.Store(), client(c)
+	for _, h := range []string{"a", "b", "c"} {
+		register(t, st, hostInfo(h))
+	}
+	ctx := ctxT(t, 30*time.Second)
+	for _, v := range []struct {
+		name, host string
+		mem        uint64
+	}{{"va", "a", 1 << 30}, {"vb", "b", 1536 << 20}, {"vc", "c", 1536 << 20}} {
+		req := vmReq(v.name)
+		req.Host, req.Spec.MemBytes, req.Spec.HA = v.host, v.mem, store.HASpec{Restart: true}
+		if _, err := cl.CreateVM(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dry, err := cl.PlanDrain(ctx, "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("HA at risk after draining a: %q", dry.HAAtRisk)
+	if len(dry.HAAtRisk) != 2 || !strings.Contains(strings.Join(dry.HAAtRisk, "\n"), "va") {
+		t.Errorf("HA at risk %q, want both remaining hosts, va among the VMs", dry.HAAtRisk)
+	}
+	// The same pool without HA: nothing at risk.
+	for _, name := range []string{"va", "vb", "vc"} {
+		spec, rev, err := st.GetVMSpec(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.HA = store.HASpec{}
+		if _, err := st.PutVMSpec(ctx, name, spec, rev, store.Guard{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dry, err = cl.PlanDrain(ctx, "a", 0); err != nil || len(dry.HAAtRisk) != 0 {
+		t.Errorf("without HA: at risk %q (%v)", dry.HAAtRisk, err)
+	}
+}
+
 // TestCancelMigrationAPI: DELETE /v1/migrations/{v} sets the record's
 // Cancel while the migration runs, and is refused when none runs.
 func TestCancelMigrationAPI(t *testing.T) {

@@ -133,6 +133,10 @@ type DrainPlan struct {
 	// predicted migrations run in this order, Concurrency at a time.
 	PredictedSeconds float64 `json:"predicted_seconds"`
 	Blocked          int     `json:"blocked"`
+	// HAAtRisk: HA admission, as vSphere checks it before maintenance.
+	// With the pool as it would be after the drain, each host whose HA
+	// VMs could not all restart on the others if it failed.
+	HAAtRisk []string `json:"ha_at_risk,omitempty"`
 }
 
 // PlanDrain runs host h's drain as a dry run (concurrency 0: the default).
