@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
@@ -328,32 +330,9 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // and the destination VMM waits for another migration. `godwit migrate
 // --cancel` with none under way is a clear error.
 func TestMigrateInterruptCancels(t *testing.T) {
-	src := spawnVM(t, "cli-cancel")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dstSock := filepath.Join(t.TempDir(), "dst.sock")
-	dst := exec.Command(godwitBin, "run", "--name", "cli-cancel-dst", "--api-socket", dstSock, "--log-level", "warn",
-		"--incoming", "tcp:"+addr)
-	var dstErr bytes.Buffer
-	dst.Stderr = &dstErr
-	if err := dst.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dst.Process.Kill(); dst.Wait() })
-
-	mark := src.con.Mark()
-	if _, errOut, code := godwit(t, "console", "--api-socket", src.sock, "W 64 4 1000"); code != 0 {
-		t.Fatalf("console: %s", errOut)
-	}
+	src, addr, dst, dstErr := migrationPair(t, "cli-cancel")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := src.con.WaitPrefix(ctx, mark, "ACK W"); err != nil {
-		t.Fatal(err)
-	}
 	if _, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--cancel"); code == 0 || !strings.Contains(errOut, "no migration under way") {
 		t.Errorf("migrate --cancel with none under way: exit %d, %q", code, errOut)
 	}
@@ -366,7 +345,7 @@ func TestMigrateInterruptCancels(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond)
 	mig.Process.Signal(os.Interrupt)
-	err = mig.Wait()
+	err := mig.Wait()
 	t.Logf("godwit migrate, interrupted after 1.5 s: %v\n%s%s", err, out.String(), errOut.String())
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("interrupted migrate: %v, want exit status 1", err)
@@ -387,7 +366,7 @@ func TestMigrateInterruptCancels(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(st), &s) != nil || s.State != vm.StateRunning {
 		t.Fatalf("source after the cancel: %s %s", st, errOut2)
 	}
-	mark = src.con.Mark()
+	mark := src.con.Mark()
 	godwit(t, "console", "--api-socket", src.sock, "WPAUSE")
 	godwit(t, "console", "--api-socket", src.sock, "V")
 	line, err := src.con.WaitPrefix(ctx, mark, "VERIFY ")
@@ -401,5 +380,83 @@ func TestMigrateInterruptCancels(t *testing.T) {
 	}
 	if dst.ProcessState != nil {
 		t.Errorf("the destination VMM exited: %s", dstErr.String())
+	}
+}
+
+// migrationPair boots a source VM running a workload that stamps 64 MiB
+// and starts a destination VMM waiting on a free loopback port.
+func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *exec.Cmd, dstErr *testenv.SyncBuffer) {
+	t.Helper()
+	src = spawnVM(t, name)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	dst = exec.Command(godwitBin, "run", "--name", name+"-dst", "--api-socket", filepath.Join(t.TempDir(), "dst.sock"),
+		"--log-level", "warn", "--incoming", "tcp:"+addr)
+	dstErr = &testenv.SyncBuffer{}
+	dst.Stdout, dst.Stderr = io.Discard, dstErr
+	if err := dst.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Process.Kill(); dst.Wait() })
+	mark := src.con.Mark()
+	if _, errOut, code := godwit(t, "console", "--api-socket", src.sock, "W 64 4 1000"); code != 0 {
+		t.Fatalf("console: %s", errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := src.con.WaitPrefix(ctx, mark, "ACK W"); err != nil {
+		t.Fatal(err)
+	}
+	return src, addr, dst, dstErr
+}
+
+// TestMigrateSetLimits: a migration capped at 1 MiB/s would need a
+// minute for the guest's 64 MiB; `godwit migrate --set --bandwidth 0`
+// lifts the cap while it runs and it completes. Limits out of range, and
+// --set without a migration, are clear errors that change nothing.
+func TestMigrateSetLimits(t *testing.T) {
+	src, addr, _, _ := migrationPair(t, "cli-set")
+	if _, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--set", "--bandwidth", "0"); code == 0 || !strings.Contains(errOut, "no migration under way") {
+		t.Errorf("--set without a migration: exit %d, %q", code, errOut)
+	}
+	mig := exec.Command(godwitBin, "migrate", "--api-socket", src.sock, "--to", addr, "--bandwidth", "1M", "--json")
+	var out, errOut bytes.Buffer
+	mig.Stdout, mig.Stderr = &out, &errOut
+	if err := mig.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mig.Wait() }()
+	time.Sleep(time.Second)
+	if _, e, code := godwit(t, "migrate", "--api-socket", src.sock, "--set", "--downtime", "0s"); code == 0 || !strings.Contains(e, "DowntimeTarget") {
+		t.Errorf("--set --downtime 0s: exit %d, %q", code, e)
+	}
+	setOut, e, code := godwit(t, "migrate", "--api-socket", src.sock, "--set", "--bandwidth", "0", "--downtime", "80ms")
+	if code != 0 || !strings.Contains(setOut, "downtime target 80 ms") || !strings.Contains(setOut, "bandwidth unlimited") {
+		t.Fatalf("--set: exit %d, %q %q", code, setOut, e)
+	}
+	lifted := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate after the cap was lifted: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the migration did not finish within 30 s of lifting its 1 MiB/s cap")
+	}
+	var rep struct {
+		Report migration.Report `json:"report"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Report.Result != "completed" {
+		t.Fatalf("report: %v %s", err, out.String())
+	}
+	t.Logf("%s; completed %v after the cap was lifted: %d rounds, %.1f MiB, total %.0f ms",
+		strings.TrimSpace(setOut), time.Since(lifted).Round(time.Millisecond), len(rep.Report.Rounds), float64(rep.Report.Bytes)/(1<<20), rep.Report.TotalMs)
+	if err := src.wait(t); err != nil {
+		t.Logf("source VMM exit: %v", err)
 	}
 }

@@ -33,9 +33,11 @@ Usage:
   godwit stop    NAME|--api-socket PATH          stop a VM (its VMM process exits)
   godwit console NAME|--api-socket PATH TEXT     type TEXT (plus a newline) on the guest console
   godwit migrate NAME|--api-socket PATH --to HOST:PORT [--verify] [--streams N] [--downtime D] [--bandwidth B] [--json]
-  godwit migrate NAME|--api-socket PATH --cancel       (Ctrl-C during a migrate cancels it too)
                                                  live-migrate the VM to a VMM started with
                                                  godwit run --incoming tcp:HOST:PORT
+  godwit migrate NAME|--api-socket PATH --set [--downtime D] [--max-downtime D] [--bandwidth B]
+                                                 change the limits of the migration under way
+  godwit migrate NAME|--api-socket PATH --cancel  cancel it (Ctrl-C on the migrate does too)
 
 NAME finds the socket at /run/godwit/NAME.sock.
 

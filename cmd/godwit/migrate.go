@@ -38,6 +38,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	noThrottle := fs.Bool("no-auto-converge", false, "never throttle the vCPUs")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cancelMig := fs.Bool("cancel", false, "cancel the VM's outgoing migration under way (the VM keeps running here)")
+	set := fs.Bool("set", false, "change the --downtime, --max-downtime and --bandwidth of the migration under way")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -47,6 +48,34 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 			return errors.New("migrate: name the VM or pass --api-socket")
 		}
 		*sock = api.SocketPath(pos[0])
+	}
+	if *set {
+		var l api.MigrationLimits
+		if flagSet(fs, "downtime") {
+			v := ms(*downtime)
+			l.DowntimeMs = &v
+		}
+		if flagSet(fs, "max-downtime") {
+			v := ms(*maxDown)
+			l.MaxDowntimeMs = &v
+		}
+		if flagSet(fs, "bandwidth") {
+			bw, err := parseBytes(*bandwidth)
+			if err != nil {
+				return fmt.Errorf("migrate --set: --bandwidth: %w", err)
+			}
+			l.Bandwidth = &bw
+		}
+		if *to != "" || *cancelMig || (l.DowntimeMs == nil && l.MaxDowntimeMs == nil && l.Bandwidth == nil) {
+			return errors.New("migrate --set: give one or more of --downtime, --max-downtime, --bandwidth (and no --to)")
+		}
+		now, err := api.NewClient(*sock).SetMigrationLimits(context.Background(), l)
+		if err != nil {
+			return fmt.Errorf("migrate --set: %w", err)
+		}
+		fmt.Fprintf(stdout, "migration limits now: downtime target %.0f ms, max downtime %.0f ms, bandwidth %s\n",
+			*now.DowntimeMs, *now.MaxDowntimeMs, bandwidthText(*now.Bandwidth))
+		return nil
 	}
 	if *cancelMig {
 		if *to != "" {
@@ -193,4 +222,12 @@ func parseBytes(s string) (uint64, error) {
 		return 0, fmt.Errorf("%q is not a byte count: use e.g. 500M or 1G", s)
 	}
 	return n * mult, nil
+}
+
+// bandwidthText prints a bandwidth cap.
+func bandwidthText(b uint64) string {
+	if b == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%.1f MiB/s", float64(b)/(1<<20))
 }

@@ -380,6 +380,30 @@ func (c *vmm) MigrationProgress() (migration.Progress, bool) {
 	return c.mig.Progress(), true
 }
 
+func (c *vmm) SetMigrationLimits(l api.MigrationLimits) (api.MigrationLimits, error) {
+	c.mu.Lock()
+	s := c.mig
+	c.mu.Unlock()
+	if s == nil {
+		return l, api.ErrNoMigration
+	}
+	cur := s.Limits()
+	if l.DowntimeMs != nil {
+		cur.DowntimeTarget = time.Duration(*l.DowntimeMs * float64(time.Millisecond))
+	}
+	if l.MaxDowntimeMs != nil {
+		cur.MaxDowntime = time.Duration(*l.MaxDowntimeMs * float64(time.Millisecond))
+	}
+	if l.Bandwidth != nil {
+		cur.BandwidthLimit = *l.Bandwidth
+	}
+	if err := s.SetLimits(cur); err != nil {
+		return l, err
+	}
+	down, maxDown := ms(cur.DowntimeTarget), ms(cur.MaxDowntime)
+	return api.MigrationLimits{DowntimeMs: &down, MaxDowntimeMs: &maxDown, Bandwidth: &cur.BandwidthLimit}, nil
+}
+
 func (c *vmm) CancelMigration() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -12,6 +12,7 @@
 //	PUT  /v1/vm/console  body: raw bytes typed on the guest's serial console
 //	PUT  /v1/vm/migrate  body: MigrateRequest; answers with the report when done
 //	GET  /v1/vm/migration  progress of the migration under way
+//	PATCH /v1/vm/migration  body: MigrationLimits; change its downtime and bandwidth limits
 //	DELETE /v1/vm/migration  cancel it (the source keeps running)
 //
 // Who may import: cmd/godwit and higher layers. It imports vm for its types.

@@ -93,6 +93,17 @@ func (c *Client) CancelMigration(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "/v1/vm/migration", nil, nil)
 }
 
+// SetMigrationLimits changes the limits of the migration under way and
+// returns those in force.
+func (c *Client) SetMigrationLimits(ctx context.Context, l MigrationLimits) (MigrationLimits, error) {
+	var out MigrationLimits
+	b, err := json.Marshal(l)
+	if err != nil {
+		return out, err
+	}
+	return out, c.do(ctx, http.MethodPatch, "/v1/vm/migration", b, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	return c.doTimeout(ctx, method, path, body, out, 30*time.Second)
 }

@@ -29,7 +29,24 @@ type Controller interface {
 	MigrationProgress() (migration.Progress, bool)
 	// CancelMigration cancels the migration under way, if any.
 	CancelMigration() bool
+	// SetMigrationLimits changes the limits of the migration under way
+	// (fields left nil keep their value) and returns those in force;
+	// errNoMigration-like errors when none runs.
+	SetMigrationLimits(l MigrationLimits) (MigrationLimits, error)
 }
+
+// MigrationLimits is the body of PATCH /v1/vm/migration and its answer:
+// the running migration's downtime target, longest downtime accepted and
+// bandwidth cap in bytes/s (0: none). Nil fields are left as they are.
+type MigrationLimits struct {
+	DowntimeMs    *float64 `json:"downtime_ms,omitempty"`
+	MaxDowntimeMs *float64 `json:"max_downtime_ms,omitempty"`
+	Bandwidth     *uint64  `json:"bandwidth,omitempty"`
+}
+
+// ErrNoMigration is what SetMigrationLimits returns when no migration
+// runs.
+var ErrNoMigration = errors.New("no migration under way")
 
 // MigrateRequest is the body of PUT /v1/vm/migrate.
 type MigrateRequest struct {
@@ -136,6 +153,22 @@ func Serve(path string, ctl Controller, log *slog.Logger) (*Server, error) {
 			return
 		}
 		reply(w, http.StatusOK, p)
+	})
+	mux.HandleFunc("PATCH /v1/vm/migration", func(w http.ResponseWriter, r *http.Request) {
+		var l MigrationLimits
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<12)).Decode(&l); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("bad migration limits: %w", err))
+			return
+		}
+		now, err := ctl.SetMigrationLimits(l)
+		switch {
+		case errors.Is(err, ErrNoMigration):
+			replyErr(w, http.StatusNotFound, err)
+		case err != nil:
+			replyErr(w, http.StatusBadRequest, err)
+		default:
+			reply(w, http.StatusOK, now)
+		}
 	})
 	mux.HandleFunc("DELETE /v1/vm/migration", func(w http.ResponseWriter, r *http.Request) {
 		if !ctl.CancelMigration() {

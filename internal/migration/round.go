@@ -219,12 +219,14 @@ func (st *stream) close() {
 // rateLimiter paces the data streams to a bandwidth limit (bytes/s): each
 // write reserves its bytes on a shared timeline and sleeps until its slot.
 type rateLimiter struct {
-	rate float64 // bytes per second
 	off  atomic.Bool
 	once sync.Once
 	wake chan struct{} // closed by disable: sleepers go at once
-	mu   sync.Mutex
-	next time.Time
+
+	mu      sync.Mutex
+	rate    float64 // bytes per second, 0: none
+	next    time.Time
+	changed chan struct{} // closed and replaced by setRate: sleepers recompute
 }
 
 // disable lifts the limit: the switchover sends its last pages as fast as
@@ -237,31 +239,52 @@ func (l *rateLimiter) disable() {
 	}
 }
 
+// newRateLimiter returns a limiter at bytesPerSec; 0: no limit (yet: see
+// setRate).
 func newRateLimiter(bytesPerSec uint64) *rateLimiter {
-	if bytesPerSec == 0 {
-		return nil
-	}
-	return &rateLimiter{rate: float64(bytesPerSec), wake: make(chan struct{})}
+	return &rateLimiter{rate: float64(bytesPerSec), wake: make(chan struct{}), changed: make(chan struct{})}
 }
 
-func (l *rateLimiter) wait(n uint64) {
-	if l == nil || l.off.Load() {
-		return
-	}
+// setRate changes the limit (0: none). Writes waiting for their slot
+// take their place again on the new timeline.
+func (l *rateLimiter) setRate(bytesPerSec uint64) {
 	l.mu.Lock()
-	now := time.Now()
-	start := l.next
-	if start.Before(now) {
-		start = now
-	}
-	l.next = start.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.rate = float64(bytesPerSec)
+	l.next = time.Time{}
+	close(l.changed)
+	l.changed = make(chan struct{})
 	l.mu.Unlock()
-	if d := time.Until(start); d > 0 {
+}
+
+// wait blocks until n more bytes may go.
+func (l *rateLimiter) wait(n uint64) {
+	for l != nil && !l.off.Load() {
+		l.mu.Lock()
+		if l.rate == 0 {
+			l.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		start := l.next
+		if start.Before(now) {
+			start = now
+		}
+		l.next = start.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+		changed := l.changed
+		l.mu.Unlock()
+		d := time.Until(start)
+		if d <= 0 {
+			return
+		}
 		t := time.NewTimer(d)
-		defer t.Stop()
 		select {
 		case <-t.C:
+			return
 		case <-l.wake:
+			t.Stop()
+			return
+		case <-changed:
+			t.Stop() // the rate changed: reserve again
 		}
 	}
 }

@@ -39,8 +39,12 @@ type Source struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex // guards progress
+	mu       sync.Mutex // guards progress and limits
 	progress Progress
+	// limits: changed by SetLimits, applied to the policy before each
+	// decision (nil: no change pending).
+	limits *policy.Limits
+	limit  *rateLimiter // paces the data streams
 
 	ctrl    *wire.Conn
 	streams []*stream
@@ -63,11 +67,41 @@ func NewSource(v *vm.VM, addr string, opts Options, log *slog.Logger) (*Source, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	id := newSessionID()
-	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id}
+	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id, limit: newRateLimiter(opts.Policy.BandwidthLimit)}
 	s.report = Report{ID: fmt.Sprintf("%x", id[:4]), Destination: addr, Streams: opts.Streams}
 	s.log = log.With("migration", s.report.ID, "to", addr)
 	s.progress.Phase = "connecting"
 	return s, nil
+}
+
+// SetLimits changes the downtime target, the longest downtime accepted
+// and the bandwidth cap (0: none) of the running migration, as QEMU's
+// migrate-set-parameters does. The cap applies from the next write, the
+// downtime limits from the next round's decision; a switchover under way
+// is not affected. Values out of range change nothing.
+func (s *Source) SetLimits(l policy.Limits) error {
+	c := s.opts.Policy
+	c.DowntimeTarget, c.MaxDowntime, c.BandwidthLimit = l.DowntimeTarget, l.MaxDowntime, l.BandwidthLimit
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("migration: %w", err)
+	}
+	s.mu.Lock()
+	s.limits = &l
+	s.mu.Unlock()
+	s.limit.setRate(l.BandwidthLimit)
+	s.log.Info("migration limits changed", "downtime_target", l.DowntimeTarget, "max_downtime", l.MaxDowntime, "bandwidth", l.BandwidthLimit)
+	return nil
+}
+
+// Limits returns the limits in force (or pending for the next round).
+func (s *Source) Limits() policy.Limits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limits != nil {
+		return *s.limits
+	}
+	p := s.opts.Policy
+	return policy.Limits{DowntimeTarget: p.DowntimeTarget, MaxDowntime: p.MaxDowntime, BandwidthLimit: p.BandwidthLimit}
 }
 
 // Progress returns a snapshot of the migration's progress.
@@ -217,6 +251,11 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 		rd.MBps = float64(rd.Bytes) / (1 << 20) / max(dur.Seconds(), 1e-6)
 		rd.Throttle = v.Throttle()
 		s.report.Rounds = append(s.report.Rounds, rd)
+		s.mu.Lock()
+		if s.limits != nil {
+			pol.SetLimits(*s.limits) // validated by SetLimits
+		}
+		s.mu.Unlock()
 		d := pol.Decide(time.Now(), policy.IterationResult{
 			Iteration: iter, PagesSent: rd.DataPages, ZeroPages: rd.ZeroPages, BytesSent: rd.Bytes,
 			Duration: dur, DirtyPagesAfter: uint64(dirty), DirtyRatePagesPerSec: rd.DirtyRate,
@@ -464,11 +503,9 @@ func (s *Source) dial(ctx context.Context) (*wire.Conn, error) {
 }
 
 func (s *Source) openStreams(ctx context.Context, id wire.SessionID) error {
-	limit := newRateLimiter(s.opts.Policy.BandwidthLimit)
-	if limit != nil {
-		// A cancel must not wait for the streams' paced writes.
-		context.AfterFunc(ctx, limit.disable)
-	}
+	limit := s.limit
+	// A cancel must not wait for the streams' paced writes.
+	context.AfterFunc(ctx, limit.disable)
 	for i := range s.opts.Streams {
 		c, err := s.dial(ctx)
 		if err != nil {

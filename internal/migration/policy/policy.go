@@ -270,6 +270,32 @@ func New(cfg Config, start time.Time) (*Policy, error) {
 	return &Policy{cfg: cfg, start: start, stateBytes: DefaultStateSize, fixedCost: DefaultFixedCost}, nil
 }
 
+// Limits are the settings an operator may change while a migration runs,
+// as QEMU's migrate-set-parameters allows: the downtime target, the
+// longest downtime accepted and the bandwidth cap (0: none).
+type Limits struct {
+	DowntimeTarget time.Duration
+	MaxDowntime    time.Duration
+	BandwidthLimit uint64
+}
+
+// Limits returns the current limits.
+func (p *Policy) Limits() Limits {
+	return Limits{p.cfg.DowntimeTarget, p.cfg.MaxDowntime, p.cfg.BandwidthLimit}
+}
+
+// SetLimits changes the limits from the next decision on; out of range
+// (as Config.Validate judges them), nothing changes.
+func (p *Policy) SetLimits(l Limits) error {
+	c := p.cfg
+	c.DowntimeTarget, c.MaxDowntime, c.BandwidthLimit = l.DowntimeTarget, l.MaxDowntime, l.BandwidthLimit
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	p.cfg = c
+	return nil
+}
+
 // SetStateSize records the size in bytes of the state the switchover sends
 // (vCPUs, VM, devices), as measured or estimated by the engine.
 func (p *Policy) SetStateSize(n uint64) { p.stateBytes = n }

@@ -328,6 +328,47 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestSetLimits: a guest that does not converge under a 10 ms target
+// switches over once the target is raised mid-migration; a bandwidth cap
+// set later bounds the estimate; bad limits change nothing.
+func TestSetLimits(t *testing.T) {
+	cfg := Defaults()
+	cfg.DowntimeTarget, cfg.MaxDowntime, cfg.AutoConverge = 10*time.Millisecond, 40*time.Millisecond, false
+	p, err := New(cfg, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1 GiB/s link, 64 MiB left dirty at a rate of half the link: about
+	// 70 ms of downtime.
+	round := IterationResult{BytesSent: GiB, Duration: time.Second, DirtyPagesAfter: 64 * MiB / PageSize, DirtyRatePagesPerSec: GiB / 2 / PageSize}
+	if d := p.Decide(time.Time{}, round); d.Action != Continue {
+		t.Fatalf("first round under a 10 ms target: %v, want continue", d.Action)
+	}
+	if err := p.SetLimits(Limits{DowntimeTarget: 0, MaxDowntime: time.Second}); err == nil {
+		t.Error("a zero downtime target accepted")
+	}
+	if err := p.SetLimits(Limits{DowntimeTarget: 200 * time.Millisecond, MaxDowntime: 100 * time.Millisecond}); err == nil {
+		t.Error("a max downtime below the target accepted")
+	}
+	if l := p.Limits(); l.DowntimeTarget != 10*time.Millisecond {
+		t.Fatalf("a refused change changed the limits: %+v", l)
+	}
+	if err := p.SetLimits(Limits{DowntimeTarget: 200 * time.Millisecond, MaxDowntime: 400 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Decide(time.Time{}, round); d.Action != SwitchOver {
+		t.Errorf("with a 200 ms target: %v (%s), want switch over", d.Action, d.Reason)
+	}
+	q, _ := New(Defaults(), time.Time{})
+	q.Decide(time.Time{}, round)
+	if err := q.SetLimits(Limits{DowntimeTarget: 50 * time.Millisecond, MaxDowntime: 200 * time.Millisecond, BandwidthLimit: 100 * MiB}); err != nil {
+		t.Fatal(err)
+	}
+	if e := q.Estimate(); e.Bandwidth != 100*MiB {
+		t.Errorf("bandwidth estimate %v after a 100 MiB/s cap, want the cap", e.Bandwidth)
+	}
+}
+
 func TestFormat(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
 		{fmtBytes(512 * MiB), "512 MiB"},
