@@ -34,7 +34,8 @@ Usage:
         [--ha] [--ha-priority N] [--stopped]
   godwit vm list
   godwit vm show|start|stop|delete NAME
-  godwit vm migrate NAME [--to HOST] [--bandwidth 100M] [--wait]
+  godwit vm migrate NAME [--to HOST] [--bandwidth 100M] [--downtime 50ms] [--wait]
+  godwit vm migrate NAME --set [--bandwidth B] [--downtime D]   change the limits under way
   godwit vm migrate NAME --cancel [--wait]
   godwit vm console NAME [--tail BYTES] [--follow]   the guest's serial console, on any host
   godwit vm console NAME --send TEXT                 type TEXT and a newline on it
@@ -276,6 +277,8 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		cpus, haPriority                 int
 		disks, nics                      listFlag
 		ha, stopped, wait, cancelMig     bool
+		setMig                           bool
+		downtime                         time.Duration
 		bandwidth                        string
 		pos                              []string
 		err                              error
@@ -302,6 +305,8 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&wait, "wait", false, "wait until the migration ends, showing its progress")
 		fs.StringVar(&bandwidth, "bandwidth", "0", "bandwidth cap in bytes/s, with K/M/G suffix (0: none)")
 		fs.BoolVar(&cancelMig, "cancel", false, "cancel the VM's migration under way (the VM stays where it runs)")
+		fs.DurationVar(&downtime, "downtime", 0, "downtime target (default: the VMM's, 50ms)")
+		fs.BoolVar(&setMig, "set", false, "change the --bandwidth and --downtime of the migration under way")
 		pos, err = parsePool(fs, args, 1, "a VM name")
 	default:
 		return fmt.Errorf("vm: unknown subcommand %q (create, list, show, start, stop, delete, migrate, console)", sub)
@@ -402,9 +407,39 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "migrate":
 		var m store.Migration
+		bw, err := parseBytes(bandwidth)
+		if err != nil {
+			return fmt.Errorf("vm migrate: --bandwidth: %w", err)
+		}
+		if flagSet(fs, "downtime") && (downtime < time.Millisecond || downtime > time.Minute) {
+			return fmt.Errorf("vm migrate: --downtime %v: want 1ms to 1m", downtime)
+		}
+		downMs := float64(downtime) / float64(time.Millisecond)
+		if setMig {
+			var l poolapi.MigrationLimits
+			if flagSet(fs, "bandwidth") {
+				l.Bandwidth = &bw
+			}
+			if flagSet(fs, "downtime") {
+				l.DowntimeMs = &downMs
+			}
+			if to != "" || cancelMig || wait || (l.Bandwidth == nil && l.DowntimeMs == nil) {
+				return errors.New("vm migrate --set: give --bandwidth and/or --downtime (and nothing else)")
+			}
+			m, err := c.SetMigrationLimits(ctx, pos[0], l)
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return printJSON(stdout, m)
+			}
+			fmt.Fprintf(stdout, "migration %s of vm %s: bandwidth %s, downtime target %s; its source takes them within a second\n",
+				m.ID, m.VM, bandwidthText(m.Bandwidth), downtimeText(m.DowntimeMs))
+			return nil
+		}
 		if cancelMig {
-			if to != "" || flagSet(fs, "bandwidth") {
-				return errors.New("vm migrate --cancel: takes no --to or --bandwidth")
+			if to != "" || flagSet(fs, "bandwidth") || flagSet(fs, "downtime") {
+				return errors.New("vm migrate --cancel: takes no --to, --bandwidth or --downtime")
 			}
 			if m, err = c.CancelMigration(ctx, pos[0]); err != nil {
 				return err
@@ -416,14 +451,8 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stdout, "migration %s of vm %s (%s → %s): cancel asked for; --wait shows the end\n", m.ID, m.VM, m.Src, m.Dst)
 				return nil
 			}
-		} else {
-			bw, err := parseBytes(bandwidth)
-			if err != nil {
-				return fmt.Errorf("vm migrate: --bandwidth: %w", err)
-			}
-			if m, err = c.MigrateVM(ctx, pos[0], poolapi.MigrateRequest{To: to, Bandwidth: bw}); err != nil {
-				return err
-			}
+		} else if m, err = c.MigrateVM(ctx, pos[0], poolapi.MigrateRequest{To: to, Bandwidth: bw, DowntimeMs: downMs}); err != nil {
+			return err
 		}
 		if !wait {
 			if f.asJSON {
@@ -651,4 +680,12 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// downtimeText prints a downtime target in ms (0: the VMM's default).
+func downtimeText(ms float64) string {
+	if ms == 0 {
+		return "default"
+	}
+	return fmt.Sprintf("%g ms", ms)
 }

@@ -390,6 +390,9 @@ func (c *vmm) SetMigrationLimits(l api.MigrationLimits) (api.MigrationLimits, er
 	cur := s.Limits()
 	if l.DowntimeMs != nil {
 		cur.DowntimeTarget = time.Duration(*l.DowntimeMs * float64(time.Millisecond))
+		// As at the start: the longest downtime accepted follows at 4×
+		// the target unless it is given too.
+		cur.MaxDowntime = max(cur.MaxDowntime, 4*cur.DowntimeTarget)
 	}
 	if l.MaxDowntimeMs != nil {
 		cur.MaxDowntime = time.Duration(*l.MaxDowntimeMs * float64(time.Millisecond))

@@ -69,14 +69,31 @@ func (a *Agent) maybeMigrate(ctx context.Context, lease *store.HostLease, v *sto
 
 // watchMigration writes the source VMM's progress into the migration
 // record rec (at revision rev) once a second until done closes, and
-// passes on a cancel the record asks for (see store.Migration.Cancel) to
-// the VMM. It returns the cancel's reason, if it passed one on.
+// passes on to the VMM what the record asks for meanwhile: new limits
+// (Bandwidth, DowntimeMs) and a cancel. It returns the cancel's reason, if
+// it passed one on.
 func (a *Agent) watchMigration(ctx context.Context, rec store.Migration, rev int64, p *vmmProc, done <-chan struct{}, log *slog.Logger) string {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	c := api.NewClient(p.sock)
 	cancelled := ""
+	// The limits the VMM was given (at the start, see runMigration).
+	bandwidth, downtime := rec.Bandwidth, rec.DowntimeMs
 	for {
+		if cancelled == "" && (rec.Bandwidth != bandwidth || rec.DowntimeMs != downtime) {
+			l := api.MigrationLimits{Bandwidth: &rec.Bandwidth}
+			if rec.DowntimeMs > 0 {
+				l.DowntimeMs = &rec.DowntimeMs
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := c.SetMigrationLimits(cctx, l); err != nil {
+				log.Warn("the source VMM did not take the new limits yet", "err", err)
+			} else {
+				bandwidth, downtime = rec.Bandwidth, rec.DowntimeMs
+				log.Info("migration limits passed to the source VMM", "bandwidth", bandwidth, "downtime_ms", downtime)
+			}
+			cancel()
+		}
 		if rec.Cancel != "" && cancelled == "" {
 			// Until the VMM has taken it (its migration may not have
 			// begun yet): tried again each second.
@@ -229,7 +246,7 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	// the owner revision and the migration ID passed here.
 	reply, err := api.NewClient(p.sock).Migrate(ctx, api.MigrateRequest{
 		To: inc.Addr, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Verify: a.cfg.VerifyMigrations,
-		Bandwidth: rec.Bandwidth,
+		Bandwidth: rec.Bandwidth, DowntimeMs: rec.DowntimeMs,
 	})
 	close(done)
 	<-progressDone

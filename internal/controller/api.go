@@ -122,6 +122,7 @@ func (c *Controller) routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/vms/{v}/migrate", c.handle(c.migrateVM))
 	mux.Handle("GET /v1/migrations/{v}", c.handle(c.showMigration))
 	mux.Handle("DELETE /v1/migrations/{v}", c.handle(c.cancelMigration))
+	mux.Handle("PATCH /v1/migrations/{v}", c.handle(c.setMigrationLimits))
 	mux.Handle("GET /v1/vms/{v}/console", c.handle(c.consoleRead))   // console.go
 	mux.Handle("POST /v1/vms/{v}/console", c.handle(c.consoleWrite)) // console.go
 	mux.Handle("GET /v1/cluster", c.handle(c.cluster))
@@ -481,7 +482,8 @@ func (c *Controller) migrateVM(ctx context.Context, r *http.Request) (int, any, 
 	}
 	now := time.Now().UTC()
 	m := store.Migration{ID: migID, VM: v.Name, Src: v.Owner.Host, Dst: d.host, Reason: reason,
-		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Bandwidth: req.Bandwidth, Started: now, Updated: now}
+		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Bandwidth: req.Bandwidth, DowntimeMs: req.DowntimeMs,
+		Started: now, Updated: now}
 	var recRev int64
 	if v.Migration != nil {
 		if _, recRev, err = c.st.GetMigration(ctx, v.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -521,6 +523,56 @@ func (c *Controller) cancelMigration(ctx context.Context, r *http.Request) (int,
 		return 0, nil, badRequest(err.Error())
 	}
 	return c.requestCancel(ctx, name, "", "cancelled by the user")
+}
+
+// setMigrationLimits changes the bandwidth cap or downtime target of the
+// VM's migration under way, in its record; the source agent passes them
+// to its VMM.
+func (c *Controller) setMigrationLimits(ctx context.Context, r *http.Request) (int, any, error) {
+	name := r.PathValue("v")
+	if err := store.ValidName("vm", name); err != nil {
+		return 0, nil, badRequest(err.Error())
+	}
+	var l poolapi.MigrationLimits
+	if err := decodeBody(r, &l); err != nil {
+		return 0, nil, err
+	}
+	switch {
+	case l.Bandwidth == nil && l.DowntimeMs == nil:
+		return 0, nil, badRequest("migration limits: give bandwidth or downtime_ms")
+	case l.DowntimeMs != nil && (*l.DowntimeMs < 1 || *l.DowntimeMs > 60000):
+		return 0, nil, badRequest(fmt.Sprintf("downtime_ms %g: want 1 to 60000", *l.DowntimeMs))
+	}
+	g, err := c.leaderGuard(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	for range 5 {
+		m, rev, err := c.st.GetMigration(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return 0, nil, notFound(fmt.Sprintf("vm %s has no migration record (unknown vm, or never migrated)", name))
+		case err != nil:
+			return 0, nil, unavailable(err)
+		case m.Phase.Terminal():
+			return 0, nil, conflict(fmt.Sprintf("vm %s has no migration under way (migration %s ended %s)", name, m.ID, m.Phase), nil)
+		}
+		if l.Bandwidth != nil {
+			m.Bandwidth = *l.Bandwidth
+		}
+		if l.DowntimeMs != nil {
+			m.DowntimeMs = *l.DowntimeMs
+		}
+		m.Updated = time.Now().UTC()
+		if _, err := c.st.PutMigration(ctx, m, rev, g); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return 0, nil, c.writeFailed(ctx, "change the limits of vm "+name+"'s migration", err)
+		}
+		c.log.Info("migration limits changed", "vm", name, "migration", m.ID, "bandwidth", m.Bandwidth, "downtime_ms", m.DowntimeMs)
+		return http.StatusOK, m, nil
+	}
+	return 0, nil, unavailable(fmt.Errorf("the migration record of vm %s keeps changing; try again", name))
 }
 
 // requestCancel sets the Cancel of vm's migration (of ID id, any when

@@ -348,8 +348,9 @@ func TestDrainDryRunHAAdmission(t *testing.T) {
 	}
 }
 
-// TestCancelMigrationAPI: DELETE /v1/migrations/{v} sets the record's
-// Cancel while the migration runs, and is refused when none runs.
+// TestCancelMigrationAPI: PATCH /v1/migrations/{v} changes the record's
+// limits and DELETE sets its Cancel while the migration runs; both are
+// refused when none runs.
 func TestCancelMigrationAPI(t *testing.T) {
 	c := startController(t, "c1", nil)
 	waitLeader(t, c)
@@ -373,6 +374,18 @@ func TestCancelMigrationAPI(t *testing.T) {
 	if m.Bandwidth != 50<<20 {
 		t.Errorf("record bandwidth %d, want %d", m.Bandwidth, 50<<20)
 	}
+	// New limits while it runs; bad ones refused.
+	zero, down := uint64(0), 120.0
+	if _, err := cl.SetMigrationLimits(ctx, "v1", poolapi.MigrationLimits{}); err == nil {
+		t.Error("empty limits accepted")
+	}
+	bad := 0.0
+	if _, err := cl.SetMigrationLimits(ctx, "v1", poolapi.MigrationLimits{DowntimeMs: &bad}); err == nil {
+		t.Error("a zero downtime accepted")
+	}
+	if l, err := cl.SetMigrationLimits(ctx, "v1", poolapi.MigrationLimits{Bandwidth: &zero, DowntimeMs: &down}); err != nil || l.Bandwidth != 0 || l.DowntimeMs != 120 {
+		t.Fatalf("set limits: %+v %v", l, err)
+	}
 	got, err := cl.CancelMigration(ctx, "v1")
 	if err != nil || got.ID != m.ID || got.Cancel != "cancelled by the user" {
 		t.Fatalf("cancel: %+v %v", got, err)
@@ -394,6 +407,9 @@ func TestCancelMigrationAPI(t *testing.T) {
 	}
 	if _, err := cl.CancelMigration(ctx, "v1"); err == nil || !strings.Contains(err.Error(), "no migration under way") {
 		t.Fatalf("cancel of an ended migration: %v", err)
+	}
+	if _, err := cl.SetMigrationLimits(ctx, "v1", poolapi.MigrationLimits{Bandwidth: &zero}); err == nil || !strings.Contains(err.Error(), "no migration under way") {
+		t.Fatalf("limits of an ended migration: %v", err)
 	}
 }
 

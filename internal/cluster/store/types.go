@@ -214,7 +214,10 @@ type Migration struct {
 	SentBytes      uint64         `json:"sent_bytes,omitempty"`
 	Error          string         `json:"error,omitempty"`
 	// Bandwidth caps the migration's link use, in bytes/s; 0: no cap.
-	Bandwidth uint64 `json:"bandwidth,omitempty"`
+	// DowntimeMs is its downtime target; 0: the VMM's default. Both may
+	// change while it runs: the source agent passes changes on.
+	Bandwidth  uint64  `json:"bandwidth,omitempty"`
+	DowntimeMs float64 `json:"downtime_ms,omitempty"`
 	// Cancel, when set, asks the source agent to stop the migration (the
 	// reason why); one past its COMMIT completes anyway.
 	Cancel  string    `json:"cancel,omitempty"`

@@ -26,6 +26,7 @@
 //	DELETE /v1/vms/{v}               204, only when stopped and released
 //	POST   /v1/vms/{v}/migrate       MigrateRequest -> Migration (202)
 //	GET    /v1/migrations/{v}        Migration
+//	PATCH  /v1/migrations/{v}        MigrationLimits -> Migration (new limits for its source)
 //	DELETE /v1/migrations/{v}        Migration (202; its cancel asked for)
 //	GET    /v1/cluster               Cluster
 //	(host maintenance and HA: see drain.go)
@@ -134,9 +135,24 @@ type CreateVMRequest struct {
 // MigrateRequest is the body of POST /v1/vms/{v}/migrate. To empty lets
 // placement choose.
 type MigrateRequest struct {
-	To        string `json:"to,omitempty"`
-	Reason    string `json:"reason,omitempty"`
-	Bandwidth uint64 `json:"bandwidth,omitempty"` // bytes/s; 0: no cap
+	To         string  `json:"to,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
+	Bandwidth  uint64  `json:"bandwidth,omitempty"`   // bytes/s; 0: no cap
+	DowntimeMs float64 `json:"downtime_ms,omitempty"` // downtime target; 0: the VMM's default
+}
+
+// MigrationLimits is the body of PATCH /v1/migrations/{v}: new limits for
+// the migration under way (nil: unchanged).
+type MigrationLimits struct {
+	Bandwidth  *uint64  `json:"bandwidth,omitempty"`
+	DowntimeMs *float64 `json:"downtime_ms,omitempty"`
+}
+
+// SetMigrationLimits changes the limits of vm's migration under way; the
+// source agent passes them to its VMM within about a second.
+func (c *Client) SetMigrationLimits(ctx context.Context, vm string, l MigrationLimits) (store.Migration, error) {
+	var out store.Migration
+	return out, c.do(ctx, http.MethodPatch, "/v1/migrations/"+url.PathEscape(vm), l, &out)
 }
 
 // Member is one controller.
