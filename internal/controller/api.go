@@ -543,41 +543,40 @@ func (c *Controller) setMigrationLimits(ctx context.Context, r *http.Request) (i
 	case l.DowntimeMs != nil && (*l.DowntimeMs < 1 || *l.DowntimeMs > 60000):
 		return 0, nil, badRequest(fmt.Sprintf("downtime_ms %g: want 1 to 60000", *l.DowntimeMs))
 	}
-	g, err := c.leaderGuard(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	for range 5 {
-		m, rev, err := c.st.GetMigration(ctx, name)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return 0, nil, notFound(fmt.Sprintf("vm %s has no migration record (unknown vm, or never migrated)", name))
-		case err != nil:
-			return 0, nil, unavailable(err)
-		case m.Phase.Terminal():
-			return 0, nil, conflict(fmt.Sprintf("vm %s has no migration under way (migration %s ended %s)", name, m.ID, m.Phase), nil)
-		}
+	return c.updateMigration(ctx, name, "", "change the limits of vm "+name+"'s migration", func(m *store.Migration) bool {
 		if l.Bandwidth != nil {
 			m.Bandwidth = *l.Bandwidth
 		}
 		if l.DowntimeMs != nil {
 			m.DowntimeMs = *l.DowntimeMs
 		}
-		m.Updated = time.Now().UTC()
-		if _, err := c.st.PutMigration(ctx, m, rev, g); errors.Is(err, store.ErrConflict) {
-			continue
-		} else if err != nil {
-			return 0, nil, c.writeFailed(ctx, "change the limits of vm "+name+"'s migration", err)
-		}
+		return true
+	}, func(m store.Migration) {
 		c.log.Info("migration limits changed", "vm", name, "migration", m.ID, "bandwidth", m.Bandwidth, "downtime_ms", m.DowntimeMs)
-		return http.StatusOK, m, nil
-	}
-	return 0, nil, unavailable(fmt.Errorf("the migration record of vm %s keeps changing; try again", name))
+	})
 }
 
 // requestCancel sets the Cancel of vm's migration (of ID id, any when
 // empty) unless it is over or already cancelled.
 func (c *Controller) requestCancel(ctx context.Context, vm, id, reason string) (int, any, error) {
+	return c.updateMigration(ctx, vm, id, "cancel the migration of vm "+vm, func(m *store.Migration) bool {
+		if m.Cancel != "" {
+			return false // asked for already
+		}
+		m.Cancel = reason
+		return true
+	}, func(m store.Migration) {
+		c.metrics.migrations.WithLabelValues("cancel_requested").Inc()
+		c.log.Info("migration cancel requested", "vm", vm, "migration", m.ID, "phase", m.Phase, "reason", reason)
+	})
+}
+
+// updateMigration changes vm's migration under way (of ID id, any when
+// empty) with change, guarded by the record's revision and the leader key,
+// retrying when progress or the switchover wrote the record meanwhile. A
+// change that returns false leaves the record as it is; done runs after a
+// write. The answer is the record (202 Accepted).
+func (c *Controller) updateMigration(ctx context.Context, vm, id, what string, change func(*store.Migration) bool, done func(store.Migration)) (int, any, error) {
 	g, err := c.leaderGuard(ctx)
 	if err != nil {
 		return 0, nil, err
@@ -593,17 +592,17 @@ func (c *Controller) requestCancel(ctx context.Context, vm, id, reason string) (
 			return 0, nil, conflict(fmt.Sprintf("vm %s's migration is now %s, not %s", vm, m.ID, id), nil)
 		case m.Phase.Terminal():
 			return 0, nil, conflict(fmt.Sprintf("vm %s has no migration under way (migration %s ended %s)", vm, m.ID, m.Phase), nil)
-		case m.Cancel != "":
+		}
+		if !change(&m) {
 			return http.StatusAccepted, m, nil
 		}
-		m.Cancel, m.Updated = reason, time.Now().UTC()
+		m.Updated = time.Now().UTC()
 		if _, err := c.st.PutMigration(ctx, m, rev, g); errors.Is(err, store.ErrConflict) {
-			continue // progress or the switchover wrote it meanwhile
+			continue
 		} else if err != nil {
-			return 0, nil, c.writeFailed(ctx, "cancel the migration of vm "+vm, err)
+			return 0, nil, c.writeFailed(ctx, what, err)
 		}
-		c.metrics.migrations.WithLabelValues("cancel_requested").Inc()
-		c.log.Info("migration cancel requested", "vm", vm, "migration", m.ID, "phase", m.Phase, "reason", reason)
+		done(m)
 		return http.StatusAccepted, m, nil
 	}
 	return 0, nil, unavailable(fmt.Errorf("the migration record of vm %s keeps changing; try again", vm))

@@ -26,7 +26,7 @@
 //	DELETE /v1/vms/{v}               204, only when stopped and released
 //	POST   /v1/vms/{v}/migrate       MigrateRequest -> Migration (202)
 //	GET    /v1/migrations/{v}        Migration
-//	PATCH  /v1/migrations/{v}        MigrationLimits -> Migration (new limits for its source)
+//	PATCH  /v1/migrations/{v}        MigrationLimits -> Migration (202; new limits for its source)
 //	DELETE /v1/migrations/{v}        Migration (202; its cancel asked for)
 //	GET    /v1/cluster               Cluster
 //	(host maintenance and HA: see drain.go)
