@@ -579,7 +579,17 @@ func printVM(w io.Writer, v poolapi.VM, asJSON bool) error {
 		rows = append(rows, [2]string{"status", st})
 	}
 	if m := v.Migration; m != nil {
-		s := fmt.Sprintf("%s %s → %s %s", m.ID, m.Src, m.Dst, m.Phase)
+		s := fmt.Sprintf("%s %s → %s %s (%s)", m.ID, m.Src, m.Dst, m.Phase, dash(m.Reason))
+		if !m.Phase.Terminal() {
+			s += fmt.Sprintf(", %s sent", humanBytes(m.SentBytes))
+			if m.Round > 0 {
+				s += fmt.Sprintf(", round %d, %s to go", m.Round, humanBytes(m.RemainingBytes))
+			}
+			s += fmt.Sprintf("; bandwidth %s, downtime target %s", bandwidthText(m.Bandwidth), downtimeText(m.DowntimeMs))
+		}
+		if m.Cancel != "" {
+			s += "; cancel asked for: " + m.Cancel
+		}
 		if m.Error != "" {
 			s += ": " + m.Error
 		}

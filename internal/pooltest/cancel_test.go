@@ -94,6 +94,11 @@ func TestPoolMigrateCancel(t *testing.T) {
 		rec, _, err = l.st.GetMigration(ctx, "vm1")
 		return err == nil && rec.Phase == store.MigrationRunning && rec.SentBytes > 0
 	})
+	show := l.mustCLI("vm", "show", "vm1")
+	t.Logf("godwit vm show vm1, mid-migration:\n%s", show)
+	if !strings.Contains(show, "bandwidth 1.0 MiB/s") || !strings.Contains(show, " sent") {
+		t.Errorf("vm show does not give the running migration's cap and bytes sent")
+	}
 	out = l.mustCLI("vm", "migrate", "vm1", "--set", "--bandwidth", "0", "--downtime", "100ms")
 	lifted := time.Now()
 	t.Logf("godwit vm migrate vm1 --set --bandwidth 0 --downtime 100ms: %s", strings.TrimSpace(out))
