@@ -221,6 +221,7 @@ func TestBadInput(t *testing.T) {
 		{"bad mac", []string{"--kernel", elf, "--tap", "gwbad0", "--mac", "zz"}, "--mac"},
 		{"mac without tap", []string{"--kernel", elf, "--mac", "52:54:00:00:00:01"}, "need --tap"},
 		{"unknown flag", []string{"--kernel", elf, "--frobnicate"}, "flag provided but not defined"},
+		{"missing TLS dir", []string{"--kernel", elf, "--migration-tls-dir", filepath.Join(dir, "notls")}, "--migration-tls-dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -53,6 +54,7 @@ func runVM(args []string, stderr io.Writer) error {
 	ownerRev := fs.Int64("owner-rev", 0, "with --incoming in a pool: the owner key's revision when the migration started")
 	migrationID := fs.String("migration-id", "", "with --incoming in a pool: the migration's ID")
 	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
+	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
 	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -93,6 +95,12 @@ func runVM(args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("run: --console %q: use stdio or none", *console)
 	}
+	var migTLS *tls.Config
+	if *tlsDir != "" {
+		if migTLS, err = migration.LoadTLS(*tlsDir); err != nil {
+			return fmt.Errorf("run: --migration-tls-dir: %w", err)
+		}
+	}
 	var listenAddr string
 	if *incoming != "" {
 		addr, ok := strings.CutPrefix(*incoming, "tcp:")
@@ -125,7 +133,7 @@ func runVM(args []string, stderr io.Writer) error {
 
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
-	ctl := &vmm{log: log, own: own}
+	ctl := &vmm{log: log, own: own, tls: migTLS}
 	srv, err := api.Serve(*sock, ctl, log)
 	if err != nil {
 		return err
@@ -201,6 +209,9 @@ func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, gate func(cont
 	if err != nil {
 		return nil, fmt.Errorf("run: --incoming: %w", err)
 	}
+	if ctl.tls != nil {
+		ln = migration.TLSListener(ln, ctl.tls)
+	}
 	// ctx ends the wait on a signal; after the commit it keeps the
 	// listener answering QUERY (from a source whose COMMITTED reply was
 	// lost) until the VM stops or two minutes pass.
@@ -243,7 +254,8 @@ type vmm struct {
 	p        atomic.Pointer[vm.VM]
 	incoming atomic.Bool
 	log      *slog.Logger
-	own      *ownership // nil outside a pool
+	own      *ownership  // nil outside a pool
+	tls      *tls.Config // migrations over TLS (--migration-tls-dir); nil: plain TCP
 
 	mu     sync.Mutex // guards mig, cancel and calls
 	mig    *migration.Source
@@ -326,7 +338,7 @@ func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Rep
 	if v == nil {
 		return nil, errNoVM
 	}
-	opts := migration.Options{Streams: req.Streams, Verify: req.Verify}
+	opts := migration.Options{Streams: req.Streams, Verify: req.Verify, TLS: c.tls}
 	def := policy.Defaults()
 	opts.Policy = def
 	if req.DowntimeMs > 0 {

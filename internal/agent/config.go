@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
 // maxSockPath bounds a Unix socket path (sockaddr_un.sun_path).
@@ -44,6 +45,10 @@ type Config struct {
 	// VerifyMigrations makes every migration this agent drives check a
 	// CRC32C of all guest RAM on the destination before it commits.
 	VerifyMigrations bool
+	// MigrationTLSDir, if set, makes the VMMs migrate over TLS with the
+	// certificates there (ca.pem, cert.pem, key.pem: see package
+	// migration); every host of the pool needs it.
+	MigrationTLSDir string
 }
 
 // Defaults.
@@ -127,6 +132,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	godwit := fs.String("godwit", "", "godwit binary started as VMM (default: this executable)")
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
 	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
+	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS: DIR holds ca.pem, cert.pem (naming --migrate-ip) and key.pem; give it on every host")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -137,8 +143,13 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
 		StorageIDs: storage, LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		VerifyMigrations: *verify,
-		Bridges:          map[string]string{},
+		VerifyMigrations: *verify, MigrationTLSDir: *tlsDir,
+		Bridges: map[string]string{},
+	}
+	if c.MigrationTLSDir != "" {
+		if _, err := migration.LoadTLS(c.MigrationTLSDir); err != nil {
+			return nil, fmt.Errorf("agent: --migration-tls-dir: %w", err)
+		}
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()

@@ -82,6 +82,9 @@ func (a *Agent) vmmArgs(vm string, lease int64) []string {
 		"--log-level", a.cfg.LogLevel,
 		"--fence-file", a.fencePath(),
 	}
+	if a.cfg.MigrationTLSDir != "" {
+		args = append(args, "--migration-tls-dir", a.cfg.MigrationTLSDir)
+	}
 	if a.vmmHandover {
 		args = append(args,
 			"--etcd", strings.Join(a.cfg.Etcd, ","),

@@ -72,11 +72,22 @@ type faultPair struct {
 // Console are set here).
 func newFaultPair(t *testing.T, cfg vm.Config, base vm.Config) *faultPair {
 	t.Helper()
+	return newFaultPairOn(t, cfg, base, nil)
+}
+
+// newFaultPairOn is newFaultPair with the destination listening on
+// wrap(the pair's listener), e.g. migration.TLSListener.
+func newFaultPairOn(t *testing.T, cfg vm.Config, base vm.Config, wrap func(net.Listener) net.Listener) *faultPair {
+	t.Helper()
 	p := newPair(t, cfg)
 	fp := &faultPair{pair: p, dstCon: guest.NewConsole(nil), recv: make(chan received, 1)}
 	fp.dstOut = &countingWriter{w: io.MultiWriter(p.con, fp.dstCon)}
 	base.Name, base.Console = "dst", fp.dstOut
-	p.dst = migration.NewDestination(p.ln, base, testenv.Logger(t))
+	ln := p.ln
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	p.dst = migration.NewDestination(ln, base, testenv.Logger(t))
 	p.dst.AcceptTimeout = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	fp.stopRecv = cancel

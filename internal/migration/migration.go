@@ -22,6 +22,7 @@ package migration
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -40,6 +41,9 @@ type Options struct {
 	Policy policy.Config
 	// DialTimeout bounds connecting to the destination.
 	DialTimeout time.Duration
+	// TLS, if set (see LoadTLS), wraps every connection to the
+	// destination in TLS; the destination must listen with TLSListener.
+	TLS *tls.Config
 	// ReplyTimeout bounds every wait for the destination (ACK, ITER_DONE,
 	// STATE_OK, COMMITTED).
 	ReplyTimeout time.Duration

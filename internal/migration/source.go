@@ -2,12 +2,15 @@ package migration
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/memory"
@@ -175,6 +178,10 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 	}
 	h, payload, err := s.reply(ctx)
 	if err != nil {
+		if s.opts.TLS == nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			// A TLS destination drops a plaintext greeting this way.
+			return fmt.Errorf("%w (the destination closed the connection at the greeting: does it require TLS?)", err)
+		}
 		return err
 	}
 	switch h.Type {
@@ -498,6 +505,18 @@ func (s *Source) dial(ctx context.Context) (*wire.Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		wire.SetKeepalive(tc)
 		tc.SetNoDelay(true)
+	}
+	if s.opts.TLS != nil {
+		cfg := s.opts.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(s.addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("migration: TLS with destination %s: %w", s.addr, err)
+		}
+		nc = tc
 	}
 	return wire.NewConn(nc), nil
 }

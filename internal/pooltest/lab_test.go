@@ -280,6 +280,7 @@ func (l *lab) waitEtcd(timeout time.Duration) time.Duration {
 type agentOpts struct {
 	storage []string // --storage-id; default the shared directory
 	bridges []string // --bridge; default gwbr
+	tlsDir  string   // --migration-tls-dir; default none
 }
 
 // startAgent starts the agent of host h (a, b, c) in its namespace and
@@ -305,6 +306,9 @@ func (l *lab) startAgent(h string, o agentOpts) *proc {
 	}
 	for _, b := range o.bridges {
 		args = append(args, "--bridge", b)
+	}
+	if o.tlsDir != "" {
+		args = append(args, "--migration-tls-dir", o.tlsDir)
 	}
 	p := &proc{name: "agent " + h, ns: host.Name, args: args, log: filepath.Join(l.dir, "agent-"+h+".log")}
 	l.agents[h] = p
