@@ -156,7 +156,7 @@ func runVM(args []string, stderr io.Writer) error {
 	}
 	log.Info("vm running", "api_socket", *sock)
 	if *fenceFile != "" {
-		stop := fence.Watch(*fenceFile, 100*time.Millisecond, func(reason string) {
+		stop := fence.Follow(*fenceFile, 100*time.Millisecond, v.SetDeadline, func(reason string) {
 			// Stop at once: the lease may expire soon after, and the
 			// pool may then start the VM elsewhere.
 			log.Error("fenced: stopping the VM", "reason", reason)

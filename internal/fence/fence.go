@@ -86,6 +86,15 @@ func Read(path string) (int64, error) {
 // closed), checking every interval and at the deadline itself. It returns
 // a stop function.
 func Watch(path string, interval time.Duration, expired func(reason string)) (stop func()) {
+	return Follow(path, interval, nil, expired)
+}
+
+// Follow is Watch that also hands every deadline it reads to update, so
+// that the VMM can check the deadline itself where it matters most: at
+// every exit of a vCPU, before any I/O of the guest takes effect. That
+// closes the window after a frozen VMM is thawed (SIGCONT), when its vCPUs
+// run on before this goroutine gets to call expired.
+func Follow(path string, interval time.Duration, update func(deadline int64), expired func(reason string)) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTimer(0)
@@ -98,8 +107,14 @@ func Watch(path string, interval time.Duration, expired func(reason string)) (st
 			}
 			deadline, err := Read(path)
 			if err != nil {
+				if update != nil {
+					update(1) // long past: fail closed at once
+				}
 				expired(fmt.Sprintf("fence: cannot read the deadline: %v", err))
 				return
+			}
+			if update != nil {
+				update(deadline)
 			}
 			left := time.Duration(deadline - Now())
 			if left <= 0 {

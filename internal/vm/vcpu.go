@@ -190,6 +190,13 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 			continue
 		}
 		c.exits.Add(1)
+		if c.vm.pastDeadline() {
+			// Fenced: leave the exit unhandled (no I/O of the guest
+			// takes effect) and never enter the guest again.
+			c.vm.fenced(c.id)
+			parked = true
+			continue
+		}
 		if err := c.handleExit(cpu, reason); err != nil {
 			c.vm.fail(fmt.Errorf("vcpu %d: %w", c.id, err))
 			parked = true

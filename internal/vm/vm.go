@@ -14,7 +14,10 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/godwit-vmm/godwit/internal/arch/x86"
 	"github.com/godwit-vmm/godwit/internal/kvm"
@@ -66,6 +69,38 @@ type VM struct {
 	stopped  chan struct{} // closed when the VM has stopped for good
 
 	mmioOnce sync.Map // guest-physical addresses of unclaimed MMIO already logged
+
+	// deadline is the CLOCK_MONOTONIC time (ns) after which the guest
+	// must not run: a pool host's lease fence (SetDeadline); 0: none.
+	deadline  atomic.Int64
+	fenceOnce sync.Once
+}
+
+// SetDeadline sets the CLOCK_MONOTONIC time (ns) after which the guest may
+// not run (0: none). Every vCPU exit checks it before the exit is handled,
+// so no port I/O, device notification or console output of the guest
+// takes effect after it, however late the VMM's own watcher runs (a VMM
+// frozen and thawed runs its vCPUs before anything else). A passed
+// deadline stops the VM.
+func (v *VM) SetDeadline(mono int64) { v.deadline.Store(mono) }
+
+// pastDeadline reports whether the deadline (if any) has passed.
+func (v *VM) pastDeadline() bool {
+	d := v.deadline.Load()
+	if d == 0 {
+		return false
+	}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano() >= d
+}
+
+// fenced stops the VM once, from a vCPU thread that saw the deadline pass.
+func (v *VM) fenced(vcpu int) {
+	v.fenceOnce.Do(func() {
+		v.log.Error("fenced: the deadline passed; vCPU exits are no longer handled", "vcpu", vcpu)
+		go v.Stop("fence: the host lease deadline passed (seen at a vCPU exit)")
+	})
 }
 
 // New creates a VM from cfg: RAM, KVM objects, devices, vCPUs (parked), and

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/godwit-vmm/godwit/internal/arch/x86/x86test"
 	"github.com/godwit-vmm/godwit/internal/guest"
@@ -319,5 +323,53 @@ func TestLargeMemory(t *testing.T) {
 	}
 	if s := v.Status(); s.MemMiB != 8<<10 {
 		t.Errorf("status memory %d MiB", s.MemMiB)
+	}
+}
+
+// byteCounter counts what the guest prints.
+type byteCounter struct{ n atomic.Int64 }
+
+func (b *byteCounter) Write(p []byte) (int, error) { b.n.Add(int64(len(p))); return len(p), nil }
+
+// TestDeadlineFences: once its deadline has passed the VM handles no
+// further vCPU exit: the guest, printing a heartbeat every 10 ms, prints
+// nothing more (at most the byte each vCPU was emitting), and the VM
+// stops with a fence reason.
+func TestDeadlineFences(t *testing.T) {
+	testenv.RequireKVM(t)
+	con := guest.NewConsole(nil)
+	var printed byteCounter
+	cfg := vm.Config{Name: "fence", Kernel: testenv.GuestELF(t), MemBytes: 128 << 20, VCPUs: 2, Cmdline: "cpus=2",
+		Console: io.MultiWriter(con, &printed)}
+	v, err := vm.New(cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Stop("test over") })
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	v.SetDeadline(ts.Nano() + int64(time.Hour)) // far away: no effect
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	if err := con.WaitHeartbeats(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	v.SetDeadline(ts.Nano())
+	at := printed.n.Load()
+	select {
+	case <-v.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the VM still runs 5 s after its deadline")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if extra := printed.n.Load() - at; extra > int64(cfg.VCPUs) {
+		t.Errorf("the guest printed %d bytes after its deadline", extra)
+	}
+	if r := v.Status().Stopped; !strings.Contains(r, "fence") {
+		t.Errorf("stop reason %q, want the fence", r)
 	}
 }
