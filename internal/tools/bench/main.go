@@ -78,6 +78,7 @@ type config struct {
 	noQEMU      bool
 	loopback    bool
 	loopbackGiB int
+	tlsDir      string // migrate: Godwit VMMs migrate over TLS with this directory
 }
 
 // env is one invocation: its configuration and where it writes.
@@ -131,6 +132,7 @@ func run(args []string) int {
 	fs.BoolVar(&c.noQEMU, "no-qemu", false, "measure Godwit only")
 	fs.BoolVar(&c.loopback, "loopback", true, "migrate: also measure the loopback TCP limit")
 	fs.IntVar(&c.loopbackGiB, "loopback-gib", 2, "loopback: GiB per run")
+	fs.StringVar(&c.tlsDir, "tls-dir", "", "migrate: Godwit migrates over TLS with this --migration-tls-dir (ca.pem, cert.pem and key.pem naming 127.0.0.1); QEMU stays plain")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fs.Usage()
 		return 2
@@ -276,7 +278,7 @@ func (e *env) describe() map[string]any {
 	return map[string]any{
 		"godwit": e.godwit, "guest": e.guestELF, "qemu_harness": e.harness, "qemu": e.qemuOK,
 		"boot_runs": e.bootRuns, "runs": e.runs, "scenarios": e.scenarios, "settle_s": e.settle.Seconds(),
-		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir,
+		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir, "godwit_tls": e.tlsDir != "",
 	}
 }
 

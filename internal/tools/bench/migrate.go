@@ -163,8 +163,8 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 	gen := 1
 	name := func() string { return fmt.Sprintf("godwit-%s-vm%d", s.Name, gen) }
 	progress("migrate: Godwit %s: booting a %d MiB guest", s.Name, s.MemMiB)
-	src, err := toolkit.Start(name(), []string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
-		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn"},
+	src, err := toolkit.Start(name(), append([]string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
+		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn"}, e.tlsArgs()...),
 		toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		g.Error = err.Error()
@@ -251,8 +251,8 @@ func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.P
 	}
 	r.To = fmt.Sprintf("127.0.0.1:%d", port)
 	dstSock := e.sock(dstName)
-	dst, err := toolkit.Start(dstName, []string{e.godwit, "run", "--incoming", "tcp:" + r.To, "--name", dstName,
-		"--api-socket", dstSock, "--log-level", "warn"}, toolkit.Options{LogDir: e.logDir()})
+	dst, err := toolkit.Start(dstName, append([]string{e.godwit, "run", "--incoming", "tcp:" + r.To, "--name", dstName,
+		"--api-socket", dstSock, "--log-level", "warn"}, e.tlsArgs()...), toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		r.Status, r.Error = "setup failed", err.Error()
 		return nil, r
@@ -437,4 +437,12 @@ func loadavg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// tlsArgs are the Godwit VMMs' TLS flags (--tls-dir), if any.
+func (e *env) tlsArgs() []string {
+	if e.tlsDir == "" {
+		return nil
+	}
+	return []string{"--migration-tls-dir", e.tlsDir}
 }

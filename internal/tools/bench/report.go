@@ -166,6 +166,9 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 		return nil
 	}
 	w("### Live migration (localhost, 1 vCPU, %v runs per scenario and VMM, median; ms and MiB)\n\n", cfg["runs"])
+	if cfg["godwit_tls"] == true {
+		w("**Godwit migrates over TLS** (--tls-dir: mutual TLS 1.3); QEMU in plain TCP.\n\n")
+	}
 	w("Godwit with its defaults. QEMU cells: total / downtime / guest pause / MiB sent, medians over converged runs; QEMU default = 128 MiB/s cap, 300 ms downtime limit; uncapped = `--param max-bandwidth=10737418240`; QEMU pre-copy cancelled after %v s. Ratios: Godwit / QEMU uncapped (< 1: Godwit is faster).\n\n", cfg["qemu_timeout_s"])
 	w("| scenario | Godwit total | Godwit downtime | Godwit guest pause | Godwit MiB sent | QEMU default | QEMU uncapped | total ratio | pause ratio |\n")
 	w("|---|---|---|---|---|---|---|---|---|\n")
