@@ -15,17 +15,19 @@ import (
 
 // Host maintenance commands:
 //
-//	godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
+//	godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--force] [--watch]
 //	godwit host drain HOST --dry-run [--concurrency N]
 //	godwit host drain HOST --cancel
 //	godwit host activate HOST
 const drainUsage = `godwit host drain|activate: host maintenance
 
 Usage:
-  godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
+  godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--force] [--watch]
         mark HOST draining (no new VMs) and live-migrate its VMs away, shortest
         predicted migration first; with --watch, show each VM's progress until
-        the host is in maintenance (VMs that cannot move are listed with why)
+        the host is in maintenance (VMs that cannot move are listed with why);
+        refused if afterwards some host's HA VMs could not all restart
+        elsewhere (see --dry-run), unless --force
   godwit host drain HOST --dry-run [--concurrency N]
         show where each VM would go, in order, which cannot move and why, and
         the predicted drain time; changes nothing
@@ -46,11 +48,12 @@ func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 	cancelDrain := fs.Bool("cancel", false, "cancel the host's drain")
 	status := fs.Bool("status", false, "show the drain without changing it")
 	dryRun := fs.Bool("dry-run", false, "show what a drain would do now, changing nothing")
+	force := fs.Bool("force", false, "drain even if afterwards some host's HA VMs could not all restart elsewhere")
 	pos, err := parsePool(fs, args, 1, "a host name")
 	if err != nil {
 		return err
 	}
-	if *dryRun && (*cancelDrain || *status || *watch || flagSet(fs, "on-blocked")) {
+	if *dryRun && (*cancelDrain || *status || *watch || *force || flagSet(fs, "on-blocked")) {
 		return errors.New("host drain: --dry-run takes only --concurrency")
 	}
 	c, err := f.client()
@@ -82,7 +85,7 @@ func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 	case *status:
 		d, err = c.HostDrain(ctx, pos[0])
 	default:
-		d, err = c.DrainHost(ctx, pos[0], poolapi.DrainRequest{Concurrency: *concurrency, OnBlocked: *onBlocked})
+		d, err = c.DrainHost(ctx, pos[0], poolapi.DrainRequest{Concurrency: *concurrency, OnBlocked: *onBlocked, Force: *force})
 	}
 	if err != nil {
 		return err

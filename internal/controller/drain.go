@@ -115,6 +115,15 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 	if err != nil {
 		return 0, nil, err
 	}
+	// HA admission, as vSphere checks maintenance mode: a drain that
+	// would leave some host's HA VMs without room to restart is refused
+	// unless forced. A drain under way may be changed (policy) freely.
+	if hostStateOf(h) != store.HostDraining && !req.Force {
+		if risk := c.dryRun(p, h, req.Concurrency).HAAtRisk; len(risk) > 0 {
+			return 0, nil, conflict(fmt.Sprintf("draining host %s would leave HA without failover room: %s (godwit host drain %s --force drains anyway)",
+				h.Name, strings.Join(risk, "; "), h.Name), nil)
+		}
+	}
 	run := c.ops.run(h.Name)
 	c.ops.mu.Lock()
 	run.concurrency = req.Concurrency
@@ -173,6 +182,11 @@ func (c *Controller) planDrainDry(ctx context.Context, r *http.Request) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
+	return 200, c.dryRun(p, h, conc), nil
+}
+
+// dryRun is the drain plan of host h over pool p (see planDrainDry).
+func (c *Controller) dryRun(p poolState, h store.Host, conc int) poolapi.DrainPlan {
 	const unlimited = 1 << 20
 	dry := &drainRun{concurrency: unlimited, attempts: map[string][]drainAttempt{}, exhausted: map[string]string{}}
 	c.placeMu.Lock()
@@ -242,7 +256,7 @@ func (c *Controller) planDrainDry(ctx context.Context, r *http.Request) (int, an
 		ha[where[v.Name]] = append(ha[where[v.Name]], haVM{spec: placementVM(v.Name, *v.Spec), priority: v.Spec.HA.Priority})
 	}
 	out.HAAtRisk = haAtRisk(in.policy, in.rules, after, ha)
-	return 200, out, nil
+	return out
 }
 
 func (c *Controller) showDrain(ctx context.Context, r *http.Request) (int, any, error) {

@@ -307,7 +307,8 @@ func TestDrainTimeoutCancels(t *testing.T) {
 // TestDrainDryRunHAAdmission: three hosts, one HA VM each (1, 1.5 and
 // 1.5 GiB). Draining a leaves b or c holding two of them, so that the
 // failure of either could not be absorbed: the dry run says so, naming
-// the VMs. Without HA the same pool has nothing at risk.
+// the VMs, and the drain is refused unless forced. Without HA the same
+// pool has nothing at risk.
 func TestDrainDryRunHAAdmission(t *testing.T) {
 	c := startController(t, "c1", nil)
 	waitLeader(t, c)
@@ -333,6 +334,22 @@ func TestDrainDryRunHAAdmission(t *testing.T) {
 	t.Logf("HA at risk after draining a: %q", dry.HAAtRisk)
 	if len(dry.HAAtRisk) != 2 || !strings.Contains(strings.Join(dry.HAAtRisk, "\n"), "va") {
 		t.Errorf("HA at risk %q, want both remaining hosts, va among the VMs", dry.HAAtRisk)
+	}
+	// HA admission: the drain itself is refused, and nothing changes,
+	// unless forced.
+	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{}); err == nil {
+		t.Fatal("a drain that leaves HA without failover room was accepted")
+	} else {
+		apiErr(t, err, 409, "HA without failover room", "--force")
+	}
+	if h, err := st.GetHost(ctx, "a"); err != nil || hostStateOf(h) == store.HostDraining {
+		t.Fatalf("host a after the refused drain: %+v %v", h.State, err)
+	}
+	if d, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{Force: true}); err != nil || d.Phase != poolapi.DrainRunning {
+		t.Fatalf("forced drain: %+v %v", d, err)
+	}
+	if _, err := cl.CancelDrain(ctx, "a"); err != nil {
+		t.Fatal(err)
 	}
 	// The same pool without HA: nothing at risk.
 	for _, name := range []string{"va", "vb", "vc"} {

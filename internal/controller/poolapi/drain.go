@@ -37,6 +37,9 @@ type DrainRequest struct {
 	Concurrency int `json:"concurrency,omitempty"`
 	// OnBlocked is wait (default), shutdown or fail.
 	OnBlocked string `json:"on_blocked,omitempty"`
+	// Force drains even when HA admission fails: after the drain some
+	// host's HA VMs could not all restart elsewhere (DrainPlan.HAAtRisk).
+	Force bool `json:"force,omitempty"`
 }
 
 // Drain phases (Drain.Phase), derived from the host's state.
