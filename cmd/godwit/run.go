@@ -257,23 +257,21 @@ type vmm struct {
 	own      *ownership  // nil outside a pool
 	tls      *tls.Config // migrations over TLS (--migration-tls-dir); nil: plain TCP
 
-	mu     sync.Mutex // guards mig, cancel and calls
+	mu     sync.Mutex // guards mig and cancel
 	mig    *migration.Source
 	cancel context.CancelFunc
-	// calls counts Migrate calls under way: a migrated VM stops before
-	// Migrate returns, and the process must not exit before the caller
-	// has its report.
-	calls int
 }
 
-// waitMigrations waits, at most d, for Migrate calls under way to return.
+// waitMigrations waits, at most d, for the migration under way to end: a
+// migrated VM stops before its Migrate call returns, and the process must
+// not exit before the caller has its report.
 func (c *vmm) waitMigrations(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for {
 		c.mu.Lock()
-		n := c.calls
+		busy := c.mig != nil
 		c.mu.Unlock()
-		if n == 0 {
+		if !busy {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -326,14 +324,6 @@ func (c *vmm) ConsoleInput(b []byte) {
 // a client that goes away does not cancel it (DELETE /v1/vm/migration
 // does).
 func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Report, error) {
-	c.mu.Lock()
-	c.calls++
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.calls--
-		c.mu.Unlock()
-	}()
 	v := c.p.Load()
 	if v == nil {
 		return nil, errNoVM

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/api"
@@ -235,12 +234,10 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	// record (see watchMigration).
 	done := make(chan struct{})
 	progressDone := make(chan struct{})
-	var cancelReason atomic.Pointer[string]
+	var cancelReason string // read once progressDone is closed
 	go func() {
 		defer close(progressDone)
-		if r := a.watchMigration(ctx, rec, rev, p, done, log); r != "" {
-			cancelReason.Store(&r)
-		}
+		cancelReason = a.watchMigration(ctx, rec, rev, p, done, log)
 	}()
 	// The VMMs do the handover: the destination's HandOver is guarded by
 	// the owner revision and the migration ID passed here.
@@ -259,8 +256,8 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 		a.waitMigrationOver(ctx, p)
 	case reply.Error != "":
 		err = errors.New(reply.Error)
-		if r := cancelReason.Load(); r != nil {
-			err = fmt.Errorf("cancelled (%s): %s", *r, reply.Error)
+		if cancelReason != "" {
+			err = fmt.Errorf("cancelled (%s): %s", cancelReason, reply.Error)
 		}
 	}
 	// The record tells what happened at the switchover.

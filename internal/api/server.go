@@ -31,7 +31,7 @@ type Controller interface {
 	CancelMigration() bool
 	// SetMigrationLimits changes the limits of the migration under way
 	// (fields left nil keep their value) and returns those in force;
-	// errNoMigration-like errors when none runs.
+	// ErrNoMigration when none runs.
 	SetMigrationLimits(l MigrationLimits) (MigrationLimits, error)
 }
 

@@ -106,13 +106,7 @@ func (s *Source) wireConfig(info vm.MigrationInfo) wire.Config {
 	if c.Disk != nil {
 		// The file the guest writes, not whatever the path names now: an
 		// image replaced under the running VM must not pass for it.
-		var id diskIdentity
-		var err error
-		if f := s.vm.DiskImage(); f != nil {
-			id, err = identifyFile(f, c.Disk.Path, c.Disk.ReadOnly)
-		} else {
-			id, err = identifyDisk(c.Disk.Path, c.Disk.ReadOnly)
-		}
+		id, err := identifyFile(s.vm.DiskImage(), c.Disk.Path, c.Disk.ReadOnly)
 		if err != nil {
 			s.log.Warn("cannot identify the disk image", "err", err)
 		}

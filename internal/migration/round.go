@@ -149,7 +149,7 @@ type stream struct {
 	c     *wire.Conn
 	work  chan streamMsg
 	bytes *atomic.Uint64
-	limit *rateLimiter // shared by the session's streams; nil: unlimited
+	limit *rateLimiter // shared by the session's streams
 	err   atomic.Pointer[error]
 	done  chan struct{}
 }
@@ -219,14 +219,12 @@ func (st *stream) close() {
 // rateLimiter paces the data streams to a bandwidth limit (bytes/s): each
 // write reserves its bytes on a shared timeline and sleeps until its slot.
 type rateLimiter struct {
-	off  atomic.Bool
-	once sync.Once
-	wake chan struct{} // closed by disable: sleepers go at once
+	off atomic.Bool // set by disable, for good
 
 	mu      sync.Mutex
 	rate    float64 // bytes per second, 0: none
 	next    time.Time
-	changed chan struct{} // closed and replaced by setRate: sleepers recompute
+	changed chan struct{} // closed and replaced by setRate and disable: sleepers recompute
 }
 
 // disable lifts the limit: the switchover sends its last pages as fast as
@@ -235,14 +233,14 @@ type rateLimiter struct {
 func (l *rateLimiter) disable() {
 	if l != nil {
 		l.off.Store(true)
-		l.once.Do(func() { close(l.wake) })
+		l.wakeSleepers()
 	}
 }
 
 // newRateLimiter returns a limiter at bytesPerSec; 0: no limit (yet: see
 // setRate).
 func newRateLimiter(bytesPerSec uint64) *rateLimiter {
-	return &rateLimiter{rate: float64(bytesPerSec), wake: make(chan struct{}), changed: make(chan struct{})}
+	return &rateLimiter{rate: float64(bytesPerSec), changed: make(chan struct{})}
 }
 
 // setRate changes the limit (0: none). Writes waiting for their slot
@@ -251,6 +249,13 @@ func (l *rateLimiter) setRate(bytesPerSec uint64) {
 	l.mu.Lock()
 	l.rate = float64(bytesPerSec)
 	l.next = time.Time{}
+	l.mu.Unlock()
+	l.wakeSleepers()
+}
+
+// wakeSleepers makes every write waiting for its slot look again.
+func (l *rateLimiter) wakeSleepers() {
+	l.mu.Lock()
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
@@ -280,11 +285,8 @@ func (l *rateLimiter) wait(n uint64) {
 		select {
 		case <-t.C:
 			return
-		case <-l.wake:
-			t.Stop()
-			return
 		case <-changed:
-			t.Stop() // the rate changed: reserve again
+			t.Stop() // the rate changed or the limit is off: look again
 		}
 	}
 }

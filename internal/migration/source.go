@@ -44,9 +44,9 @@ type Source struct {
 
 	mu       sync.Mutex // guards progress and limits
 	progress Progress
-	// limits: changed by SetLimits, applied to the policy before each
-	// decision (nil: no change pending).
-	limits *policy.Limits
+	// limits: the policy's, changed by SetLimits and applied before each
+	// decision.
+	limits policy.Limits
 	limit  *rateLimiter // paces the data streams
 
 	ctrl    *wire.Conn
@@ -70,7 +70,9 @@ func NewSource(v *vm.VM, addr string, opts Options, log *slog.Logger) (*Source, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	id := newSessionID()
-	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id, limit: newRateLimiter(opts.Policy.BandwidthLimit)}
+	pc := opts.Policy
+	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id, limit: newRateLimiter(pc.BandwidthLimit),
+		limits: policy.Limits{DowntimeTarget: pc.DowntimeTarget, MaxDowntime: pc.MaxDowntime, BandwidthLimit: pc.BandwidthLimit}}
 	s.report = Report{ID: fmt.Sprintf("%x", id[:4]), Destination: addr, Streams: opts.Streams}
 	s.log = log.With("migration", s.report.ID, "to", addr)
 	s.progress.Phase = "connecting"
@@ -83,13 +85,11 @@ func NewSource(v *vm.VM, addr string, opts Options, log *slog.Logger) (*Source, 
 // downtime limits from the next round's decision; a switchover under way
 // is not affected. Values out of range change nothing.
 func (s *Source) SetLimits(l policy.Limits) error {
-	c := s.opts.Policy
-	c.DowntimeTarget, c.MaxDowntime, c.BandwidthLimit = l.DowntimeTarget, l.MaxDowntime, l.BandwidthLimit
-	if err := c.Validate(); err != nil {
+	if _, err := s.opts.Policy.WithLimits(l); err != nil {
 		return fmt.Errorf("migration: %w", err)
 	}
 	s.mu.Lock()
-	s.limits = &l
+	s.limits = l
 	s.mu.Unlock()
 	s.limit.setRate(l.BandwidthLimit)
 	s.log.Info("migration limits changed", "downtime_target", l.DowntimeTarget, "max_downtime", l.MaxDowntime, "bandwidth", l.BandwidthLimit)
@@ -100,11 +100,7 @@ func (s *Source) SetLimits(l policy.Limits) error {
 func (s *Source) Limits() policy.Limits {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.limits != nil {
-		return *s.limits
-	}
-	p := s.opts.Policy
-	return policy.Limits{DowntimeTarget: p.DowntimeTarget, MaxDowntime: p.MaxDowntime, BandwidthLimit: p.BandwidthLimit}
+	return s.limits
 }
 
 // Progress returns a snapshot of the migration's progress.
@@ -259,9 +255,7 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 		rd.Throttle = v.Throttle()
 		s.report.Rounds = append(s.report.Rounds, rd)
 		s.mu.Lock()
-		if s.limits != nil {
-			pol.SetLimits(*s.limits) // validated by SetLimits
-		}
+		pol.SetLimits(s.limits) // validated by SetLimits
 		s.mu.Unlock()
 		d := pol.Decide(time.Now(), policy.IterationResult{
 			Iteration: iter, PagesSent: rd.DataPages, ZeroPages: rd.ZeroPages, BytesSent: rd.Bytes,

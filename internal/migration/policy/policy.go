@@ -284,12 +284,18 @@ func (p *Policy) Limits() Limits {
 	return Limits{p.cfg.DowntimeTarget, p.cfg.MaxDowntime, p.cfg.BandwidthLimit}
 }
 
-// SetLimits changes the limits from the next decision on; out of range
-// (as Config.Validate judges them), nothing changes.
-func (p *Policy) SetLimits(l Limits) error {
-	c := p.cfg
+// WithLimits returns c with the limits l, or an error (as Validate
+// judges it) if they are out of range.
+func (c Config) WithLimits(l Limits) (Config, error) {
 	c.DowntimeTarget, c.MaxDowntime, c.BandwidthLimit = l.DowntimeTarget, l.MaxDowntime, l.BandwidthLimit
-	if err := c.Validate(); err != nil {
+	return c, c.Validate()
+}
+
+// SetLimits changes the limits from the next decision on; out of range,
+// nothing changes.
+func (p *Policy) SetLimits(l Limits) error {
+	c, err := p.cfg.WithLimits(l)
+	if err != nil {
 		return err
 	}
 	p.cfg = c
