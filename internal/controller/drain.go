@@ -197,9 +197,9 @@ func (c *Controller) dryRun(p poolState, h store.Host, conc int) poolapi.DrainPl
 	plan := planDrain(in)
 
 	out := poolapi.DrainPlan{Host: h.Name, HostState: string(hostStateOf(h)), Concurrency: conc}
-	predicted := map[string]time.Duration{}
+	vms := map[string]drainVM{}
 	for _, v := range in.vms {
-		predicted[v.name] = v.predicted
+		vms[v.name] = v
 	}
 	dst := map[string]string{}
 	for _, s := range plan.starts {
@@ -207,7 +207,7 @@ func (c *Controller) dryRun(p poolState, h store.Host, conc int) poolapi.DrainPl
 	}
 	lanes := make([]time.Duration, conc) // list scheduling of the planned moves
 	for _, vm := range plan.order {
-		row := poolapi.DrainVM{Name: vm, Host: h.Name, PredictedSeconds: predicted[vm].Seconds()}
+		row := poolapi.DrainVM{Name: vm, Host: h.Name, PredictedSeconds: vms[vm].predicted.Seconds()}
 		switch {
 		case plan.blocked[vm] != "":
 			row.State, row.Reason = "blocked", plan.blocked[vm]
@@ -215,7 +215,7 @@ func (c *Controller) dryRun(p poolState, h store.Host, conc int) poolapi.DrainPl
 		case dst[vm] != "":
 			row.State, row.Dst = "planned", dst[vm]
 			i := slices.Index(lanes, slices.Min(lanes))
-			lanes[i] += predicted[vm]
+			lanes[i] += vms[vm].predicted
 		case slices.Contains(plan.inFlight, vm):
 			row.State = "migrating"
 		case slices.Contains(plan.stopping, vm):
@@ -239,14 +239,7 @@ func (c *Controller) dryRun(p poolState, h store.Host, conc int) poolapi.DrainPl
 	}
 	for _, s := range plan.starts {
 		where[s.vm] = s.dst
-		for _, v := range in.vms {
-			if v.name == s.vm {
-				x := &after[at[s.dst]]
-				x.AllocMemBytes += in.policy.Need(v.spec)
-				x.AllocVCPUs += v.spec.VCPUs
-				x.VMs = append(slices.Clone(x.VMs), v.name)
-			}
-		}
+		in.policy.Assign(&after[at[s.dst]], vms[s.vm].spec)
 	}
 	ha := map[string][]haVM{}
 	for _, v := range p.vms {

@@ -192,10 +192,7 @@ func planDrain(in drainInput) drainPlan {
 		out++
 		into[dst]++
 		// The next VM sees this one's memory on dst.
-		h := &hosts[idx[dst]]
-		h.AllocMemBytes += in.policy.Need(v.spec)
-		h.AllocVCPUs += v.spec.VCPUs
-		h.VMs = append(slices.Clone(h.VMs), v.name)
+		in.policy.Assign(&hosts[idx[dst]], v.spec)
 	}
 	return p
 }
@@ -275,10 +272,7 @@ func haAtRisk(policy placement.Policy, rules []placement.Rule, hosts []placement
 				lost = append(lost, v.spec.Name)
 				continue
 			}
-			h := &others[idx[res.Candidates[0].Host]]
-			h.AllocMemBytes += policy.Need(v.spec)
-			h.AllocVCPUs += v.spec.VCPUs
-			h.VMs = append(slices.Clone(h.VMs), v.spec.Name)
+			policy.Assign(&others[idx[res.Candidates[0].Host]], v.spec)
 		}
 		if len(lost) > 0 {
 			out = append(out, fmt.Sprintf("if host %s failed, %d of its %d HA VMs could not restart elsewhere (%s)",

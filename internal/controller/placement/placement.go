@@ -229,6 +229,15 @@ func (p Policy) Need(vm VM) uint64 {
 	return vm.MemBytes + p.WithDefaults().VMOverheadBytes
 }
 
+// Assign counts vm against h, as a plan that puts it there: its memory
+// need, vCPUs and name (h.VMs is copied, never appended to in place, as
+// planners share it between copies of a host list).
+func (p Policy) Assign(h *Host, vm VM) {
+	h.AllocMemBytes += p.Need(vm)
+	h.AllocVCPUs += vm.VCPUs
+	h.VMs = append(slices.Clone(h.VMs), vm.Name)
+}
+
 // Check returns why h cannot take the request's VM, nil if it can. Only
 // Must rules are checked here; should rules only lower the score.
 func (p Policy) Check(req Request, h Host) []string {
