@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -331,7 +330,7 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // and the destination VMM waits for another migration. `godwit migrate
 // --cancel` with none under way is a clear error.
 func TestMigrateInterruptCancels(t *testing.T) {
-	src, addr, dst, dstErr := migrationPair(t, "cli-cancel")
+	src, addr, dst := migrationPair(t, "cli-cancel")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--cancel"); code == 0 || !strings.Contains(errOut, "no migration under way") {
@@ -379,14 +378,23 @@ func TestMigrateInterruptCancels(t *testing.T) {
 	} else {
 		t.Logf("source kept running: longest heartbeat gap %v; %s", g.LongestGap.Round(time.Millisecond), line)
 	}
-	if dst.ProcessState != nil {
-		t.Errorf("the destination VMM exited: %s", dstErr.String())
+	if dst.cmd.ProcessState != nil {
+		t.Errorf("the destination VMM exited: %s", dst.stderr.String())
 	}
 }
 
 // migrationPair boots a source VM running a workload that stamps 64 MiB
 // and starts a destination VMM waiting on a free loopback port.
-func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *exec.Cmd, dstErr *testenv.SyncBuffer) {
+// incomingVMM is a `godwit run --incoming` process: its console (the
+// guest's, once it arrives), API socket and stderr.
+type incomingVMM struct {
+	cmd    *exec.Cmd
+	con    *guest.Console
+	sock   string
+	stderr *testenv.SyncBuffer
+}
+
+func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *incomingVMM) {
 	t.Helper()
 	src = spawnVM(t, name)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -395,14 +403,14 @@ func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *ex
 	}
 	addr = ln.Addr().String()
 	ln.Close()
-	dst = exec.Command(godwitBin, "run", "--name", name+"-dst", "--api-socket", filepath.Join(t.TempDir(), "dst.sock"),
+	dst = &incomingVMM{con: guest.NewConsole(nil), sock: filepath.Join(t.TempDir(), "dst.sock"), stderr: &testenv.SyncBuffer{}}
+	dst.cmd = exec.Command(godwitBin, "run", "--name", name+"-dst", "--api-socket", dst.sock,
 		"--log-level", "warn", "--incoming", "tcp:"+addr)
-	dstErr = &testenv.SyncBuffer{}
-	dst.Stdout, dst.Stderr = io.Discard, dstErr
-	if err := dst.Start(); err != nil {
+	dst.cmd.Stdout, dst.cmd.Stderr = dst.con, dst.stderr
+	if err := dst.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dst.Process.Kill(); dst.Wait() })
+	t.Cleanup(func() { dst.cmd.Process.Kill(); dst.cmd.Wait() })
 	mark := src.con.Mark()
 	if _, errOut, code := godwit(t, "console", "--api-socket", src.sock, "W 64 4 1000"); code != 0 {
 		t.Fatalf("console: %s", errOut)
@@ -412,7 +420,7 @@ func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *ex
 	if _, err := src.con.WaitPrefix(ctx, mark, "ACK W"); err != nil {
 		t.Fatal(err)
 	}
-	return src, addr, dst, dstErr
+	return src, addr, dst
 }
 
 // TestMigrateSetLimits: a migration capped at 1 MiB/s would need a
@@ -420,11 +428,11 @@ func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *ex
 // lifts the cap while it runs and it completes. Limits out of range, and
 // --set without a migration, are clear errors that change nothing.
 func TestMigrateSetLimits(t *testing.T) {
-	src, addr, _, _ := migrationPair(t, "cli-set")
+	src, addr, dst := migrationPair(t, "cli-set")
 	if _, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--set", "--bandwidth", "0"); code == 0 || !strings.Contains(errOut, "no migration under way") {
 		t.Errorf("--set without a migration: exit %d, %q", code, errOut)
 	}
-	mig := exec.Command(godwitBin, "migrate", "--api-socket", src.sock, "--to", addr, "--bandwidth", "1M", "--json")
+	mig := exec.Command(godwitBin, "migrate", "--api-socket", src.sock, "--to", addr, "--bandwidth", "1M", "--verify", "--json")
 	var out, errOut bytes.Buffer
 	mig.Stdout, mig.Stderr = &out, &errOut
 	if err := mig.Start(); err != nil {
@@ -452,8 +460,30 @@ func TestMigrateSetLimits(t *testing.T) {
 	var rep struct {
 		Report migration.Report `json:"report"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Report.Result != "completed" {
-		t.Fatalf("report: %v %s", err, out.String())
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Report.Result != "completed" || !rep.Report.Verified {
+		t.Fatalf("report (want completed, RAM checksums verified): %v %s", err, out.String())
+	}
+	// The guest lives on at the destination, heartbeats in sequence, and
+	// its memory verifies.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := dst.con.WaitHeartbeats(ctx, 20); err != nil {
+		t.Fatalf("no heartbeats on the destination: %v", err)
+	}
+	mark := dst.con.Mark()
+	godwit(t, "console", "--api-socket", dst.sock, "WPAUSE")
+	godwit(t, "console", "--api-socket", dst.sock, "V")
+	if line, err := dst.con.WaitPrefix(ctx, mark, "VERIFY "); err != nil || !strings.HasPrefix(line, "VERIFY OK") {
+		t.Errorf("verify on the destination: %q %v", line, err)
+	}
+	// Each side's heartbeats in sequence, the destination's picking up
+	// where the source's stopped (a line the vCPU left half-printed on
+	// the source ends on the destination, unparsed: one seq may be lost).
+	sh, dh := src.con.Heartbeats(), dst.con.Heartbeats()
+	gs, gd := guest.CheckHeartbeats(sh), guest.CheckHeartbeats(dh)
+	if len(gs.SeqErrors) > 0 || len(gd.SeqErrors) > 0 || len(sh) == 0 ||
+		dh[0].Seq <= sh[len(sh)-1].Seq || dh[0].Seq > sh[len(sh)-1].Seq+2 {
+		t.Errorf("heartbeats: source %v, destination %v; source up to %d, destination from %d", gs.SeqErrors, gd.SeqErrors, gs.LastSeq, gd.FirstSeq)
 	}
 	t.Logf("%s; completed %v after the cap was lifted: %d rounds, %.1f MiB, total %.0f ms",
 		strings.TrimSpace(setOut), time.Since(lifted).Round(time.Millisecond), len(rep.Report.Rounds), float64(rep.Report.Bytes)/(1<<20), rep.Report.TotalMs)

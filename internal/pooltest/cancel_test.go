@@ -118,5 +118,11 @@ func TestPoolMigrateCancel(t *testing.T) {
 	if !strings.Contains(l.agents["a"].logText(), "migration limits passed to the source VMM") {
 		t.Error("agent a did not pass the new limits to its VMM")
 	}
+	// The agents verify RAM checksums on every migration; the guest runs
+	// on b and its own verify passes.
 	l.waitRunning("vm1", "b")
+	l.typeLine("b", "vm1", "WPAUSE", "WPAUSE OK", 10*time.Second)
+	if v := l.typeLine("b", "vm1", "V", "VERIFY ", 30*time.Second); !strings.HasPrefix(v, "VERIFY OK") {
+		t.Errorf("verify on b after the migration: %q", v)
+	}
 }
