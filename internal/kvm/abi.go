@@ -2,6 +2,8 @@
 
 package kvm
 
+import "github.com/godwit-vmm/godwit/internal/hv"
+
 // ABI of /dev/kvm for x86-64, named as in <linux/kvm.h> and
 // <asm/kvm.h>. golang.org/x/sys/unix carries none of it. abi_test.go checks
 // every ioctl number against the _IOC encoding and every struct size against
@@ -161,60 +163,20 @@ const (
 	KVM_MP_STATE_SIPI_RECEIVED = 4
 )
 
-// Regs is struct kvm_regs.
-type Regs struct {
-	RAX, RBX, RCX, RDX, RSI, RDI, RSP, RBP uint64
-	R8, R9, R10, R11, R12, R13, R14, R15   uint64
-	RIP, RFLAGS                            uint64
-}
+// Regs is hv.Regs (the state types live in the hypervisor seam).
+type Regs = hv.Regs
 
-// Segment is struct kvm_segment.
-type Segment struct {
-	Base     uint64
-	Limit    uint32
-	Selector uint16
-	Type     uint8
-	Present  uint8
-	DPL      uint8
-	DB       uint8
-	S        uint8
-	L        uint8
-	G        uint8
-	AVL      uint8
-	Unusable uint8
-	_        uint8
-}
+// Segment is hv.Segment (the state types live in the hypervisor seam).
+type Segment = hv.Segment
 
-// DTable is struct kvm_dtable.
-type DTable struct {
-	Base  uint64
-	Limit uint16
-	_     [3]uint16
-}
+// DTable is hv.DTable (the state types live in the hypervisor seam).
+type DTable = hv.DTable
 
-// Sregs is struct kvm_sregs.
-type Sregs struct {
-	CS, DS, ES, FS, GS, SS  Segment
-	TR, LDT                 Segment
-	GDT, IDT                DTable
-	CR0, CR2, CR3, CR4, CR8 uint64
-	EFER                    uint64
-	APICBase                uint64
-	InterruptBitmap         [4]uint64
-}
+// Sregs is hv.Sregs (the state types live in the hypervisor seam).
+type Sregs = hv.Sregs
 
-// Sregs2 is struct kvm_sregs2: kvm_sregs without the interrupt bitmap but
-// with the PAE page-directory pointers, which plain SREGS loses.
-type Sregs2 struct {
-	CS, DS, ES, FS, GS, SS  Segment
-	TR, LDT                 Segment
-	GDT, IDT                DTable
-	CR0, CR2, CR3, CR4, CR8 uint64
-	EFER                    uint64
-	APICBase                uint64
-	Flags                   uint64
-	PDPTRs                  [4]uint64
-}
+// Sregs2 is hv.Sregs2 (the state types live in the hypervisor seam).
+type Sregs2 = hv.Sregs2
 
 // UserspaceMemoryRegion is struct kvm_userspace_memory_region.
 type UserspaceMemoryRegion struct {
@@ -279,37 +241,26 @@ type ClearDirtyLog struct {
 	Bitmap    uint64 // user pointer
 }
 
-// ClockData is struct kvm_clock_data.
-type ClockData struct {
-	Clock    uint64
-	Flags    uint32
-	_        uint32
-	Realtime uint64
-	HostTSC  uint64
-	_        [4]uint32
-}
+// ClockData is hv.ClockData (the state types live in the hypervisor seam).
+type ClockData = hv.ClockData
 
-// PITState2 is struct kvm_pit_state2, kept opaque.
-type PITState2 [112]byte
+// PITState2 is hv.PITState2 (the state types live in the hypervisor seam).
+type PITState2 = hv.PITState2
 
-// IRQChip is struct kvm_irqchip: the chip id then 512 bytes of chip state.
-type IRQChip struct {
-	ChipID uint32
-	_      uint32
-	Chip   [512]byte
-}
+// IRQChip is hv.IRQChip (the state types live in the hypervisor seam).
+type IRQChip = hv.IRQChip
 
-// LAPICState is struct kvm_lapic_state: the APIC register page.
-type LAPICState [1024]byte
+// LAPICState is hv.LAPICState (the state types live in the hypervisor seam).
+type LAPICState = hv.LAPICState
 
-// XCRs is struct kvm_xcrs, kept opaque.
-type XCRs [392]byte
+// XCRs is hv.XCRs (the state types live in the hypervisor seam).
+type XCRs = hv.XCRs
 
-// DebugRegs is struct kvm_debugregs, kept opaque.
-type DebugRegs [128]byte
+// DebugRegs is hv.DebugRegs (the state types live in the hypervisor seam).
+type DebugRegs = hv.DebugRegs
 
-// VCPUEvents is struct kvm_vcpu_events, kept opaque.
-type VCPUEvents [64]byte
+// VCPUEvents is hv.VCPUEvents (the state types live in the hypervisor seam).
+type VCPUEvents = hv.VCPUEvents
 
 // DeviceAttr is struct kvm_device_attr.
 type DeviceAttr struct {
@@ -319,24 +270,11 @@ type DeviceAttr struct {
 	Addr  uint64 // user pointer
 }
 
-// MSREntry is struct kvm_msr_entry.
-type MSREntry struct {
-	Index uint32
-	_     uint32
-	Data  uint64
-}
+// MSREntry is hv.MSREntry (the state types live in the hypervisor seam).
+type MSREntry = hv.MSREntry
 
-// CPUIDEntry2 is struct kvm_cpuid_entry2.
-type CPUIDEntry2 struct {
-	Function uint32
-	Index    uint32
-	Flags    uint32
-	EAX      uint32
-	EBX      uint32
-	ECX      uint32
-	EDX      uint32
-	_        [3]uint32
-}
+// CPUIDEntry2 is hv.CPUIDEntry2 (the state types live in the hypervisor seam).
+type CPUIDEntry2 = hv.CPUIDEntry2
 
 // runHeader is the fixed start of struct kvm_run, up to the exit union at
 // offset 32.
