@@ -59,7 +59,7 @@ type vmProc struct {
 
 func spawnVM(t *testing.T, name string, extra ...string) *vmProc {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	testenv.RequireRoot(t)
 	elf := testenv.GuestELF(t)
 	sock := filepath.Join(t.TempDir(), name+".sock")

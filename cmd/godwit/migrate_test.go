@@ -51,7 +51,7 @@ func startNS(t *testing.T, h *netlab.Host, con *guest.Console, sock string, args
 // removed when the test ends.
 func newLab(t *testing.T, n int) (*netlab.Lab, string) {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	testenv.RequireNetns(t)
 	elf := testenv.GuestELF(t)
 	lab, err := netlab.New("", n)

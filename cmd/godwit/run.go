@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/fence"
 	"github.com/godwit-vmm/godwit/internal/migration"
@@ -55,6 +56,7 @@ func runVM(args []string, stderr io.Writer) error {
 	migrationID := fs.String("migration-id", "", "with --incoming in a pool: the migration's ID")
 	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
+	accelName := fs.String("accel", accel.Auto, "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,7 +74,10 @@ func runVM(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("run: --mem: %w", err)
 	}
-	cfg := vm.Config{Name: *name, MemBytes: memBytes, VCPUs: *cpus, Kernel: *kernel, Cmdline: *cmdline}
+	if _, err := accel.Parse(*accelName); err != nil {
+		return fmt.Errorf("run: --accel: %w", err)
+	}
+	cfg := vm.Config{Name: *name, MemBytes: memBytes, VCPUs: *cpus, Kernel: *kernel, Cmdline: *cmdline, Accel: *accelName}
 	if *tap != "" {
 		cfg.Net = &vm.NetConfig{TAP: *tap, Bridge: *bridge}
 		if *mac != "" {
@@ -505,8 +510,8 @@ func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
 		e.SetIndent("", "  ")
 		return e.Encode(s)
 	}
-	fmt.Fprintf(w, "name:    %s\nstate:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
-		s.Name, s.State, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
+	fmt.Fprintf(w, "name:    %s\nstate:   %s\naccel:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
+		s.Name, s.State, s.Accel, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
 	for _, d := range s.Devices {
 		fmt.Fprintf(w, "device:  %-8s %s\n", d.Kind, d.Detail)
 	}

@@ -141,7 +141,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.cpu.CPUIDHash == "" {
 			// After the lease: a restarted agent must renew before its
 			// deadline, and probing KVM takes a moment.
-			if a.cpu, err = probeCPU(); err != nil {
+			if a.cpu, err = probeCPU(a.cfg.Accel); err != nil {
 				a.log.Warn("cannot probe the CPU; host facts lack CPUID and TSC", "err", err)
 			}
 		}

@@ -75,7 +75,7 @@ type pool struct {
 
 func newPool(t *testing.T) *pool {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	testenv.RequireRoot(t)
 	elf := testenv.GuestELF(t)
 	ctx := context.Background()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/migration"
 )
@@ -49,6 +50,9 @@ type Config struct {
 	// certificates there (ca.pem, cert.pem, key.pem: see package
 	// migration); every host of the pool needs it.
 	MigrationTLSDir string
+	// Accel is the accelerator this host's VMs run on: "auto" (or ""),
+	// "kvm" or "emu" (package accel); the VMMs get it as --accel.
+	Accel string
 }
 
 // Defaults.
@@ -133,8 +137,12 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
 	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS: DIR holds ca.pem, cert.pem (naming --migrate-ip) and key.pem; give it on every host")
+	accelName := fs.String("accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if _, err := accel.Parse(*accelName); err != nil {
+		return nil, fmt.Errorf("agent: --accel: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("agent: unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -143,7 +151,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
 		StorageIDs: storage, LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		VerifyMigrations: *verify, MigrationTLSDir: *tlsDir,
+		VerifyMigrations: *verify, MigrationTLSDir: *tlsDir, Accel: *accelName,
 		Bridges: map[string]string{},
 	}
 	if c.MigrationTLSDir != "" {

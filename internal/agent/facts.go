@@ -13,7 +13,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/arch/x86"
+	"github.com/godwit-vmm/godwit/internal/hv"
 	"github.com/godwit-vmm/godwit/internal/kvm"
 )
 
@@ -21,6 +23,7 @@ import (
 // between hosts with the same guest-visible CPUID and the same TSC rate
 // (this KVM cannot scale the TSC).
 type cpuFacts struct {
+	Accel     string // the accelerator VMs run on here: "kvm" or "emu"
 	TSCKHz    uint64
 	CPUIDHash string
 	Caps      []string
@@ -39,16 +42,17 @@ var kvmCaps = []struct {
 	{"sregs2", kvm.KVM_CAP_SREGS2},
 }
 
-// probeCPU creates a throwaway VM and vCPU, gives the vCPU the CPUID a
-// one-vCPU guest gets (as internal/vm does), and reads back what the
-// guest sees and the TSC rate.
-func probeCPU() (cpuFacts, error) {
+// probeCPU creates a throwaway VM and vCPU on the accelerator accelName
+// selects, gives the vCPU the CPUID a one-vCPU guest gets (as internal/vm
+// does), and reads back what the guest sees and the TSC rate.
+func probeCPU(accelName string) (cpuFacts, error) {
 	var f cpuFacts
-	sys, err := kvm.Open()
+	sys, err := accel.Open(accelName, nil)
 	if err != nil {
 		return f, err
 	}
 	defer sys.Close()
+	f.Accel = sys.Name()
 	vmfd, err := sys.CreateVM()
 	if err != nil {
 		return f, fmt.Errorf("agent: probe cpu: %w", err)
@@ -76,9 +80,16 @@ func probeCPU() (cpuFacts, error) {
 		return f, fmt.Errorf("agent: probe cpu: tsc khz: %w", err)
 	}
 	f.TSCKHz = uint64(khz)
-	for _, c := range kvmCaps {
-		if vmfd.CheckExtension(c.cap) > 0 {
-			f.Caps = append(f.Caps, c.name)
+	if k, ok := sys.(*kvm.Hypervisor); ok {
+		kvmVM, err := k.System().CreateVM()
+		if err != nil {
+			return f, fmt.Errorf("agent: probe cpu: %w", err)
+		}
+		defer kvmVM.Close()
+		for _, c := range kvmCaps {
+			if kvmVM.CheckExtension(c.cap) > 0 {
+				f.Caps = append(f.Caps, c.name)
+			}
 		}
 	}
 	return f, nil
@@ -86,9 +97,9 @@ func probeCPU() (cpuFacts, error) {
 
 // hashCPUID hashes the CPUID entries in (function, index) order:
 // "sha256:" and the first 16 bytes in hex.
-func hashCPUID(ents []kvm.CPUIDEntry2) string {
+func hashCPUID(ents []hv.CPUIDEntry2) string {
 	ents = slices.Clone(ents)
-	slices.SortFunc(ents, func(a, b kvm.CPUIDEntry2) int {
+	slices.SortFunc(ents, func(a, b hv.CPUIDEntry2) int {
 		if a.Function != b.Function {
 			return int(int64(a.Function) - int64(b.Function))
 		}

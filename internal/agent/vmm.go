@@ -85,6 +85,9 @@ func (a *Agent) vmmArgs(vm string, lease int64) []string {
 	if a.cfg.MigrationTLSDir != "" {
 		args = append(args, "--migration-tls-dir", a.cfg.MigrationTLSDir)
 	}
+	if a.cfg.Accel != "" {
+		args = append(args, "--accel", a.cfg.Accel)
+	}
 	if a.vmmHandover {
 		args = append(args,
 			"--etcd", strings.Join(a.cfg.Etcd, ","),

@@ -28,7 +28,6 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/arch/x86"
 	"github.com/godwit-vmm/godwit/internal/guest"
-	"github.com/godwit-vmm/godwit/internal/kvm"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/migration/wire"
@@ -900,10 +899,10 @@ func FuzzDecodeMachineState(f *testing.F) {
 }
 
 // realMachineState saves the state of the test guest, or returns nil when
-// KVM or the guest is missing (the fuzz target then runs on the synthetic
+// no accelerator runs VMs here or the guest is missing (the fuzz target then runs on the synthetic
 // seed alone).
 func realMachineState(f *testing.F) []byte {
-	if kvm.Available() != nil {
+	if !testenv.VMAvailable() {
 		return nil
 	}
 	elf := os.Getenv("GODWIT_GUEST")

@@ -31,7 +31,7 @@ type pair struct {
 
 func newPair(t *testing.T, cfg vm.Config) *pair {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	cfg.Kernel = testenv.GuestELF(t)
 	cfg.Name = "src"
 	if cfg.MemBytes == 0 {

@@ -5,9 +5,10 @@ import (
 	"testing"
 )
 
-// TestLayers keeps the VMM's layers pointing one way (STYLE.md): kvm →
-// arch → vm/devices → migration → agent/controller; a lower layer never
-// imports a higher one.
+// TestLayers keeps the VMM's layers pointing one way (STYLE.md): the seam
+// (hv) → the accelerators (kvm, the software CPU) → arch → vm/devices →
+// migration → agent/controller; a lower layer never imports a higher one,
+// and nothing above accel names a backend.
 func TestLayers(t *testing.T) {
 	const mod = "github.com/godwit-vmm/godwit/internal/"
 	only := func(allowed ...string) func(string) bool {
@@ -24,17 +25,19 @@ func TestLayers(t *testing.T) {
 		}
 	}
 	CheckImports(t, map[string]func(string) bool{
-		"../kvm":                only(),
+		"../hv":                 only(),
+		"../kvm":                only("hv"),
+		"../accel":              only("hv", "kvm", "emu"),
 		"../memory":             only(),
-		"../arch/x86":           only("kvm", "memory"),
+		"../arch/x86":           only("hv", "memory"),
 		"../devices":            only(),
 		"../devices/serial":     only("devices"),
 		"../devices/pci":        only("devices"),
 		"../devices/virtio":     only("devices", "memory"),
 		"../devices/virtio/net": only("devices", "memory"),
 		"../devices/virtio/blk": only("devices", "memory"),
-		"../vm":                 only("kvm", "memory", "arch", "devices"),
-		"../migration":          only("kvm", "memory", "arch", "devices", "vm", "migration"),
+		"../vm":                 only("hv", "accel", "memory", "arch", "devices"),
+		"../migration":          only("hv", "memory", "arch", "devices", "vm", "migration"),
 		"../migration/wire":     only(),
 		"../migration/policy":   only(),
 		"../fence":              only(),

@@ -17,6 +17,9 @@ type Config struct {
 	VCPUs    int    // 1..MaxVCPUs
 	Kernel   string // multiboot v1 ELF
 	Cmdline  string // kernel command line
+	// Accel names the accelerator: "auto" (or ""), "kvm" or "emu"
+	// (package accel).
+	Accel string
 
 	// Console receives the guest's serial output. Nil discards it.
 	Console io.Writer

@@ -14,6 +14,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/devices/serial"
 	"github.com/godwit-vmm/godwit/internal/devices/virtio/blk"
 	virtionet "github.com/godwit-vmm/godwit/internal/devices/virtio/net"
+	"github.com/godwit-vmm/godwit/internal/hv"
 )
 
 // Fixed ISA resources of the PC devices, and the interrupt lines given to
@@ -50,8 +51,8 @@ type DeviceState struct {
 }
 
 // irq returns a new interrupt line on gsi, owned by v.
-func (v *VM) irq(gsi uint32) (*irqLine, error) {
-	l, err := newIRQLine(v.kvm, gsi)
+func (v *VM) irq(gsi uint32) (hv.IRQ, error) {
+	l, err := v.hvm.IRQ(gsi)
 	if err != nil {
 		return nil, err
 	}

@@ -4,50 +4,34 @@ import (
 	"fmt"
 	"math/bits"
 
-	"github.com/godwit-vmm/godwit/internal/kvm"
 	"github.com/godwit-vmm/godwit/internal/memory"
 )
-
-// dirtyLogProtect is KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's value: the caller
-// re-protects pages with KVM_CLEAR_DIRTY_LOG (so a chunk is cleared right
-// before it is read), and the log starts with every page set (so the first
-// pass needs no separate full-RAM bookkeeping).
-const dirtyLogProtect = kvm.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | kvm.KVM_DIRTY_LOG_INITIALLY_SET
 
 // Memory returns the VM's RAM.
 func (v *VM) Memory() *memory.Guest { return v.mem }
 
-// StartDirtyLog turns on KVM dirty logging for every RAM slot. Until
-// StopDirtyLog, DirtyLog reports pages written by vCPUs (KVM) or by devices
+// StartDirtyLog turns on the backend's dirty logging for every RAM slot.
+// Until StopDirtyLog, DirtyLog reports pages written by vCPUs or by devices
 // (the VMM bitmap) since they were last cleared. Right after this call every
 // page counts as dirty.
 func (v *VM) StartDirtyLog() error {
-	if v.kvm.CheckExtension(kvm.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) == 0 {
-		return fmt.Errorf("vm %s: KVM lacks MANUAL_DIRTY_LOG_PROTECT2, needed for live migration", v.cfg.Name)
-	}
-	if err := v.kvm.EnableCap(kvm.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, dirtyLogProtect); err != nil {
-		return fmt.Errorf("vm %s: enable manual dirty log protection: %w", v.cfg.Name, err)
-	}
 	for _, r := range v.mem.Regions() {
 		// Drop device marks older than the log: every page is dirty now.
 		r.TakeDirty(make([]uint64, (r.Pages()+63)/64))
-		if err := v.kvm.SetUserMemoryRegion(r.Slot, r.GPA, r.Host, kvm.KVM_MEM_LOG_DIRTY_PAGES); err != nil {
-			v.StopDirtyLog()
-			return fmt.Errorf("vm %s: start dirty logging: %w", v.cfg.Name, err)
-		}
+	}
+	if err := v.hvm.StartDirtyLog(); err != nil {
+		v.hvm.StopDirtyLog()
+		return fmt.Errorf("vm %s: start dirty logging: %w", v.cfg.Name, err)
 	}
 	return nil
 }
 
 // StopDirtyLog turns dirty logging off again.
 func (v *VM) StopDirtyLog() error {
-	var first error
-	for _, r := range v.mem.Regions() {
-		if err := v.kvm.SetUserMemoryRegion(r.Slot, r.GPA, r.Host, 0); err != nil && first == nil {
-			first = fmt.Errorf("vm %s: stop dirty logging: %w", v.cfg.Name, err)
-		}
+	if err := v.hvm.StopDirtyLog(); err != nil {
+		return fmt.Errorf("vm %s: stop dirty logging: %w", v.cfg.Name, err)
 	}
-	return first
+	return nil
 }
 
 // DirtyLog ORs into bitmaps[i] (one bit per page of region i) the pages
@@ -58,7 +42,7 @@ func (v *VM) StopDirtyLog() error {
 func (v *VM) DirtyLog(bitmaps [][]uint64) (pages int, err error) {
 	for i, r := range v.mem.Regions() {
 		kvmBits := make([]uint64, len(bitmaps[i]))
-		if err := v.kvm.GetDirtyLog(r.Slot, kvmBits); err != nil {
+		if err := v.hvm.GetDirtyLog(r.Slot, kvmBits); err != nil {
 			return 0, fmt.Errorf("vm %s: %w", v.cfg.Name, err)
 		}
 		for j, w := range kvmBits {
@@ -84,5 +68,5 @@ func (v *VM) ClearDirtyLog(region int, firstPage uint64, mask []uint64) error {
 	if n == 0 {
 		return nil
 	}
-	return v.kvm.ClearDirtyLog(r.Slot, firstPage, uint32(n), mask)
+	return v.hvm.ClearDirtyLog(r.Slot, firstPage, uint32(n), mask)
 }

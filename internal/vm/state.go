@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/arch/x86"
-	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/hv"
 )
 
 // MachineStateVersion is the version of MachineState's encoding.
@@ -56,7 +56,7 @@ type MigrationInfo struct {
 	TSCKHz    uint32
 	XSAVESize int
 	MSRs      []uint32
-	CPUID     []kvm.CPUIDEntry2 // as set on vCPU 0
+	CPUID     []hv.CPUIDEntry2 // as set on vCPU 0
 }
 
 // MigrationInfo returns what the VM's state depends on, probed on this
@@ -64,7 +64,7 @@ type MigrationInfo struct {
 func (v *VM) MigrationInfo() (MigrationInfo, error) { return v.info, nil }
 
 // probeMigrationInfo runs on vCPU 0's thread at creation.
-func probeMigrationInfo(sys *kvm.System, vmfd *kvm.VM, cpu *kvm.VCPU) (MigrationInfo, error) {
+func probeMigrationInfo(sys hv.Hypervisor, vmfd hv.VM, cpu hv.VCPU) (MigrationInfo, error) {
 	var info MigrationInfo
 	var err error
 	if info.TSCKHz, err = cpu.TSCKHz(); err != nil {
@@ -73,10 +73,14 @@ func probeMigrationInfo(sys *kvm.System, vmfd *kvm.VM, cpu *kvm.VCPU) (Migration
 	if info.CPUID, err = cpu.GetCPUID2(); err != nil {
 		return info, err
 	}
-	if info.MSRs, err = x86.ProbeMSRs(sys, cpu); err != nil {
+	list, err := sys.MSRIndexList()
+	if err != nil {
 		return info, err
 	}
-	info.XSAVESize = max(vmfd.CheckExtension(kvm.KVM_CAP_XSAVE2), 4096)
+	if info.MSRs, err = x86.ProbeMSRs(list, cpu); err != nil {
+		return info, err
+	}
+	info.XSAVESize = vmfd.XSAVESize()
 	return info, nil
 }
 
@@ -92,7 +96,7 @@ func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
 	}
 	ms := &MachineState{Version: MachineStateVersion, VCPUs: make([]*x86.VCPUState, len(v.vcpus))}
 	for i, c := range v.vcpus {
-		err := c.send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
+		err := c.send(request{kind: reqDo, fn: func(cpu hv.VCPU) error {
 			s, err := x86.SaveVCPU(cpu, info.XSAVESize, info.MSRs)
 			ms.VCPUs[i] = s
 			return err
@@ -102,7 +106,7 @@ func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
 		}
 	}
 	var err error
-	if ms.VM, err = x86.SaveVM(v.kvm); err != nil {
+	if ms.VM, err = x86.SaveVM(v.hvm); err != nil {
 		return nil, fmt.Errorf("vm %s: %w", v.cfg.Name, err)
 	}
 	ms.SavedAt = time.Now()
@@ -118,12 +122,12 @@ func (v *VM) RestoreState(ms *MachineState) error {
 	if len(ms.VCPUs) != len(v.vcpus) {
 		return fmt.Errorf("vm %s: state has %d vCPUs, this VM %d", v.cfg.Name, len(ms.VCPUs), len(v.vcpus))
 	}
-	cpus := make([]*kvm.VCPU, len(v.vcpus))
+	cpus := make([]hv.VCPU, len(v.vcpus))
 	offsets := make([]uint64, len(v.vcpus))
 	for i, c := range v.vcpus {
 		s := ms.VCPUs[i]
 		offsets[i] = s.TSCOffset
-		err := c.send(request{kind: reqDo, fn: func(cpu *kvm.VCPU) error {
+		err := c.send(request{kind: reqDo, fn: func(cpu hv.VCPU) error {
 			cpus[i] = cpu
 			return x86.RestoreVCPU(cpu, s)
 		}})
@@ -131,14 +135,14 @@ func (v *VM) RestoreState(ms *MachineState) error {
 			return fmt.Errorf("vm %s: %w", v.cfg.Name, err)
 		}
 	}
-	if err := x86.RestoreVM(v.kvm, ms.VM); err != nil {
+	if err := x86.RestoreVM(v.hvm, ms.VM); err != nil {
 		return fmt.Errorf("vm %s: %w", v.cfg.Name, err)
 	}
 	elapsed := time.Since(ms.SavedAt)
 	if elapsed < 0 {
 		elapsed = 0
 	}
-	if err := x86.RestoreClock(v.kvm, cpus, ms.VM.Clock, offsets, ms.VCPUs[0].TSCKHz, uint64(elapsed)); err != nil {
+	if err := x86.RestoreClock(v.hvm, cpus, ms.VM.Clock, offsets, ms.VCPUs[0].TSCKHz, uint64(elapsed)); err != nil {
 		return fmt.Errorf("vm %s: restore clock: %w", v.cfg.Name, err)
 	}
 	if err := v.dev.restore(ms.Devices); err != nil {

@@ -3,32 +3,13 @@ package vm
 import (
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/hv"
 )
-
-// kickSignal interrupts a vCPU thread blocked in KVM_RUN. The Go runtime
-// must handle it (signal.Notify), or the default action would kill the
-// process.
-const kickSignal = unix.SIGUSR1
-
-var installKick sync.Once
-
-func installKickHandler() {
-	installKick.Do(func() {
-		// The channel is never read: the runtime drops signals once it
-		// is full, which is all a kick needs.
-		signal.Notify(make(chan os.Signal, 1), kickSignal)
-	})
-}
 
 // requestKind is what a vCPU thread is asked to do.
 type requestKind int
@@ -42,7 +23,7 @@ const (
 
 type request struct {
 	kind requestKind
-	fn   func(*kvm.VCPU) error
+	fn   func(hv.VCPU) error
 	done chan error
 }
 
@@ -51,11 +32,11 @@ type request struct {
 type vcpu struct {
 	id  int
 	vm  *VM
-	cpu *kvm.VCPU // owned by the vCPU goroutine
-	tid atomic.Int32
+	cpu hv.VCPU // owned by the vCPU goroutine
 
-	// kickMu guards closed: kick writes into kvm_run from other
-	// goroutines, so the vCPU goroutine takes it before unmapping.
+	// kickMu guards closed: a kick touches the backend's vCPU (KVM's
+	// kvm_run) from other goroutines, so the vCPU goroutine takes it
+	// before closing it.
 	kickMu sync.Mutex
 	closed bool
 
@@ -70,17 +51,17 @@ type vcpu struct {
 
 // start creates the vCPU on a new locked OS thread, runs setup there, and
 // leaves the vCPU parked. It returns once setup is done.
-func (c *vcpu) start(setup func(*kvm.VCPU) error) error {
+func (c *vcpu) start(setup func(hv.VCPU) error) error {
 	ready := make(chan error, 1)
 	go c.loop(setup, ready)
 	return <-ready
 }
 
-// send queues a request, kicks the vCPU out of KVM_RUN and waits for the
+// send queues a request, kicks the vCPU out of its run and waits for the
 // answer.
 func (c *vcpu) send(r request) error { return <-c.post(r) }
 
-// post queues a request and kicks the vCPU out of KVM_RUN without waiting;
+// post queues a request and kicks the vCPU out of its run without waiting;
 // the returned channel carries the answer. Posting to every vCPU before
 // waiting on any lets them all act at once.
 func (c *vcpu) post(r request) <-chan error {
@@ -96,24 +77,19 @@ func (c *vcpu) kick() {
 	if c.cpu == nil || c.closed {
 		return
 	}
-	c.cpu.SetImmediateExit(true)
-	if tid := c.tid.Load(); tid != 0 {
-		// ESRCH: the thread is gone, nothing to kick.
-		unix.Tgkill(os.Getpid(), int(tid), kickSignal)
-	}
+	c.cpu.Kick()
 }
 
-func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
+func (c *vcpu) loop(setup func(hv.VCPU) error, ready chan<- error) {
 	// The thread stays locked until the goroutine ends; the runtime then
-	// destroys it, with the vCPU fd closed before.
+	// destroys it, with the vCPU closed before.
 	runtime.LockOSThread()
-	c.tid.Store(int32(unix.Gettid()))
-	cpu, err := c.vm.kvm.CreateVCPU(c.id)
+	cpu, err := c.vm.hvm.CreateVCPU(c.id)
 	if err == nil {
 		c.cpu = cpu
 		err = setup(cpu)
 	}
-	if cpu != nil {
+	if err == nil {
 		defer func() {
 			c.kickMu.Lock()
 			c.closed = true
@@ -149,7 +125,7 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 					// exit was just handled, so the saved state
 					// is between instructions.
 					cpu.SetImmediateExit(true)
-					if _, err := cpu.Run(); err != nil && !errors.Is(err, kvm.ErrInterrupted) {
+					if _, err := cpu.Run(); err != nil && !errors.Is(err, hv.ErrInterrupted) {
 						r.done <- err
 						continue
 					}
@@ -168,7 +144,6 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 				}
 				r.done <- r.fn(cpu)
 			case reqExit:
-				c.tid.Store(0)
 				r.done <- nil
 				return
 			}
@@ -181,7 +156,7 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 			continue // requests may have arrived while asleep
 		}
 		reason, err := cpu.Run()
-		if errors.Is(err, kvm.ErrInterrupted) {
+		if errors.Is(err, hv.ErrInterrupted) {
 			continue
 		}
 		if err != nil {
@@ -204,9 +179,9 @@ func (c *vcpu) loop(setup func(*kvm.VCPU) error, ready chan<- error) {
 	}
 }
 
-func (c *vcpu) handleExit(cpu *kvm.VCPU, reason uint32) error {
+func (c *vcpu) handleExit(cpu hv.VCPU, reason hv.Exit) error {
 	switch reason {
-	case kvm.KVM_EXIT_IO:
+	case hv.ExitIO:
 		io := cpu.IO()
 		for off := 0; off+io.Size <= len(io.Data); off += io.Size {
 			d := io.Data[off : off+io.Size]
@@ -217,7 +192,7 @@ func (c *vcpu) handleExit(cpu *kvm.VCPU, reason uint32) error {
 			}
 		}
 		return nil
-	case kvm.KVM_EXIT_MMIO:
+	case hv.ExitMMIO:
 		m := cpu.MMIO()
 		if !m.Write {
 			for i := range m.Data {
@@ -226,39 +201,39 @@ func (c *vcpu) handleExit(cpu *kvm.VCPU, reason uint32) error {
 		}
 		c.vm.logMMIOOnce(m.Addr, m.Write)
 		return nil
-	case kvm.KVM_EXIT_INTR, kvm.KVM_EXIT_HLT, kvm.KVM_EXIT_IRQ_WINDOW_OPEN:
+	case hv.ExitIntr, hv.ExitHLT, hv.ExitIRQWindow:
 		return nil
-	case kvm.KVM_EXIT_SHUTDOWN:
+	case hv.ExitShutdown:
 		regs, _ := cpu.GetRegs()
 		c.vm.guestStop(fmt.Sprintf("vcpu %d: guest triple fault (shutdown) at rip %#x", c.id, regs.RIP))
 		return nil
-	case kvm.KVM_EXIT_SYSTEM_EVENT:
-		switch t := cpu.SystemEventType(); t {
-		case kvm.KVM_SYSTEM_EVENT_SHUTDOWN:
+	case hv.ExitSystemEvent:
+		switch t := cpu.SystemEvent(); t {
+		case hv.SystemEventShutdown:
 			c.vm.guestStop("guest powered off")
-		case kvm.KVM_SYSTEM_EVENT_RESET:
+		case hv.SystemEventReset:
 			c.vm.guestStop("guest reset")
 		default:
 			return fmt.Errorf("guest system event %d", t)
 		}
 		return nil
-	case kvm.KVM_EXIT_INTERNAL_ERROR:
+	case hv.ExitInternalError:
 		return c.internalError(cpu)
-	case kvm.KVM_EXIT_FAIL_ENTRY:
+	case hv.ExitFailEntry:
 		regs, _ := cpu.GetRegs()
-		return fmt.Errorf("KVM could not enter the guest (fail entry) at rip %#x", regs.RIP)
+		return fmt.Errorf("%s could not enter the guest (fail entry) at rip %#x", c.vm.accel, regs.RIP)
 	}
 	regs, _ := cpu.GetRegs()
-	return fmt.Errorf("unhandled KVM exit reason %d at rip %#x", reason, regs.RIP)
+	return fmt.Errorf("unhandled %s exit %d at rip %#x", c.vm.accel, reason, regs.RIP)
 }
 
-// internalError turns KVM_EXIT_INTERNAL_ERROR into an error naming the
-// instruction, since on an emulating KVM this is how an instruction the
-// emulator lacks shows up.
-func (c *vcpu) internalError(cpu *kvm.VCPU) error {
+// internalError turns an internal-error exit into an error naming the
+// instruction, since on an emulating KVM (or the software CPU) this is how
+// an instruction the emulator cannot run shows up.
+func (c *vcpu) internalError(cpu hv.VCPU) error {
 	ie := cpu.InternalError()
 	regs, _ := cpu.GetRegs()
-	sregs, _ := cpu.GetSregs()
+	sregs, _ := cpu.GetSregs2()
 	insn := ie.Insn
 	if len(insn) == 0 {
 		// Without paging, or with the identity map test guests use, the
@@ -268,13 +243,16 @@ func (c *vcpu) internalError(cpu *kvm.VCPU) error {
 		}
 	}
 	what := map[uint32]string{
-		kvm.KVM_INTERNAL_ERROR_EMULATION:   "instruction emulation failed",
-		kvm.KVM_INTERNAL_ERROR_SIMUL_EX:    "exception during exception delivery",
-		kvm.KVM_INTERNAL_ERROR_DELIVERY_EV: "event delivery failed",
+		hv.InternalErrorEmulation:  "instruction emulation failed",
+		hv.InternalErrorSimulEx:    "exception during exception delivery",
+		hv.InternalErrorDeliveryEv: "event delivery failed",
 	}[ie.Suberror]
 	if what == "" {
 		what = fmt.Sprintf("suberror %d", ie.Suberror)
 	}
-	return fmt.Errorf("KVM internal error: %s at rip %#x (cs base %#x, cr0 %#x, efer %#x), instruction bytes % x, data %#x",
-		what, regs.RIP, sregs.CS.Base, sregs.CR0, sregs.EFER, insn, ie.Data)
+	if ie.Reason != "" {
+		what += ": " + ie.Reason
+	}
+	return fmt.Errorf("%s internal error: %s at rip %#x (cs base %#x, cr0 %#x, efer %#x), instruction bytes % x, data %#x",
+		c.vm.accel, what, regs.RIP, sregs.CS.Base, sregs.CR0, sregs.EFER, insn, ie.Data)
 }

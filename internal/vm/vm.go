@@ -19,16 +19,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/arch/x86"
-	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/hv"
 	"github.com/godwit-vmm/godwit/internal/memory"
-)
-
-// Addresses KVM needs on Intel hosts for real-mode emulation, placed in the
-// MMIO hole below the IOAPIC (as Firecracker does).
-const (
-	tssAddr         = 0xfffbd000
-	identityMapAddr = 0xfffbc000
 )
 
 // State is a VM's run state.
@@ -46,12 +40,13 @@ const (
 type VM struct {
 	cfg   Config
 	log   *slog.Logger
-	kvm   *kvm.VM
+	hvm   hv.VM
+	accel string // the accelerator's name: "kvm" or "emu"
 	mem   *memory.Guest
 	ports *PortBus
 	vcpus []*vcpu
 	dev   *deviceSet
-	irqs  []*irqLine
+	irqs  []hv.IRQ
 
 	started  time.Time
 	info     MigrationInfo // probed at creation
@@ -132,38 +127,26 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("vm", cfg.Name)
-	sys, err := kvm.Open()
+	sys, err := accel.Open(cfg.Accel, log)
 	if err != nil {
 		return nil, err
 	}
 	defer sys.Close()
 
-	v := &VM{cfg: cfg, log: log, state: StateCreated, stopped: make(chan struct{}), incoming: kernel == nil}
+	v := &VM{cfg: cfg, log: log, accel: sys.Name(), state: StateCreated, stopped: make(chan struct{}), incoming: kernel == nil}
 	defer func() {
 		if err != nil {
 			v.release()
 		}
 	}()
-	if v.kvm, err = sys.CreateVM(); err != nil {
-		return nil, err
-	}
-	if err = v.kvm.SetTSSAddr(tssAddr); err != nil {
-		return nil, err
-	}
-	if err = v.kvm.SetIdentityMapAddr(identityMapAddr); err != nil {
-		return nil, err
-	}
-	if err = v.kvm.CreateIRQChip(); err != nil {
-		return nil, err
-	}
-	if err = v.kvm.CreatePIT2(); err != nil {
+	if v.hvm, err = sys.CreateVM(); err != nil {
 		return nil, err
 	}
 	if v.mem, err = memory.New(cfg.MemBytes); err != nil {
 		return nil, err
 	}
 	for _, r := range v.mem.Regions() {
-		if err = v.kvm.SetUserMemoryRegion(r.Slot, r.GPA, r.Host, 0); err != nil {
+		if err = v.hvm.SetMemoryRegion(r.Slot, r.GPA, r.Host); err != nil {
 			return nil, err
 		}
 	}
@@ -188,18 +171,17 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 	for i := 0; i < cfg.VCPUs; i++ {
 		v.vcpus = append(v.vcpus, &vcpu{id: i, vm: v, reqs: make(chan request, 4)})
 	}
-	installKickHandler()
 	for _, c := range v.vcpus {
-		setup := func(cpu *kvm.VCPU) error {
-			ids := x86.PatchCPUID(cpuid, cpu.ID, cfg.VCPUs)
+		setup := func(cpu hv.VCPU) error {
+			ids := x86.PatchCPUID(cpuid, cpu.ID(), cfg.VCPUs)
 			var err error
 			if kernel == nil {
 				err = cpu.SetCPUID2(ids) // the rest comes with the state
 			} else {
 				err = setupVCPU(cpu, ids, entry, info)
 			}
-			if err == nil && cpu.ID == 0 {
-				v.info, err = probeMigrationInfo(sys, v.kvm, cpu)
+			if err == nil && cpu.ID() == 0 {
+				v.info, err = probeMigrationInfo(sys, v.hvm, cpu)
 			}
 			return err
 		}
@@ -207,14 +189,14 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)
 		}
 	}
-	log.Info("vm created", "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", kernel == nil)
+	log.Info("vm created", "accel", v.accel, "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", kernel == nil)
 	return v, nil
 }
 
 // setupVCPU sets the reset state of one vCPU: CPUID, LAPIC LINT pins, and
 // for the BSP the multiboot entry state. APs stay in wait-for-SIPI, as KVM
 // creates them with an in-kernel irqchip.
-func setupVCPU(cpu *kvm.VCPU, cpuid []kvm.CPUIDEntry2, entry, info uint32) error {
+func setupVCPU(cpu hv.VCPU, cpuid []hv.CPUIDEntry2, entry, info uint32) error {
 	if err := cpu.SetCPUID2(cpuid); err != nil {
 		return err
 	}
@@ -226,14 +208,14 @@ func setupVCPU(cpu *kvm.VCPU, cpuid []kvm.CPUIDEntry2, entry, info uint32) error
 	if err := cpu.SetLAPIC(lapic); err != nil {
 		return err
 	}
-	if cpu.ID != 0 {
+	if cpu.ID() != 0 {
 		return nil
 	}
-	sregs, err := cpu.GetSregs()
+	sregs, err := cpu.GetSregs2()
 	if err != nil {
 		return err
 	}
-	if err := cpu.SetSregs(x86.MultibootSregs(sregs)); err != nil {
+	if err := cpu.SetSregs2(x86.MultibootSregs(sregs)); err != nil {
 		return err
 	}
 	return cpu.SetRegs(x86.MultibootRegs(entry, info))
@@ -371,7 +353,7 @@ func (v *VM) Wait() error {
 // Done is closed when the VM has stopped.
 func (v *VM) Done() <-chan struct{} { return v.stopped }
 
-// release frees devices, IRQ lines, RAM and the KVM VM.
+// release frees devices, IRQ lines, RAM and the backend's VM.
 func (v *VM) release() {
 	if v.dev != nil {
 		v.dev.close()
@@ -380,9 +362,9 @@ func (v *VM) release() {
 		l.Close()
 	}
 	v.irqs = nil
-	if v.kvm != nil {
-		v.kvm.Close()
-		v.kvm = nil
+	if v.hvm != nil {
+		v.hvm.Close()
+		v.hvm = nil
 	}
 	if v.mem != nil {
 		v.mem.Close()
@@ -403,6 +385,7 @@ func (v *VM) ConsoleInput(b []byte) { v.dev.uart.Input(b) }
 type Status struct {
 	Name      string         `json:"name"`
 	State     State          `json:"state"`
+	Accel     string         `json:"accel"`
 	VCPUs     int            `json:"vcpus"`
 	MemMiB    uint64         `json:"mem_mib"`
 	Kernel    string         `json:"kernel"`
@@ -425,6 +408,7 @@ func (v *VM) Status() Status {
 	s := Status{
 		Name:    v.cfg.Name,
 		State:   v.state,
+		Accel:   v.accel,
 		VCPUs:   v.cfg.VCPUs,
 		MemMiB:  v.cfg.MemBytes >> 20,
 		Kernel:  v.cfg.Kernel,

@@ -27,7 +27,7 @@ const bootTimeout = 60 * time.Second
 // startGuest boots the test guest in-process and waits for READY.
 func startGuest(t *testing.T, cfg vm.Config) (*vm.VM, *guest.Console) {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	cfg.Kernel = testenv.GuestELF(t)
 	if cfg.Name == "" {
 		cfg.Name = strings.ReplaceAll(t.Name(), "/", "-")
@@ -272,7 +272,7 @@ func TestDiskRoundTrip(t *testing.T) {
 // the emulator lacks on an emulating KVM) must stop the VM with an error
 // that names where, never hang.
 func TestGuestFaultIsReported(t *testing.T) {
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	k := filepath.Join(t.TempDir(), "int3.elf")
 	if err := os.WriteFile(k, x86test.Kernel([]byte{0x90, 0x90, 0xcc, 0xf4}), 0o644); err != nil {
 		t.Fatal(err)
@@ -336,7 +336,7 @@ func (b *byteCounter) Write(p []byte) (int, error) { b.n.Add(int64(len(p))); ret
 // nothing more (at most the byte each vCPU was emitting), and the VM
 // stops with a fence reason.
 func TestDeadlineFences(t *testing.T) {
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	con := guest.NewConsole(nil)
 	var printed byteCounter
 	cfg := vm.Config{Name: "fence", Kernel: testenv.GuestELF(t), MemBytes: 128 << 20, VCPUs: 2, Cmdline: "cpus=2",

@@ -3,7 +3,7 @@ package x86
 import (
 	"encoding/binary"
 
-	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/hv"
 	"github.com/godwit-vmm/godwit/internal/memory"
 )
 
@@ -49,8 +49,8 @@ func WriteBootGDT(mem *memory.Guest) error {
 
 // MultibootRegs returns the general registers a multiboot kernel expects at
 // entry: EAX = bootloader magic, EBX = information structure.
-func MultibootRegs(entry, info uint32) kvm.Regs {
-	return kvm.Regs{
+func MultibootRegs(entry, info uint32) hv.Regs {
+	return hv.Regs{
 		RAX:    MultibootBootloaderMagic,
 		RBX:    uint64(info),
 		RIP:    uint64(entry),
@@ -61,15 +61,15 @@ func MultibootRegs(entry, info uint32) kvm.Regs {
 // MultibootSregs returns sregs with flat 4 GiB 32-bit segments, protected
 // mode, paging off, starting from the vCPU's current sregs (which carry the
 // APIC base and other reset state).
-func MultibootSregs(s kvm.Sregs) kvm.Sregs {
-	code := kvm.Segment{Base: 0, Limit: 0xffffffff, Selector: selCode, Type: 0xb, Present: 1, DB: 1, S: 1, G: 1}
-	data := kvm.Segment{Base: 0, Limit: 0xffffffff, Selector: selData, Type: 0x3, Present: 1, DB: 1, S: 1, G: 1}
+func MultibootSregs(s hv.Sregs2) hv.Sregs2 {
+	code := hv.Segment{Base: 0, Limit: 0xffffffff, Selector: selCode, Type: 0xb, Present: 1, DB: 1, S: 1, G: 1}
+	data := hv.Segment{Base: 0, Limit: 0xffffffff, Selector: selData, Type: 0x3, Present: 1, DB: 1, S: 1, G: 1}
 	s.CS = code
 	s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
-	s.TR = kvm.Segment{Base: 0, Limit: 0x67, Selector: selTSS, Type: 0xb, Present: 1}
-	s.LDT = kvm.Segment{Type: 0x2, Present: 1, Unusable: 1}
-	s.GDT = kvm.DTable{Base: GDTAddr, Limit: 5*8 - 1}
-	s.IDT = kvm.DTable{}
+	s.TR = hv.Segment{Base: 0, Limit: 0x67, Selector: selTSS, Type: 0xb, Present: 1}
+	s.LDT = hv.Segment{Type: 0x2, Present: 1, Unusable: 1}
+	s.GDT = hv.DTable{Base: GDTAddr, Limit: 5*8 - 1}
+	s.IDT = hv.DTable{}
 	s.CR0 = CR0_PE | CR0_ET
 	s.CR3, s.CR4, s.EFER = 0, 0, 0
 	return s
@@ -85,7 +85,7 @@ const (
 )
 
 // SetLINTs programs LVT0 as ExtINT and LVT1 as NMI in a LAPIC register page.
-func SetLINTs(l *kvm.LAPICState) {
+func SetLINTs(l *hv.LAPICState) {
 	set := func(off int, mode uint32) {
 		v := binary.LittleEndian.Uint32(l[off:])
 		v = v&^0x700 | mode<<8
@@ -97,8 +97,8 @@ func SetLINTs(l *kvm.LAPICState) {
 
 // PatchCPUID returns the supported CPUID entries adjusted for vCPU id of n:
 // the initial APIC ID in leaf 1 and the x2APIC ID in leaves 0xB/0x1F.
-func PatchCPUID(ents []kvm.CPUIDEntry2, id, n int) []kvm.CPUIDEntry2 {
-	out := make([]kvm.CPUIDEntry2, len(ents))
+func PatchCPUID(ents []hv.CPUIDEntry2, id, n int) []hv.CPUIDEntry2 {
+	out := make([]hv.CPUIDEntry2, len(ents))
 	copy(out, ents)
 	for i := range out {
 		e := &out[i]

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/hv"
 )
 
 // MSR numbers the VMM treats specially.
@@ -31,15 +31,11 @@ func extraMSRs() []uint32 {
 	return m
 }
 
-// ProbeMSRs returns the MSRs to save for this VM: KVM's index list plus the
-// extras, minus those this KVM cannot read one by one (and minus
+// ProbeMSRs returns the MSRs to save for this VM: the backend's index list
+// (list) plus the extras, minus those the backend cannot read one by one (and minus
 // IA32_ARCH_CAPABILITIES, which some KVMs cannot set), ordered so that
 // IA32_TSC comes before TSC_DEADLINE and TSC_DEADLINE comes last.
-func ProbeMSRs(sys *kvm.System, cpu *kvm.VCPU) ([]uint32, error) {
-	list, err := sys.MSRIndexList()
-	if err != nil {
-		return nil, err
-	}
+func ProbeMSRs(list []uint32, cpu hv.VCPU) ([]uint32, error) {
 	cand := append(slices.Clone(list), extraMSRs()...)
 	slices.Sort(cand)
 	cand = slices.Compact(cand)
@@ -75,25 +71,25 @@ type VCPUState struct {
 	Version   int
 	ID        int
 	MPState   uint32
-	Regs      kvm.Regs
-	Sregs     kvm.Sregs2
+	Regs      hv.Regs
+	Sregs     hv.Sregs2
 	XSAVE     []byte
-	XCRs      kvm.XCRs
-	DebugRegs kvm.DebugRegs
-	LAPIC     kvm.LAPICState
+	XCRs      hv.XCRs
+	DebugRegs hv.DebugRegs
+	LAPIC     hv.LAPICState
 	TSCKHz    uint32
 	TSCOffset uint64
-	CPUID     []kvm.CPUIDEntry2
-	MSRs      []kvm.MSREntry
-	Events    kvm.VCPUEvents
+	CPUID     []hv.CPUIDEntry2
+	MSRs      []hv.MSREntry
+	Events    hv.VCPUEvents
 }
 
 // SaveVCPU reads the state of a vCPU that is out of KVM_RUN (and, if its
 // last exit was I/O, has been run once more with immediate_exit so the
 // instruction completed). xsaveSize is KVM_CAP_XSAVE2's answer; msrs is the
 // list from ProbeMSRs.
-func SaveVCPU(cpu *kvm.VCPU, xsaveSize int, msrs []uint32) (*VCPUState, error) {
-	s := &VCPUState{Version: VCPUStateVersion, ID: cpu.ID}
+func SaveVCPU(cpu hv.VCPU, xsaveSize int, msrs []uint32) (*VCPUState, error) {
+	s := &VCPUState{Version: VCPUStateVersion, ID: cpu.ID()}
 	var err error
 	// MP state first: reading it runs kvm_apic_accept_events, which can
 	// change the rest.
@@ -106,7 +102,7 @@ func SaveVCPU(cpu *kvm.VCPU, xsaveSize int, msrs []uint32) (*VCPUState, error) {
 	if s.Sregs, err = cpu.GetSregs2(); err != nil {
 		return nil, err
 	}
-	if s.XSAVE, err = cpu.GetXSAVE2(xsaveSize); err != nil {
+	if s.XSAVE, err = cpu.GetXSAVE(xsaveSize); err != nil {
 		return nil, err
 	}
 	if s.XCRs, err = cpu.GetXCRs(); err != nil {
@@ -131,7 +127,7 @@ func SaveVCPU(cpu *kvm.VCPU, xsaveSize int, msrs []uint32) (*VCPUState, error) {
 		return nil, err
 	}
 	if len(s.MSRs) != len(msrs) {
-		return nil, fmt.Errorf("x86: vcpu %d: KVM read %d of %d MSRs, stopping at %#x", cpu.ID, len(s.MSRs), len(msrs), msrs[len(s.MSRs)])
+		return nil, fmt.Errorf("x86: vcpu %d: KVM read %d of %d MSRs, stopping at %#x", cpu.ID(), len(s.MSRs), len(msrs), msrs[len(s.MSRs)])
 	}
 	// Events last: the reads above do not change them, and they carry
 	// what is pending at this very point.
@@ -146,12 +142,12 @@ func SaveVCPU(cpu *kvm.VCPU, xsaveSize int, msrs []uint32) (*VCPUState, error) {
 // LAPIC before the MSRs (TSC_DEADLINE is relative to the LAPIC timer mode),
 // events last. The TSC offset is set separately (see SetTSCOffsets), since
 // it must be adjusted for the time the VM was paused.
-func RestoreVCPU(cpu *kvm.VCPU, s *VCPUState) error {
+func RestoreVCPU(cpu hv.VCPU, s *VCPUState) error {
 	if s.Version != VCPUStateVersion {
 		return fmt.Errorf("x86: vcpu %d state version %d, this VMM reads %d", s.ID, s.Version, VCPUStateVersion)
 	}
-	if s.ID != cpu.ID {
-		return fmt.Errorf("x86: state of vcpu %d offered to vcpu %d", s.ID, cpu.ID)
+	if s.ID != cpu.ID() {
+		return fmt.Errorf("x86: state of vcpu %d offered to vcpu %d", s.ID, cpu.ID())
 	}
 	steps := []struct {
 		what string
@@ -182,25 +178,25 @@ const VMStateVersion = 1
 // VMState is the VM-wide KVM state: PIT, PICs, IOAPIC and kvmclock.
 type VMState struct {
 	Version int
-	PIT     kvm.PITState2
-	PICs    [2]kvm.IRQChip
-	IOAPIC  kvm.IRQChip
-	Clock   kvm.ClockData
+	PIT     hv.PITState2
+	PICs    [2]hv.IRQChip
+	IOAPIC  hv.IRQChip
+	Clock   hv.ClockData
 }
 
 // SaveVM reads the VM-wide state after every vCPU is saved.
-func SaveVM(vm *kvm.VM) (*VMState, error) {
+func SaveVM(vm hv.VM) (*VMState, error) {
 	s := &VMState{Version: VMStateVersion}
 	var err error
 	if s.PIT, err = vm.GetPIT2(); err != nil {
 		return nil, err
 	}
 	for i := range s.PICs {
-		if s.PICs[i], err = vm.GetIRQChip(uint32(kvm.KVM_IRQCHIP_PIC_MASTER + i)); err != nil {
+		if s.PICs[i], err = vm.GetIRQChip(uint32(hv.IRQChipPICMaster + i)); err != nil {
 			return nil, err
 		}
 	}
-	if s.IOAPIC, err = vm.GetIRQChip(kvm.KVM_IRQCHIP_IOAPIC); err != nil {
+	if s.IOAPIC, err = vm.GetIRQChip(hv.IRQChipIOAPIC); err != nil {
 		return nil, err
 	}
 	if s.Clock, err = vm.GetClock(); err != nil {
@@ -211,7 +207,7 @@ func SaveVM(vm *kvm.VM) (*VMState, error) {
 
 // RestoreVM loads PIT and interrupt controllers (the clock is restored with
 // the TSC offsets, see RestoreClock).
-func RestoreVM(vm *kvm.VM, s *VMState) error {
+func RestoreVM(vm hv.VM, s *VMState) error {
 	if s.Version != VMStateVersion {
 		return fmt.Errorf("x86: vm state version %d, this VMM reads %d", s.Version, VMStateVersion)
 	}
@@ -234,14 +230,14 @@ func RestoreVM(vm *kvm.VM, s *VMState) error {
 // same amount. When the source clock lacks the realtime and host-TSC stamps
 // (KVM's master clock was not in use), the clock is advanced by elapsedNs,
 // the pause measured by the VMM, and the TSC offset likewise.
-func RestoreClock(vm *kvm.VM, cpus []*kvm.VCPU, src kvm.ClockData, offsets []uint64, tscKHz uint32, elapsedNs uint64) error {
+func RestoreClock(vm hv.VM, cpus []hv.VCPU, src hv.ClockData, offsets []uint64, tscKHz uint32, elapsedNs uint64) error {
 	if len(offsets) != len(cpus) {
 		return errors.New("x86: restore clock: one TSC offset per vCPU needed")
 	}
-	exact := src.Flags&kvm.KVM_CLOCK_REALTIME != 0 && src.Flags&kvm.KVM_CLOCK_HOST_TSC != 0
-	set := kvm.ClockData{Clock: src.Clock}
+	exact := src.Flags&hv.ClockRealtime != 0 && src.Flags&hv.ClockHostTSC != 0
+	set := hv.ClockData{Clock: src.Clock}
 	if exact {
-		set.Flags = kvm.KVM_CLOCK_REALTIME
+		set.Flags = hv.ClockRealtime
 		set.Realtime = src.Realtime
 	} else {
 		set.Clock += elapsedNs
@@ -257,7 +253,7 @@ func RestoreClock(vm *kvm.VM, cpus []*kvm.VCPU, src kvm.ClockData, offsets []uin
 	// KVM advanced guest time by guest_dst - guest_src; the guest TSC must
 	// advance by the same, whatever the hosts' own TSCs did.
 	var delta int64
-	if exact && dst.Flags&kvm.KVM_CLOCK_HOST_TSC != 0 {
+	if exact && dst.Flags&hv.ClockHostTSC != 0 {
 		guestNs := int64(dst.Clock - src.Clock)
 		delta = guestNs*int64(tscKHz)/1e6 + int64(src.HostTSC-dst.HostTSC)
 	} else {

@@ -1,8 +1,10 @@
 // Command testsummary reads `go test -json` on stdin, prints the tests'
 // output as `go test -v` would, and ends with counts: all tests passed,
 // failed and skipped, and separately the tests that need host facilities
-// (/dev/kvm, root, network namespaces, the built guest; see
-// internal/testenv) that ran and that skipped, with the skip reasons.
+// (an accelerator to run a VM on, /dev/kvm itself, root, network
+// namespaces, the built guest; see internal/testenv) that ran and that
+// skipped, by facility, with the skip reasons, the accelerator the VM tests
+// ran on, and by name the VM tests not run for want of an accelerator.
 // A failed test's last messages are repeated at the very end, so the reason
 // is found even when the log above is long or cut. It exits non-zero if any
 // test or package failed.
@@ -48,6 +50,9 @@ func summarize(r io.Reader, w io.Writer) int {
 		pkgFailed               []string
 		envTests                = map[testKey]bool{} // test → true when it needs the host
 		envSkip                 = map[testKey]string{}
+		facilities              = map[testKey]map[string]bool{} // test → facility → available
+		accels                  = map[string]int{}              // accelerator → VM tests that ran on it
+		vmTests                 = map[testKey]string{}          // test → accelerator
 		result                  = map[testKey]string{}
 		messages                = map[testKey][]string{} // by full test name
 		failedTests             []testKey
@@ -75,10 +80,19 @@ func summarize(r io.Reader, w io.Writer) int {
 				}
 				messages[full] = m
 			}
-			if e.Test != "" && strings.Contains(e.Output, "testenv: requires ") {
+			if i := strings.Index(e.Output, "testenv: requires "); e.Test != "" && i >= 0 {
 				envTests[k] = true
-				if i := strings.Index(e.Output, "testenv: requires "); i >= 0 && !strings.Contains(e.Output, ": available") {
-					envSkip[k] = strings.TrimSpace(e.Output[i+len("testenv: requires "):])
+				rest := strings.TrimSpace(e.Output[i+len("testenv: requires "):])
+				facility, detail, _ := strings.Cut(rest, ": ")
+				if facilities[k] == nil {
+					facilities[k] = map[string]bool{}
+				}
+				avail := strings.HasPrefix(detail, "available")
+				facilities[k][facility] = avail
+				if !avail {
+					envSkip[k] = rest
+				} else if a, ok := strings.CutPrefix(detail, "available (accel "); ok && facility == "vm" {
+					vmTests[k] = strings.TrimSuffix(a, ")")
 				}
 			}
 		case "pass", "fail", "skip":
@@ -98,8 +112,24 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	envRan, envSkipped := 0, 0
-	var reasons []string
+	var reasons, noAccel []string
+	byFacility := map[string][2]int{} // facility → {ran, skipped}
 	for k, r := range result {
+		for f := range facilities[k] {
+			n := byFacility[f]
+			if r == "skip" {
+				n[1]++
+			} else {
+				n[0]++
+			}
+			byFacility[f] = n
+		}
+		if a, ok := vmTests[k]; ok && r != "skip" {
+			accels[a]++
+		}
+		if r == "skip" && strings.Contains(envSkip[k], "for want of an accelerator") {
+			noAccel = append(noAccel, fmt.Sprintf("  %s %s", k.pkg, k.name))
+		}
 		switch r {
 		case "pass":
 			passed++
@@ -118,6 +148,7 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	sort.Strings(reasons)
+	sort.Strings(noAccel)
 	if len(failedTests) > 0 {
 		fmt.Fprintf(w, "\nfailed tests, with their last messages:\n")
 		for _, k := range failedTests {
@@ -128,9 +159,36 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "host-facility tests (kvm, root, netns, guest): %d ran, %d skipped\n", envRan, envSkipped)
+	fmt.Fprintf(w, "host-facility tests (vm, kvm, root, netns, guest): %d ran, %d skipped\n", envRan, envSkipped)
+	var names []string
+	for f := range byFacility {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		n := byFacility[f]
+		line := fmt.Sprintf("  %s: %d ran, %d skipped", f, n[0], n[1])
+		if f == "vm" && len(accels) > 0 {
+			var on []string
+			for a, c := range accels {
+				on = append(on, fmt.Sprintf("%s %d", a, c))
+			}
+			sort.Strings(on)
+			line += " (ran on accelerator: " + strings.Join(on, ", ") + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(reasons) > 0 {
+		fmt.Fprintln(w, "skipped, and why:")
+	}
 	for _, r := range reasons {
 		fmt.Fprintln(w, r)
+	}
+	if len(noAccel) > 0 {
+		fmt.Fprintf(w, "NOT RUN for want of an accelerator (%d VM tests: no /dev/kvm, and the software CPU does not run them yet):\n", len(noAccel))
+		for _, r := range noAccel {
+			fmt.Fprintln(w, r)
+		}
 	}
 	for _, p := range pkgFailed {
 		fmt.Fprintf(w, "package failed: %s\n", p)
