@@ -134,7 +134,7 @@ func (l *lab) etcdURL() string { return "http://" + l.ctlIP + ":2379" }
 // started by startAgent.
 func newLab(t *testing.T, nhosts int) *lab {
 	t.Helper()
-	testenv.RequireKVM(t)
+	testenv.RequireVM(t)
 	testenv.RequireRoot(t)
 	testenv.RequireNetns(t)
 	elf := testenv.GuestELF(t)
