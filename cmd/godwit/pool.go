@@ -181,9 +181,9 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 			return printJSON(stdout, hosts)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tSTATE\tALIVE\tCPUS\tALLOC-VCPUS\tMEMORY\tALLOC-MEM\tVMS\tADDR")
+		fmt.Fprintln(tw, "HOST\tSTATE\tALIVE\tACCEL\tCPUS\tALLOC-VCPUS\tMEMORY\tALLOC-MEM\tVMS\tADDR")
 		for _, h := range hosts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", h.Name, dash(h.State), yesNo(h.Alive), h.CPUs,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", h.Name, dash(h.State), yesNo(h.Alive), dash(h.Accel), h.CPUs,
 				h.AllocVCPUs, humanBytes(h.MemBytes), humanBytes(h.AllocMemBytes), len(h.VMs), dash(h.Addr))
 		}
 		return tw.Flush()
@@ -201,7 +201,7 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	rows := [][2]string{
 		{"host", h.Name}, {"state", state}, {"alive", yesNo(h.Alive)}, {"addr", dash(h.Addr)},
-		{"cpuid", dash(h.CPUIDHash)}, {"tsc", fmt.Sprintf("%d kHz", h.TSCKHz)},
+		{"accel", dash(h.Accel)}, {"cpuid", dash(h.CPUIDHash)}, {"tsc", fmt.Sprintf("%d kHz", h.TSCKHz)},
 		{"cpus", fmt.Sprintf("%d (%d vCPUs allocated)", h.CPUs, h.AllocVCPUs)},
 		{"memory", fmt.Sprintf("%s (%s allocated, overhead included)", humanBytes(h.MemBytes), humanBytes(h.AllocMemBytes))},
 		{"storage", dash(strings.Join(h.StorageIDs, ", "))}, {"networks", dash(strings.Join(h.Networks, ", "))},

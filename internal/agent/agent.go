@@ -382,7 +382,7 @@ func (a *Agent) hostInfo() store.HostInfo {
 	}
 	return store.HostInfo{
 		Host: a.cfg.Host, Addr: addr,
-		CPUIDHash: a.cpu.CPUIDHash, TSCKHz: a.cpu.TSCKHz, KVMCaps: a.cpu.Caps,
+		Accel: a.cpu.Accel, CPUIDHash: a.cpu.CPUIDHash, TSCKHz: a.cpu.TSCKHz, KVMCaps: a.cpu.Caps,
 		CPUs: numCPU(), MemBytes: mem,
 		StorageIDs: append([]string(nil), a.cfg.StorageIDs...),
 		Networks:   presentNetworks(a.cfg.Bridges),

@@ -146,7 +146,7 @@ func (c *Controller) hostViews(p poolState) []poolapi.Host {
 			v.State, v.StateReason = string(h.State.State), h.State.Reason
 		}
 		if in := h.Info; in != nil {
-			v.Addr, v.CPUIDHash, v.TSCKHz, v.CPUs, v.MemBytes = in.Addr, in.CPUIDHash, in.TSCKHz, in.CPUs, in.MemBytes
+			v.Addr, v.Accel, v.CPUIDHash, v.TSCKHz, v.CPUs, v.MemBytes = in.Addr, accelOf(in), in.CPUIDHash, in.TSCKHz, in.CPUs, in.MemBytes
 			v.StorageIDs, v.Networks, v.KVMCaps, v.Agent = in.StorageIDs, in.Networks, in.KVMCaps, in.Agent
 		}
 		out = append(out, v)

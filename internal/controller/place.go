@@ -57,7 +57,7 @@ func (c *Controller) placementHosts(p poolState, resv map[string]reservation) []
 			ph.State = string(h.State.State)
 		}
 		if i := h.Info; i != nil {
-			ph.CPUIDHash, ph.TSCKHz, ph.CPUs, ph.MemBytes = i.CPUIDHash, i.TSCKHz, i.CPUs, i.MemBytes
+			ph.Accel, ph.CPUIDHash, ph.TSCKHz, ph.CPUs, ph.MemBytes = accelOf(i), i.CPUIDHash, i.TSCKHz, i.CPUs, i.MemBytes
 			ph.Storage, ph.Networks = i.StorageIDs, i.Networks
 		}
 		idx[h.Name] = len(out)
@@ -227,4 +227,13 @@ func trimPrefix(s string) string {
 		return s[len(p):]
 	}
 	return s
+}
+
+// accelOf is a host's accelerator; agents from before the software CPU
+// did not report one and ran KVM.
+func accelOf(i *store.HostInfo) string {
+	if i.Accel == "" {
+		return "kvm"
+	}
+	return i.Accel
 }

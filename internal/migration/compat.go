@@ -2,6 +2,7 @@ package migration
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -86,6 +87,7 @@ func bootID() string {
 func (s *Source) wireConfig(info vm.MigrationInfo) wire.Config {
 	c := s.vm.Config()
 	cfg := wire.Config{
+		Accel:     info.Accel,
 		VCPUs:     c.VCPUs,
 		TSCKHz:    info.TSCKHz,
 		XSAVESize: uint32(info.XSAVESize),
@@ -271,8 +273,13 @@ func regOf(e wire.CPUIDEntry, reg string) uint32 {
 	return e.EDX
 }
 
-// checkCompatible compares the source's CONFIG with this VMM's KVM.
+// checkCompatible compares the source's CONFIG with this VMM's accelerator.
 func checkCompatible(cfg wire.Config, local vm.MigrationInfo) error {
+	// The state format is one for both backends, but a move between them
+	// is refused until a host with both can test it.
+	if src := cmp.Or(cfg.Accel, "kvm"); src != local.Accel {
+		return fmt.Errorf("migration: the VM runs on accelerator %s on the source and this destination runs %s: moving between accelerators is not supported", src, local.Accel)
+	}
 	skew := math.Abs(float64(cfg.TSCKHz)-float64(local.TSCKHz)) / float64(cfg.TSCKHz) * 1e6
 	if skew > maxTSCSkewPPM {
 		return fmt.Errorf("migration: TSC frequency %d kHz here vs %d kHz on the source (%.0f ppm apart, at most %d): this KVM cannot scale the guest TSC",

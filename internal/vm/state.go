@@ -53,6 +53,7 @@ func DecodeMachineState(b []byte) (*MachineState, error) {
 // MigrationInfo is what a destination must match before a VM can move to
 // it: measured on this VMM's KVM.
 type MigrationInfo struct {
+	Accel     string // "kvm" or "emu"
 	TSCKHz    uint32
 	XSAVESize int
 	MSRs      []uint32
@@ -65,7 +66,7 @@ func (v *VM) MigrationInfo() (MigrationInfo, error) { return v.info, nil }
 
 // probeMigrationInfo runs on vCPU 0's thread at creation.
 func probeMigrationInfo(sys hv.Hypervisor, vmfd hv.VM, cpu hv.VCPU) (MigrationInfo, error) {
-	var info MigrationInfo
+	info := MigrationInfo{Accel: sys.Name()}
 	var err error
 	if info.TSCKHz, err = cpu.TSCKHz(); err != nil {
 		return info, err

@@ -34,15 +34,16 @@ type value interface {
 type HostInfo struct {
 	Versioned
 	Host       string   `json:"host"`
-	Addr       string   `json:"addr"`        // agent API / migration address, host:port
-	CPUIDHash  string   `json:"cpuid_hash"`  // hash of the guest-visible CPUID set
-	TSCKHz     uint64   `json:"tsc_khz"`     // invariant TSC frequency
-	KVMCaps    []string `json:"kvm_caps"`    // capabilities that matter for migration
-	CPUs       int      `json:"cpus"`        // logical CPUs available to VMs
-	MemBytes   uint64   `json:"mem_bytes"`   // memory available to VMs
-	StorageIDs []string `json:"storage_ids"` // shared storage the host can reach
-	Networks   []string `json:"networks"`    // L2 networks proven by probe frames
-	Agent      string   `json:"agent"`       // agent version
+	Addr       string   `json:"addr"`            // agent API / migration address, host:port
+	Accel      string   `json:"accel,omitempty"` // accelerator VMs run on: kvm or emu ("" = kvm)
+	CPUIDHash  string   `json:"cpuid_hash"`      // hash of the guest-visible CPUID set
+	TSCKHz     uint64   `json:"tsc_khz"`         // invariant TSC frequency
+	KVMCaps    []string `json:"kvm_caps"`        // capabilities that matter for migration
+	CPUs       int      `json:"cpus"`            // logical CPUs available to VMs
+	MemBytes   uint64   `json:"mem_bytes"`       // memory available to VMs
+	StorageIDs []string `json:"storage_ids"`     // shared storage the host can reach
+	Networks   []string `json:"networks"`        // L2 networks proven by probe frames
+	Agent      string   `json:"agent"`           // agent version
 }
 
 // HostAlive is hosts/<h>/alive, bound to the host lease: present while the

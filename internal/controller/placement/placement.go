@@ -111,6 +111,7 @@ type Host struct {
 	Name      string
 	Alive     bool   // holds its lease
 	State     string // active | draining | maintenance | failed ("" = not set)
+	Accel     string // accelerator: kvm or emu
 	CPUIDHash string
 	TSCKHz    uint64
 	CPUs      int
@@ -256,6 +257,9 @@ func (p Policy) Check(req Request, h Host) []string {
 	if f := req.From; f != nil {
 		if h.Name == f.Name {
 			why = append(why, "is the VM's current host")
+		}
+		if h.Accel != f.Accel {
+			why = append(why, fmt.Sprintf("accelerator %s differs from the VM's host %s (%s): moving between accelerators is not supported", h.Accel, f.Name, f.Accel))
 		}
 		if h.CPUIDHash != f.CPUIDHash {
 			why = append(why, fmt.Sprintf("CPU identity differs (cpuid %s, the VM's host %s has %s)", short(h.CPUIDHash), f.Name, short(f.CPUIDHash)))

@@ -41,6 +41,8 @@ func TestCheck(t *testing.T) {
 		{name: "network missing", vm: func(v *VM) { v.Networks = []string{"br9"} }, want: "network br9 missing"},
 		{name: "new vm ignores cpu identity", h: func(h *Host) { h.CPUIDHash = "cpu-b"; h.TSCKHz = 3_000_000 }},
 		{name: "migration same cpu", from: &from},
+		{name: "migration accelerator differs", from: &from, h: func(h *Host) { h.Accel = "emu" }, want: "accelerator emu differs from the VM's host"},
+		{name: "new vm ignores accelerator", h: func(h *Host) { h.Accel = "emu" }},
 		{name: "migration cpuid differs", from: &from, h: func(h *Host) { h.CPUIDHash = "cpu-b" }, want: "CPU identity differs"},
 		{name: "migration tsc within 250 ppm", from: &from, h: func(h *Host) { h.TSCKHz = 2_000_500 }},
 		{name: "migration tsc 251 ppm", from: &from, h: func(h *Host) { h.TSCKHz = 2_000_502 }, want: "TSC 2000502 kHz is 251 ppm"},

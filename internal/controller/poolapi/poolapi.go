@@ -83,6 +83,7 @@ type Host struct {
 	StateReason string   `json:"state_reason,omitempty"`
 	Alive       bool     `json:"alive"` // holds its lease
 	Addr        string   `json:"addr,omitempty"`
+	Accel       string   `json:"accel,omitempty"` // kvm or emu
 	CPUIDHash   string   `json:"cpuid_hash,omitempty"`
 	TSCKHz      uint64   `json:"tsc_khz,omitempty"`
 	CPUs        int      `json:"cpus"`

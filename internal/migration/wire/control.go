@@ -24,6 +24,7 @@ const (
 // pages arrive, and what it must check it can run.
 type Config struct {
 	Version   int          `json:"version"`
+	Accel     string       `json:"accel,omitempty"` // the source's accelerator ("kvm" if empty)
 	VCPUs     int          `json:"vcpus"`
 	RAM       []Region     `json:"ram"`        // guest RAM regions, ascending
 	TSCKHz    uint32       `json:"tsc_khz"`    // the source's TSC frequency
