@@ -8,12 +8,15 @@ GO ?= go
 BIN := bin/godwit
 GUEST := guest/build/guest.elf
 
-.PHONY: all deps build guest demo test check unit bench-boot clean
+.PHONY: all deps bench-deps build guest demo test check unit bench-boot clean
 
 all: build guest
 
 deps:
 	@bash scripts/deps.sh
+
+bench-deps:
+	@bash scripts/deps.sh --bench
 
 build:
 	$(GO) build -o $(BIN) ./cmd/godwit
@@ -44,17 +47,17 @@ unit:
 
 # Benchmarks against QEMU on the same test guest (docs/BENCHMARKS.md); results
 # in $BENCH_OUT/godwit-bench-<time>/ (default /tmp/godwit-bench).
-bench-boot: deps build guest
+bench-boot: bench-deps build guest
 	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST)
 
 .PHONY: bench-migrate
-bench-migrate: deps build guest
+bench-migrate: bench-deps build guest
 	$(GO) run ./internal/tools/bench migrate --godwit $(BIN) --guest $(GUEST)
 
 # Network blackout during live migration, Godwit vs QEMU, between network
 # namespaces (docs/NETWORK.md); results in $BENCH_OUT/godwit-netbench-<time>/.
 .PHONY: bench-net
-bench-net: deps build guest
+bench-net: bench-deps build guest
 	$(GO) run ./internal/tools/netbench --godwit $(BIN) --guest $(GUEST)
 
 clean:

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building, testing and demonstrating Godwit needs on a fresh
 # Debian machine: the C toolchain for the test guest, iproute2 for the
-# network tests, the Go modules, and staticcheck. Idempotent and quiet when
-# everything is there.
+# network tests, the Go modules, and staticcheck. With --bench, also QEMU
+# and Python 3, the baseline the benchmarks compare with. Idempotent and
+# quiet when everything is there.
 set -euo pipefail
 export PATH=/usr/local/go/bin:$HOME/go/bin:$PATH
 
 STATICCHECK_VERSION=v0.8.2
 APT_PACKAGES=(gcc make binutils iproute2 git)
+if [ "${1:-}" = "--bench" ]; then
+	APT_PACKAGES+=(qemu-system-x86 python3)
+fi
 
 if ! command -v go >/dev/null; then
 	echo "deps: Go is not installed: install Go 1.26 at /usr/local/go (https://go.dev/doc/install)" >&2

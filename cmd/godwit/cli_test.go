@@ -239,8 +239,10 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestNoKVMPermission runs the VMM as an unprivileged user, who may not
-// open /dev/kvm (mode 0600 root).
+// open /dev/kvm (mode 0600 root): --accel auto must not fall back to the
+// software CPU on a host that has KVM, it names /dev/kvm.
 func TestNoKVMPermission(t *testing.T) {
+	testenv.RequireKVM(t)
 	testenv.RequireRoot(t)
 	elf := testenv.GuestELF(t)
 	dir, err := os.MkdirTemp("", "godwit-nokvm")
@@ -261,6 +263,40 @@ func TestNoKVMPermission(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind")
+	}
+}
+
+// TestAccelChoice: --accel kvm on a host without /dev/kvm is one line
+// naming it and leaves nothing behind; an unknown accelerator is refused
+// before anything is created; auto there picks the software CPU and says so.
+func TestAccelChoice(t *testing.T) {
+	elf := testenv.GuestELF(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	_, errOut, code := godwit(t, "run", "--name", "acc", "--kernel", elf, "--api-socket", sock, "--accel", "tcg")
+	if code == 0 || !strings.Contains(errOut, `unknown accelerator "tcg"`) {
+		t.Errorf("--accel tcg: code %d, %q", code, errOut)
+	}
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		return // the rest is about hosts without KVM
+	}
+	_, errOut, code = godwit(t, "run", "--name", "acc", "--kernel", elf, "--api-socket", sock, "--accel", "kvm", "--console", "none")
+	if code == 0 || !strings.Contains(errOut, "/dev/kvm does not exist") || strings.Count(strings.TrimSpace(errOut), "\n") > 2 {
+		t.Errorf("--accel kvm without /dev/kvm: code %d, %q", code, errOut)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind")
+	}
+	p := spawnVM(t, "autoemu", "--log-level", "info")
+	out, _, code := godwit(t, "status", "--api-socket", p.sock)
+	if code != 0 || !strings.Contains(out, "accel:   emu") {
+		t.Errorf("status does not name the accelerator: %q", out)
+	}
+	if _, errOut, code := godwit(t, "stop", "--api-socket", p.sock); code != 0 {
+		t.Fatalf("stop: %s", errOut)
+	}
+	p.wait(t)
+	if log := p.stderr.String(); !strings.Contains(log, "accelerator chosen") || !strings.Contains(log, "accel=emu") {
+		t.Errorf("auto did not say it chose the software CPU: %s", log)
 	}
 }
 

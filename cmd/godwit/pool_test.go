@@ -132,7 +132,7 @@ func TestPoolCLI(t *testing.T) {
 	out = mustRun(t, l, hostC, "list")
 	t.Logf("godwit host list\n%s", out)
 	aligned(t, out)
-	if !regexp.MustCompile(`(?m)^h1\s+active\s+yes\s+2\s+2\s+8.00 GiB\s+1.25 GiB\s+1\s+h1:7000$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^h1\s+active\s+yes\s+kvm\s+2\s+2\s+8.00 GiB\s+1.25 GiB\s+1\s+h1:7000$`).MatchString(out) {
 		t.Errorf("host list:\n%s", out)
 	}
 	out = mustRun(t, l, hostC, "show", "h1", "--json")

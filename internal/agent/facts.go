@@ -53,7 +53,7 @@ func probeCPU(accelName string) (cpuFacts, error) {
 	}
 	defer sys.Close()
 	f.Accel = sys.Name()
-	vmfd, err := sys.CreateVM()
+	vmfd, err := sys.CreateVM(1)
 	if err != nil {
 		return f, fmt.Errorf("agent: probe cpu: %w", err)
 	}

@@ -12,9 +12,10 @@ type Hypervisor interface {
 	SupportedCPUID() ([]CPUIDEntry2, error)
 	// MSRIndexList is the MSRs the backend saves and restores.
 	MSRIndexList() ([]uint32, error)
-	// CreateVM makes a VM with its interrupt controllers and PIT, as
-	// KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 do, and no memory.
-	CreateVM() (VM, error)
+	// CreateVM makes a VM for vcpus vCPUs with its interrupt
+	// controllers and PIT, as KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 do,
+	// and no memory.
+	CreateVM(vcpus int) (VM, error)
 	// Close releases the hypervisor handle; VMs it made stay valid.
 	Close() error
 }

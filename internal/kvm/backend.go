@@ -70,8 +70,9 @@ func (h *Hypervisor) MSRIndexList() ([]uint32, error) { return h.sys.MSRIndexLis
 // Close closes /dev/kvm.
 func (h *Hypervisor) Close() error { return h.sys.Close() }
 
-// CreateVM creates a VM with the in-kernel irqchip and PIT.
-func (h *Hypervisor) CreateVM() (hv.VM, error) {
+// CreateVM creates a VM with the in-kernel irqchip and PIT (KVM learns
+// the vCPUs as they are created).
+func (h *Hypervisor) CreateVM(vcpus int) (hv.VM, error) {
 	vm, err := h.sys.CreateVM()
 	if err != nil {
 		return nil, err

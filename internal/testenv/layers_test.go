@@ -27,6 +27,9 @@ func TestLayers(t *testing.T) {
 	CheckImports(t, map[string]func(string) bool{
 		"../hv":                 only(),
 		"../kvm":                only("hv"),
+		"../emu":                only("hv", "emu"),
+		"../emu/cpu":            only("hv"),
+		"../emu/irqchip":        only("hv"),
 		"../accel":              only("hv", "kvm", "emu"),
 		"../memory":             only(),
 		"../arch/x86":           only("hv", "memory"),

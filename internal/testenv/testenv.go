@@ -48,17 +48,11 @@ func RequireKVM(t testing.TB) {
 	t.Log("testenv: requires kvm: available")
 }
 
-// EmuRunsVMTests says whether VM tests run on the software CPU when
-// /dev/kvm is absent. While it is false (the software CPU is being built,
-// issue 9) such tests skip, and strict mode reports them by name as not run
-// for want of an accelerator instead of failing. GODWIT_TEST_EMU=1 turns it
-// on for development.
-var EmuRunsVMTests = os.Getenv("GODWIT_TEST_EMU") == "1"
-
 // RequireVM is for tests that run a VM: it returns the accelerator they run
-// on ("kvm" where /dev/kvm exists, else "emu", the software CPU), logging
-// "testenv: requires vm: available (accel X)". A /dev/kvm that exists but
-// cannot be opened is a missing facility (fails under strict mode).
+// on ("kvm" where /dev/kvm exists, else "emu", the software CPU, which every
+// host has), logging "testenv: requires vm: available (accel X)". A
+// /dev/kvm that exists but cannot be opened is a missing facility (fails
+// under strict mode): auto would not fall back from it either.
 func RequireVM(t testing.TB) string {
 	t.Helper()
 	kind, err := accel.Resolve(accel.Auto)
@@ -69,8 +63,6 @@ func RequireVM(t testing.TB) string {
 		if err := kvm.Available(); err != nil {
 			skipf(t, "testenv: requires vm: %v", err)
 		}
-	} else if !EmuRunsVMTests {
-		t.Skipf("testenv: requires vm: not run for want of an accelerator: %s does not exist and the software CPU does not run VM tests yet (issue 9; GODWIT_TEST_EMU=1 tries)", kvm.DevicePath)
 	}
 	t.Logf("testenv: requires vm: available (accel %s)", kind)
 	return kind
@@ -223,8 +215,5 @@ func VMAvailable() bool {
 	if err != nil {
 		return false
 	}
-	if kind == accel.KVM {
-		return kvm.Available() == nil
-	}
-	return EmuRunsVMTests
+	return kind != accel.KVM || kvm.Available() == nil
 }

@@ -139,7 +139,7 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 			v.release()
 		}
 	}()
-	if v.hvm, err = sys.CreateVM(); err != nil {
+	if v.hvm, err = sys.CreateVM(cfg.VCPUs); err != nil {
 		return nil, err
 	}
 	if v.mem, err = memory.New(cfg.MemBytes); err != nil {

@@ -73,7 +73,7 @@ func benchBoot(e *env) (*bootResult, error) {
 		name := fmt.Sprintf("godwit-boot%d", i)
 		sock := filepath.Join(e.tmpDir, name+".sock")
 		argv := []string{e.godwit, "run", "--name", name, "--kernel", e.guestELF, "--mem", "1G", "--cpus", "1",
-			"--api-socket", sock, "--log-level", "warn"}
+			"--api-socket", sock, "--log-level", "warn", "--accel", e.accel}
 		r := bootOnce(e, name, argv, i)
 		progress("boot: Godwit run %d: first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
 			i, r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
@@ -163,9 +163,9 @@ func qemuBoot(e *env) *bootSide {
 	}
 	// The memory overhead (and READY) from one QEMU started here with the
 	// harness's command line (vmctl.py, without the QMP socket).
-	argv := []string{"qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", strconv.Itoa(bootMemMiB),
+	argv := append(append([]string{"qemu-system-x86_64"}, e.qemuAccelArgs()...), "-m", strconv.Itoa(bootMemMiB),
 		"-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-kernel", e.guestELF, "-nic", "none"}
+		"-kernel", e.guestELF, "-nic", "none")
 	r := bootOnce(e, "qemu-rss", argv, 1)
 	progress("boot: QEMU (started here): first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
 		r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))

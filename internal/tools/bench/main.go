@@ -79,6 +79,25 @@ type config struct {
 	loopback    bool
 	loopbackGiB int
 	tlsDir      string // migrate: Godwit VMMs migrate over TLS with this directory
+	accel       string // Godwit's accelerator: kvm or emu (auto resolved)
+}
+
+// qemuAccel is the QEMU accelerator of the same kind as Godwit's: KVM
+// against KVM, TCG against the software CPU.
+func (c *config) qemuAccel() string {
+	if c.accel == "emu" {
+		return "tcg"
+	}
+	return "kvm"
+}
+
+// qemuAccelArgs are QEMU's accelerator and CPU arguments, as the harness
+// uses them (ACCEL=tcg: -accel tcg,thread=multi -cpu max).
+func (c *config) qemuAccelArgs() []string {
+	if c.accel == "emu" {
+		return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	}
+	return []string{"-enable-kvm", "-cpu", "host,-arch-capabilities"}
 }
 
 // env is one invocation: its configuration and where it writes.
@@ -132,6 +151,7 @@ func run(args []string) int {
 	fs.BoolVar(&c.noQEMU, "no-qemu", false, "measure Godwit only")
 	fs.BoolVar(&c.loopback, "loopback", true, "migrate: also measure the loopback TCP limit")
 	fs.IntVar(&c.loopbackGiB, "loopback-gib", 2, "loopback: GiB per run")
+	fs.StringVar(&c.accel, "accel", "auto", "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu; QEMU runs the same kind (KVM or TCG)")
 	fs.StringVar(&c.tlsDir, "tls-dir", "", "migrate: Godwit migrates over TLS with this --migration-tls-dir (ca.pem, cert.pem and key.pem naming 127.0.0.1); QEMU stays plain")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fs.Usage()
@@ -236,9 +256,21 @@ func newEnv(c config, mode string) (*env, error) {
 		if _, err := os.Stat(e.guestELF); err != nil {
 			return nil, fmt.Errorf("test guest: %w (run `make guest`)", err)
 		}
-		if _, err := os.Stat("/dev/kvm"); err != nil {
-			return nil, fmt.Errorf("/dev/kvm: %w", err)
+		switch e.accel {
+		case "auto":
+			e.accel = "kvm"
+			if _, err := os.Stat("/dev/kvm"); err != nil {
+				e.accel = "emu"
+			}
+		case "kvm":
+			if _, err := os.Stat("/dev/kvm"); err != nil {
+				return nil, fmt.Errorf("--accel kvm: /dev/kvm: %w", err)
+			}
+		case "emu":
+		default:
+			return nil, fmt.Errorf("--accel %q: want auto, kvm or emu", e.accel)
 		}
+		progress("accelerators: Godwit %s, QEMU %s", e.accel, e.qemuAccel())
 		e.qemuOK = !e.noQEMU && checkQEMU(e.harness)
 	}
 	stamp := time.Now().Format("20060102-150405")
@@ -279,6 +311,7 @@ func (e *env) describe() map[string]any {
 		"godwit": e.godwit, "guest": e.guestELF, "qemu_harness": e.harness, "qemu": e.qemuOK,
 		"boot_runs": e.bootRuns, "runs": e.runs, "scenarios": e.scenarios, "settle_s": e.settle.Seconds(),
 		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir, "godwit_tls": e.tlsDir != "",
+		"godwit_accel": e.accel, "qemu_accel": e.qemuAccel(),
 	}
 }
 

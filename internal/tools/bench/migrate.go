@@ -164,7 +164,7 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 	name := func() string { return fmt.Sprintf("godwit-%s-vm%d", s.Name, gen) }
 	progress("migrate: Godwit %s: booting a %d MiB guest", s.Name, s.MemMiB)
 	src, err := toolkit.Start(name(), append([]string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
-		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn"}, e.tlsArgs()...),
+		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn", "--accel", e.accel}, e.tlsArgs()...),
 		toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		g.Error = err.Error()
@@ -252,7 +252,7 @@ func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.P
 	r.To = fmt.Sprintf("127.0.0.1:%d", port)
 	dstSock := e.sock(dstName)
 	dst, err := toolkit.Start(dstName, append([]string{e.godwit, "run", "--incoming", "tcp:" + r.To, "--name", dstName,
-		"--api-socket", dstSock, "--log-level", "warn"}, e.tlsArgs()...), toolkit.Options{LogDir: e.logDir()})
+		"--api-socket", dstSock, "--log-level", "warn", "--accel", e.accel}, e.tlsArgs()...), toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		r.Status, r.Error = "setup failed", err.Error()
 		return nil, r

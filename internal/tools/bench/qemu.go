@@ -33,6 +33,9 @@ func runHarness(e *env, tag string, timeout time.Duration, script string, args .
 	}}
 	argv := append([]string{"python3", filepath.Join(e.harness, script)}, args...)
 	env := []string{"BENCH_OUT=" + filepath.Join(e.outDir, "qemu"), "GUEST_ELF=" + e.guestELF, "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"}
+	if e.qemuAccel() == "tcg" {
+		env = append(env, "ACCEL=tcg")
+	}
 	p, err := toolkit.Start(tag, argv, toolkit.Options{Dir: e.harness, Env: env, Group: true, Stdout: out, LogDir: e.logDir()})
 	if err != nil {
 		return "", err

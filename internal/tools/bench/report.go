@@ -77,6 +77,7 @@ func renderMarkdown(r *results) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("## Godwit vs QEMU (%s, %s)\n\n", r.Mode, r.Started)
+	w("Accelerators: Godwit %v, QEMU %v (the same kind: KVM against KVM, the software CPU against TCG).\n\n", r.Config["godwit_accel"], r.Config["qemu_accel"])
 	w("Host: %v, %v CPUs, kernel %v; %v. Load average before: %v; after: %v.\n\n",
 		r.Host["cpu"], r.Host["cpus"], r.Host["kernel"], orStr(r.Host["qemu"], "QEMU not installed"), r.Host["loadavg"], r.HostAfter["loadavg"])
 	if r.Boot != nil {

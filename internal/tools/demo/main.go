@@ -5,8 +5,9 @@
 // time, migration time, downtime, guest-visible pause, bytes, lost pings,
 // and the guest's own verification of its memory.
 //
-// It needs root (namespaces, TAPs) and /dev/kvm. Everything it creates is
-// removed on exit.
+// It needs root (namespaces, TAPs). It runs on KVM where /dev/kvm exists and
+// on Godwit's software CPU where it does not (--accel chooses). Everything
+// it creates is removed on exit.
 package main
 
 import (
@@ -37,8 +38,9 @@ func main() {
 	mem := flag.String("mem", "1G", "guest RAM")
 	cpus := flag.Int("cpus", 2, "guest vCPUs")
 	wl := flag.String("workload", "256 64 0", "guest workload: alloc_MiB wset_MiB pages_per_s (0 = flat out)")
+	accelName := flag.String("accel", "auto", "accelerator of both VMMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	flag.Parse()
-	if err := run(*godwit, *elf, *mem, *cpus, *wl); err != nil {
+	if err := run(*godwit, *elf, *mem, *cpus, *wl, *accelName); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -66,7 +68,7 @@ func (m *vmm) kill() {
 
 func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(godwit, elf, mem string, cpus int, workload string) error {
+func run(godwit, elf, mem string, cpus int, workload, accelName string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces and TAP devices)")
 	}
@@ -110,7 +112,7 @@ func run(godwit, elf, mem string, cpus int, workload string) error {
 
 	start := func(h *netlab.Host, tag string, args ...string) (*vmm, error) {
 		m := &vmm{name: tag, sock: filepath.Join(tmp, tag+".sock"), done: make(chan error, 1)}
-		full := append([]string{"run", "--name", "demo", "--api-socket", m.sock, "--log-level", "warn",
+		full := append([]string{"run", "--name", "demo", "--api-socket", m.sock, "--log-level", "warn", "--accel", accelName,
 			"--tap", "gwdemo0", "--bridge", h.Bridge, "--mac", "52:54:00:de:30:01"}, args...)
 		m.cmd = h.Command(godwit, full...)
 		m.cmd.Stdout = &prefixed{con: con, tag: tag}
@@ -158,7 +160,8 @@ func run(godwit, elf, mem string, cpus int, workload string) error {
 	say("workload started: %s (dirtying pages as fast as the emulated guest can)", ack)
 	time.Sleep(2 * time.Second)
 	st, _ := client.Status(ctx)
-	say("VMM status on A: %s, %d vCPUs, %d MiB, devices %v", st.State, st.VCPUs, st.MemMiB, st.Devices)
+	say("VMM status on A: %s on accelerator %s, %d vCPUs, %d MiB, devices %v", st.State, st.Accel, st.VCPUs, st.MemMiB, st.Devices)
+	accelUsed := st.Accel
 
 	type leg struct {
 		from, to string
@@ -231,6 +234,7 @@ func run(godwit, elf, mem string, cpus int, workload string) error {
 
 	fmt.Println()
 	fmt.Println("Godwit demo results")
+	fmt.Printf("  accelerator:                %s\n", accelDesc(accelUsed))
 	fmt.Printf("  boot to READY:              %v\n", bootTime.Round(time.Millisecond))
 	for _, l := range legs {
 		r := l.rep.Report
@@ -308,3 +312,14 @@ func (p *prefixed) Write(b []byte) (int, error) {
 }
 
 var _ io.Writer = (*prefixed)(nil)
+
+// accelDesc names an accelerator for the report.
+func accelDesc(a string) string {
+	switch a {
+	case "kvm":
+		return "kvm (Linux KVM)"
+	case "emu":
+		return "emu (Godwit's software x86-64 CPU; no /dev/kvm here)"
+	}
+	return a
+}

@@ -81,6 +81,7 @@ func main() {
 	qemuDefault := flag.Bool("qemu-default", true, "also measure QEMU with its default bandwidth cap (idle scenario only: a dirtying guest does not converge under the cap)")
 	noQEMU := flag.Bool("no-qemu", false, "measure Godwit only")
 	redo := flag.Int("redo-disturbed", 3, "per setting, repeat up to this many runs during which the host was so loaded that the probe sender itself stalled > 50 ms (they stay in the JSON, marked discarded)")
+	accelName := flag.String("accel", "auto", "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu; QEMU runs the same kind (KVM or TCG)")
 	render := flag.String("render", "", "only print the markdown tables of an earlier results.json")
 	flag.Parse()
 	if *render != "" {
@@ -90,7 +91,12 @@ func main() {
 		}
 		return
 	}
-	if err := run(*runs, *redo, *godwitBin, *guestELF, *scen, *qemuDefault, !*noQEMU); err != nil {
+	accel, err := resolveAccel(*accelName)
+	if err != nil {
+		progress("error: %v", err)
+		os.Exit(2)
+	}
+	if err := run(*runs, *redo, *godwitBin, *guestELF, *scen, *qemuDefault, !*noQEMU, accel); err != nil {
 		progress("error: %v", err)
 		os.Exit(1)
 	}
@@ -130,7 +136,7 @@ func doCleanup() {
 	})
 }
 
-func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, withQEMU bool) error {
+func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, withQEMU bool, accel string) error {
 	if runs < 1 {
 		return fmt.Errorf("--runs %d: at least 1", runs)
 	}
@@ -196,7 +202,9 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	res.Kernel = strings.TrimSpace(string(must(exec.Command("uname", "-r").Output())))
 	res.QEMUVersion = strings.SplitN(string(must(exec.Command("qemu-system-x86_64", "--version").Output())), "\n", 2)[0]
 
-	g := &godwitVMM{bin: godwitBin, elf: guestELF, mac: "52:54:00:6e:62:01", ip: lab.GuestAddr(0), dir: sockDir, logDir: logDir}
+	res.GodwitAccel, res.QEMUAccel = accel, qemuAccel(accel)
+	progress("accelerators: Godwit %s, QEMU %s", res.GodwitAccel, res.QEMUAccel)
+	g := &godwitVMM{bin: godwitBin, elf: guestELF, mac: "52:54:00:6e:62:01", ip: lab.GuestAddr(0), dir: sockDir, logDir: logDir, accel: accel}
 	type plan struct {
 		v        vmm
 		mac, ip  string
@@ -204,7 +212,7 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	plans := []plan{{g, g.mac, g.ip.String(), func(scenario) []variant { return []variant{{VMM: "Godwit", Label: "Godwit"}} }}}
 	if withQEMU {
-		q := &qemuVMM{elf: guestELF, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir}
+		q := &qemuVMM{elf: guestELF, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir, accel: qemuAccel(accel)}
 		plans = append(plans, plan{q, q.mac, q.ip.String(), func(s scenario) []variant {
 			vs := []variant{{VMM: "QEMU", Label: "QEMU uncapped", QEMUBandwidth: 10 << 30}}
 			if qemuDefault && s.Workload == "" {
@@ -494,3 +502,32 @@ func loadavg() string {
 }
 
 func must(b []byte, _ error) []byte { return b }
+
+// resolveAccel turns --accel into Godwit's accelerator: auto is KVM where
+// /dev/kvm exists and the software CPU where it does not.
+func resolveAccel(name string) (string, error) {
+	_, err := os.Stat("/dev/kvm")
+	switch name {
+	case "auto":
+		if err != nil {
+			return "emu", nil
+		}
+		return "kvm", nil
+	case "kvm":
+		if err != nil {
+			return "", fmt.Errorf("--accel kvm: /dev/kvm: %w", err)
+		}
+		return "kvm", nil
+	case "emu":
+		return "emu", nil
+	}
+	return "", fmt.Errorf("--accel %q: want auto, kvm or emu", name)
+}
+
+// qemuAccel is QEMU's accelerator of the same kind as Godwit's.
+func qemuAccel(godwit string) string {
+	if godwit == "emu" {
+		return "tcg"
+	}
+	return "kvm"
+}

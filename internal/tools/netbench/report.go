@@ -207,6 +207,8 @@ type results struct {
 	Godwit       string           `json:"godwit"`
 	Guest        string           `json:"guest"`
 	QEMUVersion  string           `json:"qemu_version"`
+	GodwitAccel  string           `json:"godwit_accel,omitempty"` // kvm or emu
+	QEMUAccel    string           `json:"qemu_accel,omitempty"`   // kvm or tcg
 	QEMUDefaults json.RawMessage  `json:"qemu_migrate_parameters_default,omitempty"`
 	Scenarios    []scenario       `json:"scenarios"`
 	Results      []*runResult     `json:"runs"`
@@ -309,6 +311,9 @@ func (res *results) markdown() string {
 	fmt.Fprintf(&b, "## Network blackout during live migration (%s)\n\n", res.Started.Format("2006-01-02 15:04"))
 	fmt.Fprintf(&b, "%d migrations per setting, ping-pong between two host namespaces; 1 GiB, 1 vCPU guest; ICMP echo and UDP echo every 10 ms from a client namespace, 0.5 s before to 1.5 s after each migration. Median [min..max] over completed runs; a run during which the benchmark's own probe sender stalled > 50 ms (host overloaded) is measured again, up to %d times per setting, and left out. Host %s, %d CPUs, load %s → %s. %s.\n\n",
 		res.Runs, res.Redo, res.Host, res.CPUs, res.LoadBefore, res.LoadAfter, res.QEMUVersion)
+	if res.GodwitAccel != "" {
+		fmt.Fprintf(&b, "Accelerators: Godwit %s, QEMU %s.\n\n", res.GodwitAccel, res.QEMUAccel)
+	}
 	for _, sc := range res.Scenarios {
 		sets := res.settings()
 		var have []string

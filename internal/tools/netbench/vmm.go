@@ -75,7 +75,8 @@ type godwitVMM struct {
 	ip       netip.Addr
 	dir      string // sockets
 	logDir   string
-	n        int // instances started, for names
+	n        int    // instances started, for names
+	accel    string // --accel
 }
 
 func (g *godwitVMM) name() string { return "Godwit" }
@@ -84,7 +85,7 @@ func (g *godwitVMM) start(h *netlab.Host, args ...string) (*instance, error) {
 	g.n++
 	sock := filepath.Join(g.dir, fmt.Sprintf("godwit%d.sock", g.n))
 	argv := append([]string{"ip", "netns", "exec", h.Name, g.bin, "run", "--name", "vm", "--api-socket", sock,
-		"--log-level", "info", "--tap", "gwn0", "--bridge", h.Bridge}, args...)
+		"--log-level", "info", "--accel", g.accel, "--tap", "gwn0", "--bridge", h.Bridge}, args...)
 	p, err := toolkit.Start(fmt.Sprintf("godwit%d-%s", g.n, h.Name), argv, toolkit.Options{LogDir: g.logDir, OmitUnfinished: true})
 	if err != nil {
 		return nil, err
@@ -192,6 +193,7 @@ type qemuVMM struct {
 	n        int
 	defaults json.RawMessage // query-migrate-parameters of a fresh QEMU
 	defBW    int64           // its max-bandwidth
+	accel    string          // kvm or tcg
 }
 
 const qemuTAP = "gwq0"
@@ -201,12 +203,17 @@ func (q *qemuVMM) name() string { return "QEMU" }
 func (q *qemuVMM) start(h *netlab.Host, incoming bool) (*instance, error) {
 	q.n++
 	sock := filepath.Join(q.dir, fmt.Sprintf("qemu%d.qmp", q.n))
-	argv := []string{"ip", "netns", "exec", h.Name, "qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities",
-		"-m", "1024", "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-kernel", q.elf, "-append", "cpus=1 ip=" + q.ip.String(),
-		"-qmp", "unix:" + sock + ",server=on,wait=off",
-		"-netdev", "tap,id=n0,ifname=" + qemuTAP + ",script=no,downscript=no,vhost=off",
-		"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac=" + q.mac}
+	argv := []string{"ip", "netns", "exec", h.Name, "qemu-system-x86_64"}
+	if q.accel == "tcg" {
+		argv = append(argv, "-accel", "tcg,thread=multi", "-cpu", "max")
+	} else {
+		argv = append(argv, "-enable-kvm", "-cpu", "host,-arch-capabilities")
+	}
+	argv = append(argv, "-m", "1024", "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-kernel", q.elf, "-append", "cpus=1 ip="+q.ip.String(),
+		"-qmp", "unix:"+sock+",server=on,wait=off",
+		"-netdev", "tap,id=n0,ifname="+qemuTAP+",script=no,downscript=no,vhost=off",
+		"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac="+q.mac)
 	if incoming {
 		argv = append(argv, "-incoming", "defer")
 	}

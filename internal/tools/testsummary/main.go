@@ -3,8 +3,8 @@
 // failed and skipped, and separately the tests that need host facilities
 // (an accelerator to run a VM on, /dev/kvm itself, root, network
 // namespaces, the built guest; see internal/testenv) that ran and that
-// skipped, by facility, with the skip reasons, the accelerator the VM tests
-// ran on, and by name the VM tests not run for want of an accelerator.
+// skipped, by facility, with the skip reasons and the accelerator the VM
+// tests ran on.
 // A failed test's last messages are repeated at the very end, so the reason
 // is found even when the log above is long or cut. It exits non-zero if any
 // test or package failed.
@@ -112,7 +112,7 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	envRan, envSkipped := 0, 0
-	var reasons, noAccel []string
+	var reasons []string
 	byFacility := map[string][2]int{} // facility → {ran, skipped}
 	for k, r := range result {
 		for f := range facilities[k] {
@@ -127,9 +127,7 @@ func summarize(r io.Reader, w io.Writer) int {
 		if a, ok := vmTests[k]; ok && r != "skip" {
 			accels[a]++
 		}
-		if r == "skip" && strings.Contains(envSkip[k], "for want of an accelerator") {
-			noAccel = append(noAccel, fmt.Sprintf("  %s %s", k.pkg, k.name))
-		}
+
 		switch r {
 		case "pass":
 			passed++
@@ -148,7 +146,6 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	sort.Strings(reasons)
-	sort.Strings(noAccel)
 	if len(failedTests) > 0 {
 		fmt.Fprintf(w, "\nfailed tests, with their last messages:\n")
 		for _, k := range failedTests {
@@ -184,12 +181,7 @@ func summarize(r io.Reader, w io.Writer) int {
 	for _, r := range reasons {
 		fmt.Fprintln(w, r)
 	}
-	if len(noAccel) > 0 {
-		fmt.Fprintf(w, "NOT RUN for want of an accelerator (%d VM tests: no /dev/kvm, and the software CPU does not run them yet):\n", len(noAccel))
-		for _, r := range noAccel {
-			fmt.Fprintln(w, r)
-		}
-	}
+
 	for _, p := range pkgFailed {
 		fmt.Fprintf(w, "package failed: %s\n", p)
 	}

@@ -18,8 +18,8 @@ func TestSummarize(t *testing.T) {
 		`{"Action":"pass","Package":"p","Test":"TestOK/sub"}`,
 		`{"Action":"output","Package":"p","Test":"TestVM","Output":"    c_test.go:3: testenv: requires vm: available (accel emu)\n"}`,
 		`{"Action":"pass","Package":"p","Test":"TestVM"}`,
-		`{"Action":"output","Package":"q","Test":"TestNoAccel","Output":"    d_test.go:3: testenv: requires vm: not run for want of an accelerator: no kvm\n"}`,
-		`{"Action":"skip","Package":"q","Test":"TestNoAccel"}`,
+		`{"Action":"output","Package":"q","Test":"TestNoVM","Output":"    d_test.go:3: testenv: requires vm: kvm: no permission to open /dev/kvm\n"}`,
+		`{"Action":"skip","Package":"q","Test":"TestNoVM"}`,
 		`{"Action":"fail","Package":"p"}`,
 		`not json`,
 	}, "\n")
@@ -33,8 +33,7 @@ func TestSummarize(t *testing.T) {
 		"failed tests, with their last messages:\n--- FAIL: TestEnv (p)\n    a_test.go:9: the reason\n\n",
 		"host-facility tests (vm, kvm, root, netns, guest): 2 ran, 2 skipped\n",
 		"  kvm: 1 ran, 0 skipped\n  root: 0 ran, 1 skipped\n  vm: 1 ran, 1 skipped (ran on accelerator: emu 1)\n",
-		"skipped, and why:\n  p TestSkip: root: not root\n",
-		"NOT RUN for want of an accelerator (1 VM tests: no /dev/kvm, and the software CPU does not run them yet):\n  q TestNoAccel\n",
+		"skipped, and why:\n  p TestSkip: root: not root\n  q TestNoVM: vm: kvm: no permission to open /dev/kvm\n",
 		"package failed: p\n",
 		"2 passed, 1 failed, 2 skipped\n",
 	} {
