@@ -30,6 +30,7 @@ func TestLayers(t *testing.T) {
 		"../emu":                only("hv", "emu"),
 		"../emu/cpu":            only("hv"),
 		"../emu/irqchip":        only("hv"),
+		"../emu/native":         only(),
 		"../accel":              only("hv", "kvm", "emu"),
 		"../memory":             only(),
 		"../arch/x86":           only("hv", "memory"),
