@@ -15,6 +15,16 @@ func (c *CPU) Run(maxInsns int) Exit {
 	n := 0
 	for !c.runLoop(&n, maxInsns) {
 	}
+	return c.finishExit()
+}
+
+// finishExit fills in RIP for exits that do not carry their own.
+func (c *CPU) finishExit() Exit {
+	switch c.exit.Kind {
+	case ExitException, ExitInternalError, ExitShutdown:
+	default:
+		c.exit.RIP = c.rip
+	}
 	return c.exit
 }
 
@@ -46,7 +56,7 @@ func (c *CPU) runLoop(n *int, maxInsns int) (done bool) {
 		end := min(*n+burstLen, maxInsns)
 		for *n < end {
 			c.exit.Kind = ExitNone
-			if c.events() {
+			if (c.pendingExc != nil || c.nmiPending || (c.flags&flagIF != 0 && c.shadow == 0)) && c.events() {
 				*n++
 				if c.exit.Kind != ExitNone {
 					return true
@@ -77,12 +87,17 @@ func (c *CPU) Step() Exit {
 		c.irqCheck = true
 	}
 	c.stepOne()
-	return c.exit
+	return c.finishExit()
 }
 
 // events delivers a pending exception, NMI or interrupt at an instruction
 // boundary; it reports whether it did (c.exit says if delivery failed).
 func (c *CPU) events() bool {
+	if c.haveIn || c.haveMMIO {
+		// The instruction that exited for the VMM completes first, with
+		// its answer, as KVM completes it before injecting anything.
+		return false
+	}
 	if c.pendingExc == nil && !c.nmiPending && (c.flags&flagIF == 0 || c.shadow != 0) {
 		return false
 	}
@@ -196,16 +211,17 @@ func (c *CPU) execOne() {
 	c.shadow = 0
 	c.fetch.n = 0
 	c.fetch.lin = c.rip
-	if !c.code64() {
+	c64 := c.code64()
+	if !c64 {
 		c.fetch.lin = (c.seg[segCS].Base + c.rip) & 0xffffffff
 		if c.cr0&cr0PE != 0 && c.rip > uint64(c.seg[segCS].Limit) {
 			panic(gp(0))
 		}
 	}
 	c.fetch.page = ^uint64(0)
-	c.decodeCached()
+	c.decodeCached(c64)
 	c.rip += uint64(c.cur.length)
-	if !c.code64() && c.seg[segCS].DB == 0 {
+	if !c64 && c.seg[segCS].DB == 0 {
 		c.rip &= 0xffff
 	}
 	tf := c.flags&flagTF != 0
@@ -281,7 +297,7 @@ func (d *decodeCache) flush() {
 
 // decodeCached points c.cur at the decoded instruction at c.fetch.lin, from the
 // decode cache when possible.
-func (c *CPU) decodeCached() {
+func (c *CPU) decodeCached(c64 bool) {
 	user := c.cpl() == 3
 	e := &c.code.e
 	if !c.code.valid || c.code.vpn != c.fetch.lin>>12 || c.code.user != user {
@@ -298,7 +314,7 @@ func (c *CPU) decodeCached() {
 		c.dcache.epoch = ep
 	}
 	mode := uint64(0)
-	if c.code64() {
+	if c64 {
 		mode = 2
 	} else if c.seg[segCS].DB != 0 {
 		mode = 1
