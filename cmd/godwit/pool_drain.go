@@ -86,6 +86,14 @@ func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 		d, err = c.HostDrain(ctx, pos[0])
 	default:
 		d, err = c.DrainHost(ctx, pos[0], poolapi.DrainRequest{Concurrency: *concurrency, OnBlocked: *onBlocked, Force: *force})
+		if err != nil && *watch {
+			// The drain to watch may have ended between the caller's
+			// last look and this request: a host it left in
+			// maintenance is refused a new drain, and the watch is over.
+			if cur, serr := c.HostDrain(ctx, pos[0]); serr == nil && cur.Phase == poolapi.DrainDone && cur.HostState == "maintenance" {
+				d, err = cur, nil
+			}
+		}
 	}
 	if err != nil {
 		return err

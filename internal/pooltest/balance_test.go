@@ -110,14 +110,17 @@ func TestPoolBalance(t *testing.T) {
 }
 
 // TestPoolAutoBalance: a controller with automatic balancing (level 3,
-// a round every 500 ms) and three VMs started on host a. The balancer
+// a round every 3 s, so that the three rounds above the threshold it waits
+// for leave time to start the guests' workloads before the first move) and
+// three VMs started on host a. The balancer
 // spreads them by itself: never more than one balancing migration in
 // flight, never a VM moved twice (cool-down, no undo), the pool ends
 // below the level's threshold, and every moved guest verifies its memory.
 func TestPoolAutoBalance(t *testing.T) {
 	l := newLab(t, 3)
 	l.ctl.kill9()
-	l.ctl.args = append(l.ctl.args, "--balance-level", "3", "--balance-every", "500ms")
+	const round = 3 * time.Second
+	l.ctl.args = append(l.ctl.args, "--balance-level", "3", "--balance-every", round.String())
 	l.ctl.start(t)
 	l.waitEtcd(20 * time.Second)
 	waitFor(t, 20*time.Second, "the controller to lead with automatic balancing", func() bool {
@@ -131,13 +134,14 @@ func TestPoolAutoBalance(t *testing.T) {
 		l.typeLine("a", v, "W 32 4 500", "ACK W", 20*time.Second)
 	}
 
-	// Watch the migration records until nothing has moved for 4 s.
+	// Watch the migration records until nothing has moved for four
+	// rounds (a move needs three rounds above the threshold).
 	moves := map[string][]string{} // VM -> migration IDs seen committed
 	lastMove := time.Now()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Since(lastMove) < 4*time.Second {
+	deadline := time.Now().Add(30 * round)
+	for time.Since(lastMove) < 4*round {
 		if time.Now().After(deadline) {
-			t.Fatalf("the balancer still moves VMs after 60 s: %v", moves)
+			t.Fatalf("the balancer still moves VMs after %v: %v", 30*round, moves)
 		}
 		inFlight := 0
 		for _, v := range vms {
