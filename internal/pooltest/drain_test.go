@@ -44,8 +44,10 @@ func (l *lab) createLocalVM(name, h, dir string) {
 		"--disk", disk+",storage="+dir, "--nic", "gwbr", "--host", h)
 }
 
-// TestDrainHost: host a carries several VMs, three of them writing memory,
-// and one whose disk is in storage only a has. `godwit host drain a`
+// TestDrainHost: host a carries several VMs, three of them writing memory
+// (20,000 pages/s each: six guests dirtying flat out would hold a 2-core
+// machine's CPUs from the agents and etcd on the software CPU), and one
+// whose disk is in storage only a has. `godwit host drain a`
 // moves every movable VM to b or c, shortest predicted first, one at a
 // time; each guest's verify passes on its new host and its heartbeats
 // continue without interleaving; the local VM is reported blocked with its
@@ -76,7 +78,7 @@ func TestDrainHost(t *testing.T) {
 	for i, v := range names {
 		tails[v] = []*consoleTail{l.follow("a", v), l.follow("b", v), l.follow("c", v)}
 		if i%2 == 0 {
-			l.typeLine("a", v, "W 32 8 0", "ACK W", 20*time.Second)
+			l.typeLine("a", v, "W 32 8 20000", "ACK W", 20*time.Second)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
