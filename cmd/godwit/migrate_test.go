@@ -201,7 +201,9 @@ func TestMigrateRefusedWithoutBridge(t *testing.T) {
 	if err := con.WaitHeartbeats(ctx, n+20); err != nil {
 		t.Fatalf("source stopped after the refusal: %v", err)
 	}
-	if g := guest.CheckHeartbeats(con.Heartbeats()); len(g.SeqErrors) > 0 || g.LongestGap > 200*time.Millisecond {
+	// A refusal must not pause the guest; 500 ms leaves room for a loaded
+	// machine's scheduling, far below a pause and resume.
+	if g := guest.CheckHeartbeats(con.Heartbeats()); len(g.SeqErrors) > 0 || g.LongestGap > 500*time.Millisecond {
 		t.Errorf("source disturbed by a refused migration: %v, gap %v", g.SeqErrors, g.LongestGap)
 	}
 	if len(dcon.Lines()) != 0 {

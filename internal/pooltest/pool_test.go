@@ -240,7 +240,9 @@ func TestPoolAgentKilled(t *testing.T) {
 		g := guest.CheckHeartbeats(con.Heartbeats())
 		t.Logf("agent back (lease adopted) %s after kill -9; same VMM pid %d; %d heartbeats over %s, longest gap %s",
 			ms(back), pid, g.Count, ms(time.Since(killed)), ms(g.LongestGap))
-		if len(g.SeqErrors) > 0 || g.LongestGap > 200*time.Millisecond || g.Count < 150 { // gaps matter; the count only proves it ran
+		// Gaps matter (500 ms: room for a loaded machine's scheduling); the
+		// count only proves it ran.
+		if len(g.SeqErrors) > 0 || g.LongestGap > 500*time.Millisecond || g.Count < 150 {
 			t.Errorf("heartbeats across the agent restart: %+v", g)
 		}
 	})

@@ -127,9 +127,13 @@ func TestBootHeartbeatsEveryVCPU(t *testing.T) {
 			if len(g.SeqErrors) > 0 {
 				t.Errorf("heartbeat sequence broken: %v", g.SeqErrors)
 			}
-			// 100 heartbeats at 10 ms: the guest's timer runs at 100 Hz.
+			// 100 heartbeats at 10 ms: the guest's timer runs at 100 Hz,
+			// never faster. A starved vCPU (a loaded machine, the
+			// interpreter under -race) loses ticks, so only a timer
+			// many times too slow is an error here.
 			span := hbs[len(hbs)-1].At.Sub(hbs[start].At)
-			if span < 700*time.Millisecond || span > 2*time.Second {
+			t.Logf("100 heartbeats took %v", span)
+			if span < 700*time.Millisecond || span > 8*time.Second {
 				t.Errorf("100 heartbeats took %v, want about 1 s", span)
 			}
 			if s := v.Status(); s.State != vm.StateRunning || s.VCPUs != n {
