@@ -7,14 +7,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/godwit-vmm/godwit/internal/hv"
 )
 
 // loadELF copies the PT_LOAD segments of an ELF file into mem at their
 // physical addresses and returns the entry point.
-func loadELF(t *testing.T, mem *Memory, path string) uint64 {
+func loadELF(t testing.TB, mem *Memory, path string) uint64 {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
@@ -38,9 +41,9 @@ func loadELF(t *testing.T, mem *Memory, path string) uint64 {
 
 // writeMultibootInfo writes a minimal multiboot v1 info block at 0x6000:
 // memory sizes, command line and a memory map.
-func writeMultibootInfo(mem *Memory, ramSize uint64) uint32 {
+func writeMultibootInfo(mem *Memory, ramSize uint64, cmdline string) uint32 {
 	le := binary.LittleEndian
-	mem.WritePhys(0x7000, []byte("console=ttyS0\x00"))
+	mem.WritePhys(0x7000, append([]byte(cmdline), 0))
 	var mm []byte
 	add := func(addr, size uint64, typ uint32) {
 		e := make([]byte, 24)
@@ -66,7 +69,20 @@ func writeMultibootInfo(mem *Memory, ramSize uint64) uint32 {
 
 // bootGuest boots the project's test guest (guest/build/guest.elf) as a
 // multiboot kernel until it prints READY on COM1.
-func bootGuest(t *testing.T) (*CPU, *testPlatform) {
+func bootGuest(t testing.TB) (*CPU, *testPlatform) {
+	_, c, p := loadGuest(t, "console=ttyS0")
+	runGuestUntil(t, c, p, "READY\n", 50_000_000)
+	out := p.output()
+	for _, w := range []string{"GODWIT-GUEST v1", "MEM ram 0x100000-", "CLOCK ", "READY"} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("%q not printed; output:\n%s", w, out)
+		}
+	}
+	return c, p
+}
+
+// loadGuest loads the test guest and sets up its BSP for multiboot entry.
+func loadGuest(t testing.TB, cmdline string) (*Memory, *CPU, *testPlatform) {
 	path := filepath.Join("..", "..", "..", "guest", "build", "guest.elf")
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("%s missing (run make -C guest)", path)
@@ -75,7 +91,7 @@ func bootGuest(t *testing.T) (*CPU, *testPlatform) {
 	mem := NewMemory()
 	mem.AddRAM(0, newRAM(t, ramSize))
 	entry := loadELF(t, mem, path)
-	info := writeMultibootInfo(mem, ramSize)
+	info := writeMultibootInfo(mem, ramSize, cmdline)
 	// Boot GDT at 0x500: null, null, code 0x10, data 0x18.
 	gdt := make([]byte, 40)
 	binary.LittleEndian.PutUint64(gdt[16:], 0x00cf9b000000ffff)
@@ -99,19 +115,12 @@ func bootGuest(t *testing.T) (*CPU, *testPlatform) {
 		t.Fatal(err)
 	}
 	c.SetRegs(hv.Regs{RAX: 0x2BADB002, RBX: uint64(info), RIP: entry, RFLAGS: 2})
-	runGuestUntil(t, c, p, "READY\n", 50_000_000)
-	out := p.output()
-	for _, w := range []string{"GODWIT-GUEST v1", "MEM ram 0x100000-", "CLOCK ", "READY"} {
-		if !strings.Contains(out, w) {
-			t.Fatalf("%q not printed; output:\n%s", w, out)
-		}
-	}
-	return c, p
+	return mem, c, p
 }
 
 // runGuestUntil runs the guest until its output contains want; a hlt with
 // nothing pending ends the wait.
-func runGuestUntil(t *testing.T, c *CPU, p *testPlatform, want string, budget int) {
+func runGuestUntil(t testing.TB, c *CPU, p *testPlatform, want string, budget int) {
 	t.Helper()
 	for n := 0; n < budget; n += 1_000_000 {
 		ex := c.Run(1_000_000)
@@ -154,4 +163,67 @@ func TestGuestWorkloadVerify(t *testing.T) {
 		t.Fatalf("verify failed:\n%s", out)
 	}
 	t.Logf("%s", out[strings.Index(out, "READY"):])
+}
+
+// TestGuestSMPBoot boots the guest with cpus=2: the BSP starts the AP with
+// INIT and start-up IPIs (modelled here by the ICR write only), the AP runs
+// the real-mode trampoline at 0x8000 into long mode and reports alive.
+func TestGuestSMPBoot(t *testing.T) {
+	mem, c, p := loadGuest(t, "console=ttyS0 cpus=2")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var once sync.Once
+	apPlat := newTestPlatform()
+	apPlat.apicID = 1
+	apPlat.onSIPI = func(uint8) {}
+	ap := New(1, mem, apPlat)
+	p.onSIPI = func(vec uint8) {
+		once.Do(func() {
+			ap.StartupIPI(vec)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					ex := ap.Run(100_000)
+					switch ex.Kind {
+					case ExitBudget, ExitKicked:
+					case ExitHLT:
+						time.Sleep(100 * time.Microsecond)
+					default:
+						t.Errorf("AP exit %+v", ex)
+						return
+					}
+				}
+			}()
+		})
+	}
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+	}()
+	runGuestUntil(t, c, p, "CLOCK ", 100_000_000)
+	// The BSP waits for the AP by TSC: give it real time (seconds, not
+	// milliseconds) so that a loaded host does not fail the test.
+	p.setTSCScale(1)
+	runGuestUntil(t, c, p, "READY\n", 500_000_000)
+	out := p.output()
+	if !strings.Contains(out, "SMP cpu1 apic=1 up") || !strings.Contains(out, "INFO boot cpus=2") {
+		t.Fatalf("AP did not come up:\n%s", out)
+	}
+}
+
+// TestGuestHeartbeats delivers timer interrupts (vector 0x20) whenever the
+// guest idles in hlt, and while it runs, and checks its heartbeat lines.
+func TestGuestHeartbeats(t *testing.T) {
+	c, p := bootGuest(t)
+	for i := 0; i < 200 && strings.Count(p.output(), "HB ") < 12; i++ {
+		p.irqs = append(p.irqs, 0x20) // Run asks the platform at its start
+		if ex := c.Run(200_000); ex.Kind != ExitHLT && ex.Kind != ExitBudget && ex.Kind != ExitKicked {
+			t.Fatalf("exit %+v", ex)
+		}
+	}
+	out := p.output()
+	if n := strings.Count(out, "HB "); n < 12 || !strings.Contains(out, "CPU 0 ") {
+		t.Fatalf("%d heartbeats; output:\n%s", n, out)
+	}
 }

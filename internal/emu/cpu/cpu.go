@@ -88,7 +88,7 @@ const (
 	ExitKicked                        // Run: Kick was called
 	ExitIO                            // a port access the VMM must handle
 	ExitMMIO                          // an MMIO access the VMM must handle
-	ExitHLT                           // hlt executed; RIP is after it
+	ExitHLT                           // hlt executed; RIP is after it (see Platform)
 	ExitShutdown                      // triple fault
 	ExitInternalError                 // the emulator cannot go on (Reason, RIP, Insn)
 	ExitException                     // TrapExceptions: an exception was raised
@@ -113,7 +113,7 @@ type Exit struct {
 	Data      uint64 // written value (Write=true)
 	Vector    int    // ExitException
 	ErrorCode uint32 // ExitException
-	RIP       uint64 // ExitInternalError, ExitException
+	RIP       uint64 // where the CPU stopped; ExitException, ExitInternalError, ExitShutdown: the instruction at fault
 	Insn      []byte // ExitInternalError: instruction bytes
 	Reason    string // ExitInternalError
 }
@@ -166,8 +166,12 @@ type CPU struct {
 	// Completion of accesses the VMM answered.
 	haveIn   bool
 	inVal    uint32
-	haveMMIO bool
-	mmioVal  uint64
+	haveMMIO bool // a CompleteMMIORead answer waits for its instruction
+	// mmioReplay holds the MMIO values the current instruction has read
+	// (or the VMM supplied), so that an instruction restarted after an
+	// ExitMMIO sees the same values without reading the devices again.
+	mmioReplay     [4]uint64
+	mmioN, mmioPos uint8
 
 	// exit is set during an instruction that must end Run after it
 	// completes (Out/MMIOWrite with exit=true, hlt).
@@ -178,6 +182,7 @@ type CPU struct {
 	ackGen  atomic.Uint64
 	seenGen uint64
 	kick    atomic.Bool
+	poke    atomic.Bool
 
 	// Decode state of the current instruction.
 	startRIP uint64
@@ -235,6 +240,7 @@ func (c *CPU) Reset() {
 	c.shadow = 0
 	c.nmiPending, c.nmiMasked = false, false
 	c.haveIn, c.haveMMIO = false, false
+	c.mmioN, c.mmioPos = 0, 0
 	c.flushTLB(true)
 }
 
@@ -250,6 +256,11 @@ func (c *CPU) StartupIPI(vector uint8) {
 // goroutine.
 func (c *CPU) Kick() { c.kick.Store(true) }
 
+// NotifyInterrupt makes the CPU ask Platform.PendingInterrupt within a few
+// instructions (at most burstLen), without ending Run as Kick does. Safe
+// from any goroutine.
+func (c *CPU) NotifyInterrupt() { c.poke.Store(true) }
+
 // InjectNMI makes an NMI pending; it is delivered when NMIs are unblocked.
 func (c *CPU) InjectNMI() { c.nmiPending = true }
 
@@ -258,7 +269,13 @@ func (c *CPU) CompleteIn(val uint32) { c.haveIn, c.inVal = true, val }
 
 // CompleteMMIORead supplies the value of the MMIO read that ended Run with
 // ExitMMIO.
-func (c *CPU) CompleteMMIORead(val uint64) { c.haveMMIO, c.mmioVal = true, val }
+func (c *CPU) CompleteMMIORead(val uint64) {
+	c.haveMMIO = true
+	if c.mmioN < uint8(len(c.mmioReplay)) {
+		c.mmioReplay[c.mmioN] = val
+		c.mmioN++
+	}
+}
 
 // GetRegs returns the general registers, RIP and RFLAGS.
 func (c *CPU) GetRegs() hv.Regs {
@@ -292,20 +309,27 @@ func (c *CPU) GetSregs2() hv.Sregs2 {
 	if c.cr0&cr0PG != 0 && c.cr4&cr4PAE != 0 && c.efer&eferLMA == 0 {
 		s.Flags = sregs2FlagPDPTRsValid
 		for i := range s.PDPTRs {
-			s.PDPTRs[i], _ = c.physRead64(c.cr3&^31 + uint64(i)*8)
+			if p, _ := c.mem.hostAt(c.cr3&0xffffffe0 + uint64(i)*8); p != nil {
+				s.PDPTRs[i] = loadAtomic64(p)
+			}
 		}
 	}
 	return s
 }
 
 // SetSregs2 loads the segment caches as given (KVM semantics), the control
-// registers, EFER and the descriptor tables, and flushes the TLB.
+// registers, EFER and the descriptor tables, and flushes the TLB. As KVM
+// does, it rejects EFER.LMA that disagrees with EFER.LME and CR0.PG. PAE
+// PDPTEs are re-read from memory on each walk, so s.PDPTRs is ignored.
 func (c *CPU) SetSregs2(s hv.Sregs2) error {
 	if s.CR0&cr0PG != 0 && s.CR0&cr0PE == 0 {
 		return fmt.Errorf("cpu %d: set sregs: CR0.PG without CR0.PE (cr0 %#x)", c.id, s.CR0)
 	}
 	if s.EFER&eferLMA != 0 && (s.CR0&cr0PG == 0 || s.CR4&cr4PAE == 0) {
 		return fmt.Errorf("cpu %d: set sregs: EFER.LMA without paging and PAE", c.id)
+	}
+	if lma := s.CR0&cr0PG != 0 && s.EFER&eferLME != 0; lma != (s.EFER&eferLMA != 0) {
+		return fmt.Errorf("cpu %d: set sregs: EFER.LMA (efer %#x) disagrees with EFER.LME and CR0.PG (cr0 %#x)", c.id, s.EFER, s.CR0)
 	}
 	c.seg = [6]hv.Segment{s.ES, s.CS, s.SS, s.DS, s.FS, s.GS}
 	c.tr, c.ldt, c.gdt, c.idt = s.TR, s.LDT, s.GDT, s.IDT
@@ -375,6 +399,10 @@ func (c *CPU) GetEvents() hv.VCPUEvents {
 			e[evExcHasErr] = 1
 			binary.LittleEndian.PutUint32(e[evExcErr:], f.err)
 		}
+	}
+	if v := c.pendingIRQ; v != nil {
+		e[evIntInjected] = 1
+		e[evIntNr] = uint8(*v)
 	}
 	if c.nmiPending {
 		e[evNMIPending] = 1

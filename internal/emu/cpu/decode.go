@@ -1,7 +1,5 @@
 package cpu
 
-import "unsafe"
-
 // insn is one decoded instruction.
 type insn struct {
 	op     uint16 // opcode: 0x00-0xff, 0x100|b for 0F b, 0x200|b for 0F 38 b
@@ -20,15 +18,15 @@ type insn struct {
 	base   int8  // memory operand base register, -1 none, 16 RIP
 	index  int8  // -1 none
 	scale  uint8
-	disp   int64
+	imm2   uint16 // far pointer selector; enter's nesting level
+	disp   int32
 	imm    uint64
-	imm2   uint64
 }
 
 // fetchState tracks the page instruction bytes come from.
 type fetchState struct {
 	lin  uint64 // linear address of the instruction
-	ptr  unsafe.Pointer
+	ptr  hostPtr
 	page uint64 // linear page of ptr
 	n    int
 	buf  [16]byte
@@ -205,8 +203,10 @@ prefixes:
 			}
 			op = 0x200 | uint16(b)
 			hasModRM = true
-		case b == 0x3a:
-			panic(ud()) // SSSE3/SSE4 and friends
+		case b == 0x3a, b == 0x0f, b >= 0x24 && b <= 0x27, b == 0xa6, b == 0xa7:
+			panic(ud()) // SSSE3/SSE4, 3DNow!, mov to/from test registers
+		case b >= 0x10 && b <= 0x17, b >= 0x28 && b <= 0x2f, b >= 0x50 && b <= 0x7f, b >= 0xc2 && b <= 0xc6, b >= 0xd0:
+			panic(ud()) // MMX, SSE, AVX: not implemented (CPUID says so)
 		default:
 			hasModRM = twoByteModRM(b)
 			imm = twoByteImm(b)
@@ -236,6 +236,18 @@ prefixes:
 			}
 		}
 	}
+	switch op {
+	case 0x62: // bound (not implemented) or EVEX
+		panic(ud())
+	case 0x8f: // pop r/m; XOP when ModRM.reg != 0
+		if c.fetchByte(i)>>3&7 != 0 {
+			panic(ud())
+		}
+	case 0xc4, 0xc5: // VEX in 64-bit mode or with a register ModRM; else les/lds
+		if c64 || c.fetchByte(i)>>6 == 3 {
+			panic(ud())
+		}
+	}
 	if hasModRM {
 		m := c.fetchByte(i)
 		i++
@@ -243,6 +255,9 @@ prefixes:
 		in.mod = m >> 6
 		in.reg = m>>3&7 | (in.rex&4)<<1
 		in.rm = m&7 | (in.rex&1)<<3
+		if op >= 0x120 && op <= 0x123 {
+			in.mod = 3 // mov to/from CRn/DRn: always a register operand
+		}
 		if in.mod != 3 {
 			i = c.decodeMem(i, m&7)
 		}
@@ -276,7 +291,7 @@ prefixes:
 		}
 	case immWB:
 		in.imm = uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
-		in.imm2 = uint64(c.fetchByte(i + 2))
+		in.imm2 = uint16(c.fetchByte(i + 2))
 		i += 3
 	case immP:
 		if c64 {
@@ -289,7 +304,7 @@ prefixes:
 			in.imm = uint64(c.le32(i))
 			i += 4
 		}
-		in.imm2 = uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
+		in.imm2 = uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8
 		i += 2
 	case immM:
 		switch asz {
@@ -323,7 +338,7 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 		in.scale = 1
 		if in.mod == 0 && rm == 6 {
 			in.base = -1
-			in.disp = int64(int16(uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8))
+			in.disp = int32(int16(uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8))
 			return i + 2
 		}
 		if !in.segOvr && in.base == rBP {
@@ -331,10 +346,10 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 		}
 		switch in.mod {
 		case 1:
-			in.disp = int64(int8(c.fetchByte(i)))
+			in.disp = int32(int8(c.fetchByte(i)))
 			i++
 		case 2:
-			in.disp = int64(int16(uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8))
+			in.disp = int32(int16(uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8))
 			i += 2
 		}
 		return i
@@ -351,7 +366,7 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 		b := sib & 7
 		if b == 5 && in.mod == 0 {
 			in.base = -1
-			in.disp = int64(int32(c.le32(i)))
+			in.disp = int32(c.le32(i))
 			return i + 4
 		}
 		in.base = int8(b | rexB)
@@ -359,7 +374,7 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 		if c.code64() {
 			in.base = 16
 		}
-		in.disp = int64(int32(c.le32(i)))
+		in.disp = int32(c.le32(i))
 		return i + 4
 	} else {
 		in.base = int8(rm | rexB)
@@ -369,10 +384,10 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 	}
 	switch in.mod {
 	case 1:
-		in.disp = int64(int8(c.fetchByte(i)))
+		in.disp = int32(int8(c.fetchByte(i)))
 		i++
 	case 2:
-		in.disp = int64(int32(c.le32(i)))
+		in.disp = int32(c.le32(i))
 		i += 4
 	}
 	return i
@@ -381,7 +396,7 @@ func (c *CPU) decodeMem(i int, rm uint8) int {
 // ea computes the effective address (offset within the segment).
 func (c *CPU) ea() uint64 {
 	in := c.cur
-	a := uint64(in.disp)
+	a := uint64(int64(in.disp))
 	if in.base == 16 {
 		a += c.rip // RIP of the next instruction
 	} else if in.base >= 0 {

@@ -17,15 +17,16 @@
 // Exactly what SupportedCPUID advertises: the general-purpose integer
 // instruction set in real, 16/32-bit protected, compatibility and 64-bit
 // mode; segmentation with descriptor caches, CPL and privilege checks; far
-// jmp/call/ret and iret across privilege levels; paging (none, 32-bit with
+// jmp/call/ret (also through call gates) and iret across privilege levels;
+// paging (none, 32-bit with
 // PSE, PAE, 4-level; 4 KiB, 2 MiB, 4 MiB and 1 GiB pages; U/S, R/W with
 // CR0.WP, NX; atomic A/D updates); IVT/IDT delivery with TSS stack switches
 // and IST, the double- and triple-fault rules, NMI blocking, the STI and
 // MOV SS shadows, TF single-step; syscall/sysret, sysenter/sysexit; the
 // CPU's own MSRs. x87, MMX, SSE, AVX and XSAVE raise #UD (CPUID says there
-// is no FPU). Not implemented: task switches and call gates (an internal
-// error or #GP), virtual-8086 mode (an internal error), debug-register
-// breakpoints (DR0-7 are stored only), alignment checks, SMM.
+// is no FPU). Not implemented: task switches (an internal error),
+// virtual-8086 mode (an internal error), debug-register breakpoints (DR0-7
+// are stored only), alignment checks (#AC), SMM.
 //
 // The CPUID vendor is "GodwitVirtCP" (honest, and 12 bytes as the
 // architecture requires); leaf 0x40000000 says "GodwitGodwit".
@@ -44,7 +45,9 @@
 // # Memory, dirty log and self-modifying code
 //
 // Guest RAM is host memory outside the Go heap, accessed through unsafe
-// pointers (plain loads and stores keep x86-TSO on amd64). Locked
+// pointers (plain loads and stores keep x86-TSO on amd64); all pointer
+// arithmetic is in memory_unsafe.go, and lock cmpxchg16b in
+// cas128_amd64.s. Locked
 // read-modify-writes use compare-and-swap on the containing aligned word;
 // a locked access that crosses an 8-byte boundary takes a Memory-wide
 // mutex (as hardware's split locks are slow too).

@@ -166,13 +166,11 @@ func (c *CPU) exec() {
 			}()
 			c.writeRM(osz, v)
 		}()
-	case 0x90:
+	case 0x90: // nop and pause; with REX.B, xchg %r8, %rax
 		if in.rex&1 != 0 {
 			r := c.getReg(8, osz)
 			c.setReg(8, osz, c.getReg(rAX, osz))
 			c.setReg(rAX, osz, r)
-		} else if osz == 4 && c64 {
-			// nop; xchg eax, eax does not clear the upper half
 		}
 	case 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97:
 		r := uint8(op&7) | (in.rex&1)<<3
@@ -263,7 +261,7 @@ func (c *CPU) exec() {
 		size := opSize(op, osz)
 		c.writeRM(size, in.imm)
 	case 0xc8: // enter
-		c.enter(in.imm, in.imm2&31, osz)
+		c.enter(in.imm, uint64(in.imm2&31), osz)
 	case 0xc9: // leave
 		c.setSP(c.regs[rBP])
 		c.setReg(rBP, osz, c.pop(int(osz)))
@@ -646,7 +644,7 @@ func (c *CPU) imul2(a, b uint64, size uint8) uint64 {
 	return r
 }
 
-// group3: test, not, neg, mul, imul, div, idiv.
+// group3 executes test, not, neg, mul, imul, div, idiv.
 func (c *CPU) group3(size uint8) {
 	in := c.cur
 	m := sizeMask(size)
@@ -785,7 +783,7 @@ func (c *CPU) divide(hi, lo, d uint64, size uint8, signed bool) (uint64, uint64)
 	return uint64(q) & m, uint64(r) & m
 }
 
-// group5: inc, dec, call, callf, jmp, jmpf, push.
+// group5 executes inc, dec, call, callf, jmp, jmpf, push.
 func (c *CPU) group5() {
 	in := c.cur
 	osz := in.osz
@@ -859,7 +857,6 @@ func (c *CPU) loadFarPtr(s int) {
 }
 
 func (c *CPU) enter(size, level uint64, osz uint8) {
-	sp := c.regs[rSP]
 	bp := c.regs[rBP]
 	c.push(c.getReg(rBP, osz), int(osz))
 	frame := c.regs[rSP] & c.stackMask()
@@ -870,17 +867,24 @@ func (c *CPU) enter(size, level uint64, osz uint8) {
 	if level > 0 {
 		c.push(frame, int(osz))
 	}
-	_ = sp
 	c.setReg(rBP, osz, frame)
 	c.setSP(c.regs[rSP] - size)
 }
 
 func (c *CPU) jmpFar(sel uint16, off uint64, osz uint8) {
+	if c.isGate(sel) {
+		c.throughGate(sel, false)
+		return
+	}
 	c.farTarget(sel)
 	c.jump(off, osz)
 }
 
 func (c *CPU) callFar(sel uint16, off uint64, osz uint8) {
+	if c.isGate(sel) {
+		c.throughGate(sel, true)
+		return
+	}
 	mask := c.stackMask()
 	sp := c.regs[rSP]
 	s1 := (sp - uint64(osz)) & mask

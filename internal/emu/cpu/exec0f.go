@@ -300,7 +300,7 @@ func (c *CPU) requireCPL0() {
 	}
 }
 
-// group6: sldt, str, lldt, ltr, verr, verw.
+// group6 executes sldt, str, lldt, ltr, verr, verw.
 func (c *CPU) group6() {
 	in := c.cur
 	if c.realMode() || c.flags&flagVM != 0 {
@@ -348,7 +348,7 @@ func (c *CPU) storeSel(sel uint16) {
 	}
 }
 
-// group7: sgdt, sidt, lgdt, lidt, smsw, lmsw, invlpg, swapgs, rdtscp.
+// group7 executes sgdt, sidt, lgdt, lidt, smsw, lmsw, invlpg, swapgs, rdtscp.
 func (c *CPU) group7() {
 	in := c.cur
 	r := in.reg & 7
@@ -431,7 +431,7 @@ func (c *CPU) group7() {
 	}
 }
 
-// group9: cmpxchg8b, cmpxchg16b.
+// group9 executes cmpxchg8b, cmpxchg16b.
 func (c *CPU) group9() {
 	in := c.cur
 	if in.mod == 3 || in.reg&7 != 1 {
@@ -491,7 +491,7 @@ func (c *CPU) group9() {
 	}
 }
 
-// group15: fences and clflush; the rest (fxsave, xsave...) is #UD.
+// group15 executes fences and clflush; the rest (fxsave, xsave...) is #UD.
 func (c *CPU) group15() {
 	in := c.cur
 	r := in.reg & 7

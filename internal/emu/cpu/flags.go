@@ -144,7 +144,9 @@ func (c *CPU) setLazy(op, size uint8, dst, src, res uint64, cin uint8) {
 		// CF survives inc/dec: keep it in flags.
 		c.flags = c.flags&^flagCF | boolU(c.cf())*flagCF
 	}
-	c.lf = lazyFlags{op: op, size: size, cin: cin, dst: dst, src: src, res: res}
+	l := &c.lf
+	l.op, l.size, l.cin = op, size, cin
+	l.dst, l.src, l.res = dst, src, res
 }
 
 // setArith sets the arithmetic flags eagerly (shifts, multiplies...).

@@ -26,28 +26,51 @@ func newRAM(t testing.TB, size int) []byte {
 // NullPlatform, with a TSC on the host clock at 1 GHz.
 type testPlatform struct {
 	NullPlatform
-	mu     sync.Mutex
-	out    strings.Builder
-	lcr    uint32
-	start  time.Time
-	outs   []uint32 // values written to port 0x80
-	irqs   []uint8  // interrupts to deliver, in order
-	exitIO bool     // Out to port 0xe9 ends Run
-	inIO   bool     // In from port 0xe9 must go to the VMM
-	mmio   bool     // MMIO reads go to the VMM, writes end Run
-	rx     []byte   // serial input
+	mu                sync.Mutex
+	out               strings.Builder
+	lcr               uint32
+	start             time.Time // TSC = tscBase + (now - start) * tscScale
+	tscBase, tscScale uint64
+	outs              []uint32 // values written to port 0x80
+	irqs              []uint8  // interrupts to deliver, in order
+	exitIO            bool     // Out to port 0xe9 ends Run
+	inIO              bool     // In from port 0xe9 must go to the VMM
+	mmio              bool     // MMIO reads go to the VMM, writes end Run
+	rx                []byte   // serial input
+	apicID            uint32
+	onSIPI            func(vector uint8) // a start-up IPI was sent (nil: no LAPIC model)
 }
+
+// LAPIC registers the SMP boot test models: the ID, and the ICR to start
+// an AP with a start-up IPI.
+const (
+	lapicID    = 0xfee00020
+	lapicICRLo = 0xfee00300
+)
 
 func (p *testPlatform) MMIORead(gpa uint64, size int) (uint64, bool) {
 	if p.mmio {
 		return 0, false
 	}
+	if p.onSIPI != nil {
+		switch gpa {
+		case lapicID:
+			return uint64(p.apicID) << 24, true
+		case lapicICRLo:
+			return 0, true // never busy
+		}
+	}
 	return ^uint64(0), true
 }
 
-func (p *testPlatform) MMIOWrite(gpa uint64, size int, val uint64) bool { return p.mmio }
+func (p *testPlatform) MMIOWrite(gpa uint64, size int, val uint64) bool {
+	if gpa == lapicICRLo && val&0x700 == 0x600 && p.onSIPI != nil {
+		p.onSIPI(uint8(val))
+	}
+	return p.mmio
+}
 
-func newTestPlatform() *testPlatform { return &testPlatform{start: time.Now()} }
+func newTestPlatform() *testPlatform { return &testPlatform{start: time.Now(), tscScale: 1000} }
 
 func (p *testPlatform) In(port uint16, size int) (uint32, bool) {
 	switch port {
@@ -111,9 +134,16 @@ func (p *testPlatform) PendingInterrupt() (uint8, bool) {
 	return v, true
 }
 
-// TSC runs 1000 times faster than the host clock so that the guest's
-// calibration timeouts (50 s of TSC with a dead APIC timer) pass quickly.
-func (p *testPlatform) TSC() uint64 { return uint64(time.Since(p.start).Nanoseconds()) * 1000 }
+// TSC runs by default 1000 times faster than the host clock so that the
+// guest's calibration timeouts (50 s of TSC with a dead APIC timer) pass
+// quickly; setTSCScale changes the rate, keeping the TSC monotonic.
+func (p *testPlatform) TSC() uint64 {
+	return p.tscBase + uint64(time.Since(p.start).Nanoseconds())*p.tscScale
+}
+
+func (p *testPlatform) setTSCScale(scale uint64) {
+	p.tscBase, p.start, p.tscScale = p.TSC(), time.Now(), scale
+}
 
 func (p *testPlatform) output() string {
 	p.mu.Lock()

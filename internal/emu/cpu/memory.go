@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 const pageSize = 4096
@@ -41,10 +40,10 @@ type Memory struct {
 
 type slot struct {
 	gpa, size uint64
-	host      unsafe.Pointer // first byte of the slot's host memory
-	hostMem   []byte         // keeps the slice header alive
-	dirty     []uint64       // one bit per page, atomically updated
-	code      []uint64       // one bit per page: decoded code may exist
+	host      hostPtr  // first byte of the slot's host memory
+	hostMem   []byte   // keeps the slice header alive
+	dirty     []uint64 // one bit per page, atomically updated
+	code      []uint64 // one bit per page: decoded code may exist
 }
 
 // NewMemory returns an empty guest-physical address space.
@@ -63,14 +62,9 @@ func (m *Memory) AddRAM(gpa uint64, host []byte) int {
 	if len(host) == 0 || len(host)%pageSize != 0 || gpa%pageSize != 0 {
 		panic("cpu: AddRAM: gpa and length must be page multiples")
 	}
-	pages := uint64(len(host)) / pageSize
-	s := &slot{
-		gpa: gpa, size: uint64(len(host)), host: unsafe.Pointer(&host[0]), hostMem: host,
-		dirty: make([]uint64, (pages+63)/64),
-		code:  make([]uint64, (pages+63)/64),
-	}
+	s := newSlot(gpa, host)
 	if m.logging.Load() {
-		setAllBits(s.dirty, pages)
+		setAllBits(s.dirty, s.size/pageSize)
 	}
 	old := *m.slots.Load()
 	n := make([]*slot, len(old), len(old)+1)

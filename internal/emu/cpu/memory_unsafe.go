@@ -9,6 +9,25 @@ import (
 // it are plain addresses that the garbage collector ignores; a slot keeps
 // its host slice for as long as the Memory lives.
 
+// hostPtr is an address in guest RAM on the host. The other files of the
+// package hold and pass these but do arithmetic on them only through at,
+// so that all pointer arithmetic lives in this file.
+type hostPtr = unsafe.Pointer
+
+// at returns p+off.
+func at(p hostPtr, off uint64) hostPtr { return unsafe.Add(p, off) }
+
+// newSlot describes host memory (a slice the VMM mapped outside the Go
+// heap) as a RAM slot at gpa.
+func newSlot(gpa uint64, host []byte) *slot {
+	pages := uint64(len(host)) / pageSize
+	return &slot{
+		gpa: gpa, size: uint64(len(host)), host: unsafe.Pointer(&host[0]), hostMem: host,
+		dirty: make([]uint64, (pages+63)/64),
+		code:  make([]uint64, (pages+63)/64),
+	}
+}
+
 // hostAt returns the host address of gpa and its slot, or nil for MMIO.
 func (m *Memory) hostAt(gpa uint64) (unsafe.Pointer, *slot) {
 	s := m.find(gpa)
@@ -103,7 +122,7 @@ func casPTE32(p unsafe.Pointer, old, nv uint32) bool {
 func loadAtomic64(p unsafe.Pointer) uint64 { return atomic.LoadUint64((*uint64)(p)) }
 func loadAtomic32(p unsafe.Pointer) uint32 { return atomic.LoadUint32((*uint32)(p)) }
 
-// pageBytes returns the n bytes at p as a slice (for instruction fetch).
+// pageByte returns the byte at p+off (for instruction fetch).
 func pageByte(p unsafe.Pointer, off uint64) byte { return *(*byte)(unsafe.Add(p, off)) }
 
 // ReadPhys copies guest-physical RAM at gpa into b (tests and tools).

@@ -1,7 +1,5 @@
 package cpu
 
-import "unsafe"
-
 const (
 	tlbSize = 256
 
@@ -31,8 +29,8 @@ const (
 // tlbEntry caches one 4 KiB linear page.
 type tlbEntry struct {
 	vpn   uint64
-	host  unsafe.Pointer // host address of the page; nil: MMIO
-	gpa   uint64         // guest-physical page address
+	host  hostPtr // host address of the page; nil: MMIO
+	gpa   uint64  // guest-physical page address
 	s     *slot
 	pg    uint64 // page index within s
 	flags uint8
@@ -144,7 +142,7 @@ func (c *CPU) walk(lin uint64, acc int, user bool) (uint64, uint8) {
 		return c.walk32(lin, acc, user, code)
 	}
 	type level struct {
-		p   unsafe.Pointer
+		p   hostPtr
 		s   *slot
 		gpa uint64
 		v   uint64
@@ -257,7 +255,7 @@ func (c *CPU) checkPerm(lin uint64, acc int, user bool, code uint32, u, w, nx bo
 
 // setAD sets the accessed bit (and the dirty bit when dirty) of the entry
 // at p, atomically, marking the page-table page dirty.
-func (c *CPU) setAD(p unsafe.Pointer, s *slot, gpa, v uint64, dirty, wide bool) {
+func (c *CPU) setAD(p hostPtr, s *slot, gpa, v uint64, dirty, wide bool) {
 	want := uint64(0x20)
 	if dirty {
 		want |= 0x40
@@ -338,9 +336,11 @@ func (c *CPU) physRead64(gpa uint64) (uint64, bool) {
 // mmioRead reads device memory through the platform. A read the VMM must
 // answer ends Run with ExitMMIO before the instruction executes.
 func (c *CPU) mmioRead(gpa uint64, size int) uint64 {
-	if c.haveMMIO {
-		c.haveMMIO = false
-		return c.mmioVal & sizeMask(uint8(size))
+	m := sizeMask(uint8(size))
+	if c.mmioPos < c.mmioN {
+		v := c.mmioReplay[c.mmioPos]
+		c.mmioPos++
+		return v & m
 	}
 	c.leavePlatform()
 	v, ok := c.plat.MMIORead(gpa, size)
@@ -349,7 +349,18 @@ func (c *CPU) mmioRead(gpa uint64, size int) uint64 {
 		c.exit = Exit{Kind: ExitMMIO, Addr: gpa, Size: size}
 		panic(exitNow{})
 	}
-	return v & sizeMask(uint8(size))
+	if c.mmioN < uint8(len(c.mmioReplay)) {
+		c.mmioReplay[c.mmioN] = v
+		c.mmioN++
+		c.mmioPos = c.mmioN
+	}
+	return v & m
+}
+
+// mmioDone forgets the MMIO values of a completed instruction (or string
+// element).
+func (c *CPU) mmioDone() {
+	c.mmioN, c.mmioPos, c.haveMMIO = 0, 0, false
 }
 
 func (c *CPU) mmioWrite(gpa uint64, size int, v uint64) {
@@ -390,7 +401,7 @@ func (c *CPU) readLin(lin uint64, size int, user bool) uint64 {
 	if e.host == nil {
 		return c.mmioRead(e.gpa|lin&0xfff, size)
 	}
-	return load(unsafe.Add(e.host, lin&0xfff), size)
+	return load(at(e.host, lin&0xfff), size)
 }
 
 // writeLin writes size bytes at linear address lin.
@@ -412,7 +423,7 @@ func (c *CPU) writeLin(lin uint64, size int, v uint64, user bool) {
 	if e.flags&tlbFast == 0 {
 		c.slowStore(e)
 	}
-	store(unsafe.Add(e.host, lin&0xfff), size, v)
+	store(at(e.host, lin&0xfff), size, v)
 }
 
 // slowStore marks the page of e dirty and invalidates code decoded from it;
@@ -426,7 +437,7 @@ func (c *CPU) slowStore(e *tlbEntry) {
 
 // hostForRMW translates a locked read-modify-write target and returns its
 // host pointer (nil: MMIO or a page-crossing access).
-func (c *CPU) hostForRMW(lin uint64, size int, user bool) (unsafe.Pointer, uint64) {
+func (c *CPU) hostForRMW(lin uint64, size int, user bool) (hostPtr, uint64) {
 	if lin&0xfff+uint64(size) > pageSize {
 		c.translate(lin, accWrite, user)
 		c.translate(lin+uint64(size)-1, accWrite, user)
@@ -439,5 +450,5 @@ func (c *CPU) hostForRMW(lin uint64, size int, user bool) (unsafe.Pointer, uint6
 	if e.flags&tlbFast == 0 {
 		c.slowStore(e)
 	}
-	return unsafe.Add(e.host, lin&0xfff), 0
+	return at(e.host, lin&0xfff), 0
 }

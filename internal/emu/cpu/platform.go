@@ -3,7 +3,14 @@ package cpu
 // Platform is what the CPU consumes from the machine around it: port and
 // MMIO accesses that are not RAM, interrupt acknowledgement, the MSRs the
 // platform owns and the guest TSC. The backend implements it; calls come
-// from the vCPU's own goroutine.
+// from the vCPU's own goroutine, inside Run or Step. While a call is in
+// progress the vCPU counts as past any dirty-log boundary, so a Platform
+// method may block (or even call Memory.ClearDirtyLog) without deadlock.
+//
+// hlt ends Run with ExitHLT (RIP after the hlt); the CPU keeps no halt
+// state of its own: the backend waits for an event, and the next Run
+// delivers a pending interrupt first (it asks PendingInterrupt at its
+// start) and otherwise continues after the hlt.
 type Platform interface {
 	// In reads a port. ok=false: the VMM must answer; Run ends with ExitIO
 	// (Write=false) without executing the instruction; the backend calls
@@ -21,8 +28,8 @@ type Platform interface {
 	// PendingInterrupt acknowledges and returns the highest-priority
 	// maskable interrupt vector, if any. It is asked at instruction
 	// boundaries where RFLAGS.IF=1 and no interrupt shadow is active: at
-	// the start of Run, after Kick, when IF becomes 1, and every few
-	// hundred instructions.
+	// the start of Run, within a few instructions of NotifyInterrupt, when
+	// IF becomes 1, and every irqPollInterval instructions.
 	PendingInterrupt() (vector uint8, ok bool)
 	// ReadMSR and WriteMSR serve the MSRs the CPU does not own
 	// (TSC, APIC_BASE, TSC_DEADLINE...); !ok raises #GP.

@@ -48,24 +48,39 @@ func (c *CPU) runLoop(n *int, maxInsns int) (done bool) {
 			return true
 		}
 		c.syncGen()
+		if c.poke.Load() {
+			c.poke.Store(false)
+			c.irqCheck = true
+		}
 		if *n >= maxInsns {
 			c.exit = Exit{Kind: ExitBudget}
 			return true
 		}
 		// A burst of instructions between the Kick and dirty-log checks.
-		end := min(*n+burstLen, maxInsns)
-		for *n < end {
+		i := *n // a register copy; *n is exact whenever an instruction panics
+		for end := min(i+burstLen, maxInsns); i < end; *n = i {
+			need := c.pendingExc != nil || c.nmiPending || c.pendingIRQ != nil
+			if !need && c.flags&flagIF != 0 && c.shadow == 0 {
+				// Interrupts are open: poll the platform only when due.
+				if c.irqCheck || c.sinceCheck >= irqPollInterval {
+					need = true
+				} else {
+					c.sinceCheck++
+				}
+			}
 			c.exit.Kind = ExitNone
-			if (c.pendingExc != nil || c.nmiPending || (c.flags&flagIF != 0 && c.shadow == 0)) && c.events() {
-				*n++
+			if need && c.events() {
+				i++
 				if c.exit.Kind != ExitNone {
+					*n = i
 					return true
 				}
 				continue
 			}
 			c.execOne()
-			*n++
+			i++
 			if c.exit.Kind != ExitNone {
+				*n = i
 				return true
 			}
 		}
@@ -98,7 +113,7 @@ func (c *CPU) events() bool {
 		// its answer, as KVM completes it before injecting anything.
 		return false
 	}
-	if c.pendingExc == nil && !c.nmiPending && (c.flags&flagIF == 0 || c.shadow != 0) {
+	if c.pendingExc == nil && c.pendingIRQ == nil && !c.nmiPending && (c.flags&flagIF == 0 || c.shadow != 0) {
 		return false
 	}
 	if f := c.pendingExc; f != nil {
@@ -114,14 +129,16 @@ func (c *CPU) events() bool {
 		c.exit = c.deliverEvent(fault{vec: vecNMI}, evExternal, c.rip)
 		return true
 	}
-	if c.flags&flagIF == 0 || c.shadow != 0 {
-		return false
-	}
 	if v := c.pendingIRQ; v != nil {
+		// Injected (acknowledged) before a save: delivered regardless of
+		// IF, as KVM re-injects it.
 		c.pendingIRQ = nil
 		c.startRIP = c.rip
 		c.exit = c.deliverEvent(fault{vec: *v}, evExternal, c.rip)
 		return true
+	}
+	if c.flags&flagIF == 0 || c.shadow != 0 {
+		return false
 	}
 	if !c.irqCheck && c.sinceCheck < irqPollInterval {
 		c.sinceCheck++
@@ -225,7 +242,11 @@ func (c *CPU) execOne() {
 		c.rip &= 0xffff
 	}
 	tf := c.flags&flagTF != 0
+	c.mmioPos = 0
 	c.exec()
+	if c.mmioN != 0 {
+		c.mmioDone()
+	}
 	if tf {
 		// Single-step trap after the instruction (TF was set before it).
 		c.dr[6] |= 1 << 14 // BS
@@ -234,6 +255,9 @@ func (c *CPU) execOne() {
 }
 
 func (c *CPU) onPanic(r any, shadow uint8) Exit {
+	if _, restart := r.(exitNow); !restart {
+		c.mmioDone()
+	}
 	switch x := r.(type) {
 	case fault:
 		c.rip = c.startRIP
@@ -243,13 +267,10 @@ func (c *CPU) onPanic(r any, shadow uint8) Exit {
 		return c.deliverEvent(x, evException, c.startRIP)
 	case softInt:
 		if c.TrapExceptions {
-			next := c.rip
 			c.rip = c.startRIP
-			_ = next
 			return Exit{Kind: ExitException, Vector: x.vec, RIP: c.startRIP}
 		}
-		kind := evSoft
-		return c.deliverEvent(fault{vec: x.vec}, kind, c.rip)
+		return c.deliverEvent(fault{vec: x.vec}, evSoft, c.rip)
 	case exitNow:
 		c.rip = c.startRIP
 		c.shadow = shadow
@@ -321,7 +342,9 @@ func (c *CPU) decodeCached(c64 bool) {
 	}
 	gpa := e.gpa | c.fetch.lin&0xfff
 	key := (gpa<<2 | mode) + 1
-	d := &c.dcache.ents[(gpa^gpa>>12)%dcacheSize]
+	// Consecutive instructions get neighbouring entries (the prefetcher
+	// likes that); pages are spread by an odd multiple of their number.
+	d := &c.dcache.ents[(gpa+gpa>>12*0x41)%dcacheSize]
 	if d.key == key {
 		c.cur = &d.in
 		return

@@ -27,7 +27,7 @@ func (c *CPU) linear(seg int, off uint64, size int, write bool) uint64 {
 		if seg >= segFS {
 			a += s.Base
 		}
-		if !canonical(a) {
+		if !canonical(a) || !canonical(a+uint64(size)-1) {
 			if seg == segSS {
 				panic(fault{vec: vecSS, hasErr: true})
 			}
@@ -172,8 +172,9 @@ func (c *CPU) loadSeg(seg int, sel uint16) {
 	c.seg[seg] = s
 }
 
-// loadCS loads a code segment for a far jmp/call/ret/iret/interrupt. rpl is
-// the new CPL. It checks the descriptor; privilege rules are the caller's.
+// codeDesc reads the code-segment descriptor for sel (far jmp/call/ret,
+// iret, interrupts), checking that it is one; privilege rules are the
+// caller's.
 func (c *CPU) codeDesc(sel uint16) (hv.Segment, uint64, uint64) {
 	if sel&^3 == 0 {
 		panic(segFault(vecGP, 0))
@@ -197,7 +198,7 @@ func (c *CPU) setCS(s hv.Segment, cpl int, d, addr uint64) {
 	c.seg[segCS] = s
 }
 
-// farJump transfers to sel:off (jmp far, call far after the pushes).
+// farTarget loads CS for a far jmp or call to a code segment (no gate).
 func (c *CPU) farTarget(sel uint16) {
 	if c.realMode() || c.flags&flagVM != 0 {
 		c.seg[segCS].Selector = sel
@@ -219,7 +220,7 @@ func (c *CPU) farTarget(sel uint16) {
 	c.setCS(s, cpl, d, addr)
 }
 
-// loadSystemSeg reads a system descriptor (LDT, TSS) of 8 or 16 bytes.
+// systemDesc reads a system descriptor (LDT, TSS) of 8 or 16 bytes.
 func (c *CPU) systemDesc(sel uint16) (hv.Segment, uint64) {
 	if sel&4 != 0 {
 		panic(segFault(vecGP, sel))
@@ -270,4 +271,163 @@ func (c *CPU) ltr(sel uint16) {
 	c.writeLin(addr+5, 1, c.readLin(addr+5, 1, false)|2, false)
 	s.Type |= 2
 	c.tr = s
+}
+
+// isGate reports whether sel names a system descriptor (a call gate, task
+// gate or TSS) for a far jmp or call in protected mode.
+func (c *CPU) isGate(sel uint16) bool {
+	if c.realMode() || c.flags&flagVM != 0 || sel&^3 == 0 {
+		return false
+	}
+	d, _, ok := c.descriptor(sel)
+	return ok && d>>44&1 == 0
+}
+
+// throughGate executes a far jmp or call through a call gate: to the same
+// privilege, or (call only) to a more privileged non-conforming code
+// segment on the stack the TSS gives, copying the gate's parameters.
+func (c *CPU) throughGate(sel uint16, call bool) {
+	lo, addr, _ := c.descriptor(sel)
+	typ := lo >> 40 & 0xf
+	long := c.longMode()
+	switch {
+	case typ == 0xc:
+	case typ == 4 && !long:
+	case typ == 5 || typ&^2 == 1 || typ&^2 == 9:
+		panic(internalError{"far jmp/call to a task gate or TSS (task switch) is not supported"})
+	default:
+		panic(segFault(vecGP, sel))
+	}
+	var hi uint64
+	if long {
+		if uint64(sel&^7)+15 > c.tableLimit(sel) {
+			panic(segFault(vecGP, sel))
+		}
+		hi = c.readLin(addr+8, 8, false)
+		if hi>>40&0x1f != 0 {
+			panic(segFault(vecGP, sel))
+		}
+	}
+	cpl := c.cpl()
+	if gdpl := int(lo >> 45 & 3); gdpl < cpl || gdpl < int(sel&3) {
+		panic(segFault(vecGP, sel))
+	}
+	if lo>>47&1 == 0 {
+		panic(segFault(vecNP, sel))
+	}
+	tsel := uint16(lo >> 16)
+	off := lo&0xffff | lo>>48<<16
+	gsz := 4
+	switch {
+	case long:
+		off |= hi << 32
+		gsz = 8
+	case typ == 4:
+		off &= 0xffff
+		gsz = 2
+	}
+	cs, d, daddr := c.codeDesc(tsel)
+	if long && (cs.L == 0 || cs.DB != 0) {
+		panic(segFault(vecGP, tsel))
+	}
+	conforming := cs.Type&4 != 0
+	if int(cs.DPL) > cpl || (!call && !conforming && int(cs.DPL) != cpl) {
+		panic(segFault(vecGP, tsel))
+	}
+	if cs.Present == 0 {
+		panic(segFault(vecNP, tsel))
+	}
+	if !call {
+		c.setCS(cs, cpl, d, daddr)
+		c.rip = off
+		return
+	}
+	retCS, retIP := uint64(c.seg[segCS].Selector), c.rip
+	if conforming || int(cs.DPL) == cpl {
+		mask := c.stackMask()
+		sp := c.regs[rSP]
+		c.writeMem(segSS, (sp-uint64(gsz))&mask, gsz, retCS)
+		c.writeMem(segSS, (sp-2*uint64(gsz))&mask, gsz, retIP)
+		c.setCS(cs, cpl, d, daddr)
+		c.setSP(sp - 2*uint64(gsz))
+		c.rip = off
+		return
+	}
+	// To an inner privilege level: the new stack from the TSS.
+	ncpl := int(cs.DPL)
+	oldSS, oldSP := c.seg[segSS], c.regs[rSP]
+	if long {
+		sp := c.readLin(c.tr.Base+4+uint64(ncpl)*8, 8, false)
+		for _, v := range []uint64{uint64(oldSS.Selector), oldSP, retCS, retIP} {
+			sp -= 8
+			c.writeLin(sp, 8, v, false)
+		}
+		c.setCS(cs, ncpl, d, daddr)
+		c.seg[segSS] = hv.Segment{Selector: uint16(ncpl), Unusable: 1, DPL: uint8(ncpl), DB: 1}
+		c.regs[rSP] = sp
+		c.rip = off
+		return
+	}
+	sp, ss := c.innerStack(ncpl)
+	spMask := uint64(0xffff)
+	if ss.DB != 0 {
+		spMask = 0xffffffff
+	}
+	push := func(v uint64) {
+		sp = (sp - uint64(gsz)) & spMask
+		c.writeLin((ss.Base+sp)&0xffffffff, gsz, v, false)
+	}
+	push(uint64(oldSS.Selector))
+	push(oldSP)
+	oldMask := uint64(0xffff)
+	if oldSS.DB != 0 {
+		oldMask = 0xffffffff
+	}
+	for i := int(lo>>32&0x1f) - 1; i >= 0; i-- {
+		push(c.readLin((oldSS.Base+(oldSP+uint64(i*gsz))&oldMask)&0xffffffff, gsz, cpl == 3))
+	}
+	push(retCS)
+	push(retIP)
+	c.setCS(cs, ncpl, d, daddr)
+	ss.Type |= 1
+	c.seg[segSS] = ss
+	c.regs[rSP] = c.regs[rSP]&^spMask | sp
+	c.rip = off
+}
+
+// tableLimit is the limit of the descriptor table sel indexes.
+func (c *CPU) tableLimit(sel uint16) uint64 {
+	if sel&4 != 0 {
+		return uint64(c.ldt.Limit)
+	}
+	return uint64(c.gdt.Limit)
+}
+
+// innerStack reads and checks the stack for privilege level cpl from the
+// (16- or 32-bit) TSS, as a call through a gate to that level loads it.
+func (c *CPU) innerStack(cpl int) (uint64, hv.Segment) {
+	var sp uint64
+	var sel uint16
+	if c.tr.Type&8 != 0 {
+		sp = c.readLin(c.tr.Base+4+uint64(cpl)*8, 4, false)
+		sel = uint16(c.readLin(c.tr.Base+8+uint64(cpl)*8, 2, false))
+	} else {
+		sp = c.readLin(c.tr.Base+2+uint64(cpl)*4, 2, false)
+		sel = uint16(c.readLin(c.tr.Base+4+uint64(cpl)*4, 2, false))
+	}
+	if sel&^3 == 0 {
+		panic(segFault(vecTS, sel))
+	}
+	d, _, ok := c.descriptor(sel)
+	if !ok {
+		panic(segFault(vecTS, sel))
+	}
+	ss := segFromDesc(sel, d)
+	if int(sel&3) != cpl || int(ss.DPL) != cpl || ss.S == 0 || ss.Type&8 != 0 || ss.Type&2 == 0 {
+		panic(segFault(vecTS, sel))
+	}
+	if ss.Present == 0 {
+		panic(segFault(vecSS, sel))
+	}
+	return sp, ss
 }

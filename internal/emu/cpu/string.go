@@ -1,7 +1,5 @@
 package cpu
 
-import "unsafe"
-
 // String instructions. A rep-prefixed instruction runs at most
 // repBatch iterations per Step, leaving RIP on itself so that interrupts,
 // kicks and the instruction budget are honoured between batches; the
@@ -68,6 +66,7 @@ func (c *CPU) stringOp(op uint8) {
 		if !rep {
 			return
 		}
+		c.mmioDone() // the next element reads afresh
 		c.setRegASZ(rCX, c.regs[rCX]-1)
 		if stop {
 			z := c.zf()
@@ -125,6 +124,7 @@ func (c *CPU) stringIO(op uint8) {
 		if !rep {
 			return
 		}
+		c.mmioDone()
 		c.setRegASZ(rCX, c.regs[rCX]-1)
 		if c.exit.Kind != ExitNone {
 			if c.regs[rCX]&am != 0 {
@@ -171,13 +171,13 @@ func (c *CPU) repFast(op uint8, size int) bool {
 		if n == 0 || (am != ^uint64(0) && (di+n*uint64(size) > am || (movs && (c.regs[rSI]&am)+n*uint64(size) > am))) {
 			return false // crosses a page or wraps the address size
 		}
-		var src unsafe.Pointer
+		var src hostPtr
 		if movs {
 			se := c.translate(slin, accRead, user)
 			if se.host == nil {
 				return false
 			}
-			src = unsafe.Add(se.host, slin&0xfff)
+			src = at(se.host, slin&0xfff)
 		}
 		de := c.translate(dlin, accWrite, user)
 		if de.host == nil {
@@ -186,14 +186,14 @@ func (c *CPU) repFast(op uint8, size int) bool {
 		if de.flags&tlbFast == 0 {
 			c.slowStore(de)
 		}
-		dst := unsafe.Add(de.host, dlin&0xfff)
+		dst := at(de.host, dlin&0xfff)
 		v := c.regs[rAX]
 		for i := uint64(0); i < n; i++ {
-			off := uintptr(i) * uintptr(size)
+			off := i * uint64(size)
 			if movs {
-				v = load(unsafe.Add(src, off), size)
+				v = load(at(src, off), size)
 			}
-			store(unsafe.Add(dst, off), size, v)
+			store(at(dst, off), size, v)
 		}
 		if movs {
 			c.setRegASZ(rSI, c.regs[rSI]+n*uint64(size))

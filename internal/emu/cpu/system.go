@@ -361,7 +361,7 @@ func (c *CPU) SetMSRs(ents []hv.MSREntry) int {
 	return len(ents)
 }
 
-// syscall: the 64-bit fast system call (EFER.SCE), from 64-bit or
+// syscall executes the 64-bit fast system call (EFER.SCE), from 64-bit or
 // compatibility mode.
 func (c *CPU) syscall() {
 	if !c.longMode() || c.efer&eferSCE == 0 {

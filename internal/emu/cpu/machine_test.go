@@ -1,7 +1,10 @@
 package cpu
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/godwit-vmm/godwit/internal/hv"
 )
@@ -317,5 +320,201 @@ func TestMovbe(t *testing.T) {
 	r := v.run()
 	if r.RAX != 0x44332211 || v.r32(0x20004) != 0x11223344 || r.RBX&0xffff != 0x4433 {
 		t.Fatalf("eax %#x mem %#x bx %#x", r.RAX, v.r32(0x20004), r.RBX&0xffff)
+	}
+}
+
+func TestSMPCmpxchg16b(t *testing.T) {
+	v := newVM(t, 64, progCX16)
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		c := v.c
+		if i > 0 {
+			c = New(i, v.mem, newTestPlatform())
+			c.SetSregs2(v.c.GetSregs2())
+		}
+		c.SetRegs(hvRegs(tCode, uint64(0x80000+i*0x1000)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ex := c.Run(100_000)
+				if ex.Kind == ExitHLT {
+					return
+				}
+				if ex.Kind != ExitBudget {
+					t.Errorf("exit %+v", ex)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if lo, hi := v.r64(0x20040), v.r64(0x20048); lo != 2000 || hi != 2000 {
+		t.Fatalf("128-bit counter %d:%d, want 2000:2000", hi, lo)
+	}
+}
+
+func TestRepInsbVMMCompletion(t *testing.T) {
+	v := newVM(t, 64, []byte{
+		0x48, 0xc7, 0xc7, 0x00, 0x00, 0x02, 0x00, // mov $0x20000,%rdi
+		0xb9, 0x03, 0x00, 0x00, 0x00, // mov $0x3,%ecx
+		0x66, 0xba, 0xe9, 0x00, // mov $0xe9,%dx
+		0xf3, 0x6c, // rep insb (%dx),%es:(%rdi)
+		0xf4, // hlt
+	})
+	v.p.inIO = true
+	for i, val := range []uint32{0x61, 0x62, 0x63} {
+		ex := v.c.Run(100)
+		if ex.Kind != ExitIO || ex.Write || ex.Port != 0xe9 || ex.Size != 1 {
+			t.Fatalf("element %d: exit %+v", i, ex)
+		}
+		r := v.c.GetRegs()
+		if r.RCX != uint64(3-i) || r.RDI != 0x20000+uint64(i) || r.RIP != 0x1010 {
+			t.Fatalf("element %d: rcx %d rdi %#x rip %#x", i, r.RCX, r.RDI, r.RIP)
+		}
+		v.c.CompleteIn(val)
+	}
+	v.run()
+	var b [4]byte
+	v.mem.ReadPhys(0x20000, b[:])
+	if string(b[:3]) != "abc" || b[3] != 0 {
+		t.Fatalf("memory % x", b)
+	}
+}
+
+func TestKickFromAnotherGoroutine(t *testing.T) {
+	v := newVM(t, 64, progNMI) // an endless loop
+	done := make(chan Exit)
+	go func() { done <- v.c.Run(1 << 62) }()
+	v.c.Kick()
+	if ex := <-done; ex.Kind != ExitKicked {
+		t.Fatalf("exit %+v", ex)
+	}
+}
+
+// TestDecodeCacheKeyedByMode runs the same bytes (48 89 c3: mov %rax,%rbx
+// in 64-bit code, dec %eax; mov %eax,%ebx in 32-bit code) first in 64-bit
+// and then in compatibility mode: the cached 64-bit decoding must not be
+// reused.
+func TestDecodeCacheKeyedByMode(t *testing.T) {
+	v := newVM(t, 64, progModeKey)
+	r := v.run()
+	if r.R8 != 5 || r.RBX != 6 {
+		t.Fatalf("64-bit result %d (want 5), compat result %d (want 6)", r.R8, r.RBX)
+	}
+}
+
+// callGate installs a call gate at GDT selector 0x40 (DPL 3) to target
+// with parameter count params: a 32-bit gate in legacy mode, a 64-bit one
+// (16 bytes, so also using the 0x48 slot) in long mode.
+func (v *testVM) callGate(target uint64, sel uint16, params uint8, long bool) {
+	lo := target&0xffff | uint64(sel)<<16 | uint64(params)<<32 | uint64(0xec)<<40 | (target>>16&0xffff)<<48
+	v.w64(tGDT+0x40, lo)
+	if long {
+		v.w64(tGDT+0x48, target>>32)
+		s := v.c.GetSregs2()
+		s.GDT.Limit = 0x4f
+		v.c.SetSregs2(s)
+	}
+}
+
+func TestCallGate32(t *testing.T) {
+	v := newVM(t, 32, progCallGate32)
+	v.w32(tTSS+8, selData) // SS0
+	v.callGate(0x1100, selCode32, 1, false)
+	v.setGate32(0x80, 0x1140, 3)
+	r := v.run()
+	if r.RAX != selCode32 || r.RBX != 0x7000-20 || r.RCX != 0x1234 || r.RDI != 0x9000 || r.RSI != selCode32U {
+		t.Fatalf("gate cs %#x esp %#x param %#x; back: esp %#x cs %#x", r.RAX, r.RBX, r.RCX, r.RDI, r.RSI)
+	}
+}
+
+func TestCallGate64(t *testing.T) {
+	v := newVM(t, 64, progCallGate64)
+	v.callGate(0x1100, selCode64, 0, true)
+	v.setGate64(0x80, 0x1140, 3, 0, false)
+	r := v.run()
+	if r.RAX != selCode64 || r.RBX != 0x7000-32 || r.RCX != 0x9000 || r.RDI != 0x9000 || r.RSI != selCode64U {
+		t.Fatalf("gate cs %#x rsp %#x old rsp %#x; back: rsp %#x cs %#x", r.RAX, r.RBX, r.RCX, r.RDI, r.RSI)
+	}
+}
+
+// TestTwoMMIOReadsOneInstruction: cmpsb between two device addresses that
+// the VMM answers: each read exits once, and the restarted instruction
+// replays the first answer instead of asking again.
+func TestTwoMMIOReadsOneInstruction(t *testing.T) {
+	v := newVM(t, 32, []byte{
+		0xbe, 0x00, 0x00, 0xe0, 0xfe, // mov $0xfee00000,%esi
+		0xbf, 0x00, 0x00, 0xc0, 0xfe, // mov $0xfec00000,%edi
+		0xa6,             // cmpsb %es:(%edi),%ds:(%esi)
+		0x0f, 0x94, 0xc0, // sete %al
+		0xf4, // hlt
+	})
+	v.p.mmio = true
+	for _, addr := range []uint64{0xfee00000, 0xfec00000} {
+		ex := v.c.Run(100)
+		if ex.Kind != ExitMMIO || ex.Addr != addr || ex.Write {
+			t.Fatalf("exit %+v, want a read of %#x", ex, addr)
+		}
+		v.c.CompleteMMIORead(0x41)
+	}
+	if r := v.run(); r.RAX&0xff != 1 || r.RSI != 0xfee00001 || r.RDI != 0xfec00001 {
+		t.Fatalf("al %d esi %#x edi %#x", r.RAX&0xff, r.RSI, r.RDI)
+	}
+}
+
+// notifyPlatform raises vector 0x20 once pending is set (from any
+// goroutine).
+type notifyPlatform struct {
+	NullPlatform
+	pending atomic.Bool
+}
+
+func (p *notifyPlatform) PendingInterrupt() (uint8, bool) {
+	if p.pending.Swap(false) {
+		return 0x20, true
+	}
+	return 0, false
+}
+
+// TestNotifyInterrupt raises an interrupt from another goroutine while the
+// vCPU spins in Run; the handler halts.
+func TestNotifyInterrupt(t *testing.T) {
+	v := newVM(t, 64, []byte{0xfb, 0xeb, 0xfe}) // sti; jmp .
+	v.mem.WritePhys(0x1100, []byte{0xf4})       // handler: hlt
+	v.setGate64(0x20, 0x1100, 0, 0, false)
+	p := &notifyPlatform{}
+	c := New(1, v.mem, p)
+	c.SetSregs2(v.c.GetSregs2())
+	c.SetRegs(hvRegs(tCode, tStack))
+	done := make(chan Exit)
+	go func() { done <- c.Run(1 << 40) }()
+	time.Sleep(time.Millisecond)
+	p.pending.Store(true)
+	c.NotifyInterrupt()
+	select {
+	case ex := <-done:
+		if ex.Kind != ExitHLT || ex.RIP != 0x1101 {
+			t.Fatalf("exit %+v, want hlt in the handler", ex)
+		}
+	case <-time.After(10 * time.Second):
+		c.Kick()
+		t.Fatalf("interrupt not taken: exit %+v", <-done)
+	}
+}
+
+func TestEventsInjectedInterruptRoundTrip(t *testing.T) {
+	v := newVM(t, 64, []byte{0xf4}) // hlt
+	v.setGate64(0x41, 0x1100, 0, 0, false)
+	v.mem.WritePhys(0x1100, []byte{0xf4})
+	var e hv.VCPUEvents
+	e[evIntInjected], e[evIntNr] = 1, 0x41
+	v.c.SetEvents(e)
+	if got := v.c.GetEvents(); got[evIntInjected] != 1 || got[evIntNr] != 0x41 {
+		t.Fatalf("injected interrupt not reported: %v", got[:16])
+	}
+	// Delivered even with IF=0: it was acknowledged before the save.
+	if ex := v.c.Run(10); ex.Kind != ExitHLT || ex.RIP != 0x1101 {
+		t.Fatalf("exit %+v, want the injected interrupt's handler", ex)
 	}
 }
