@@ -58,10 +58,16 @@ func (c *VCPU) ID() int { return c.id }
 
 func (c *VCPU) tsc() uint64 { return hostTSC() + c.offset.Load() }
 
-// wakeUp is the LAPIC's callback when something becomes deliverable: it
-// ends a run at the next instruction boundary, or a halt.
+// wakeUp is the LAPIC's callback when something becomes deliverable: a
+// running CPU polls for the interrupt within a few instructions (an NMI,
+// INIT or SIPI, which the run loop takes, ends the run), a halted vCPU
+// wakes.
 func (c *VCPU) wakeUp() {
-	c.cpu.Kick()
+	if c.lapic.HasEvents() {
+		c.cpu.Kick()
+	} else {
+		c.cpu.NotifyInterrupt()
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
