@@ -716,8 +716,8 @@ type hostBeat struct {
 	Host string
 }
 
-// merge orders the heartbeats of several consoles by the time they were
-// read (then by sequence number).
+// merge orders the heartbeats of several consoles by sequence number
+// (then by the time they were read).
 func merge(tails ...*consoleTail) []hostBeat {
 	var all []hostBeat
 	for _, c := range tails {
@@ -725,11 +725,14 @@ func merge(tails ...*consoleTail) []hostBeat {
 			all = append(all, hostBeat{hb, c.host})
 		}
 	}
+	// In the guest's own order: the tails poll their files every few
+	// milliseconds each, so when a switchover takes about as long, the
+	// times the lines were read can invert across consoles.
 	sort.SliceStable(all, func(i, j int) bool {
-		if !all[i].At.Equal(all[j].At) {
-			return all[i].At.Before(all[j].At)
+		if all[i].Seq != all[j].Seq {
+			return all[i].Seq < all[j].Seq
 		}
-		return all[i].Seq < all[j].Seq
+		return all[i].At.Before(all[j].At)
 	})
 	return all
 }
