@@ -284,3 +284,8 @@ func (v *VM) Close() error {
 	v.clock.Pause()
 	return nil
 }
+
+// DeviceWrote tells the CPUs that the VMM wrote [gpa, gpa+n) (a device's
+// DMA): instructions decoded from those pages are dropped, as for a store
+// by a vCPU.
+func (v *VM) DeviceWrote(gpa, n uint64) { v.mem.MarkDirty(gpa, n) }

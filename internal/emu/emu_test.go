@@ -145,3 +145,37 @@ func TestVCPUState(t *testing.T) {
 		t.Errorf("TSC %d kHz, want %d", khz, TSCKHz)
 	}
 }
+
+// TestDeviceWriteInvalidatesCode: code a device overwrites (DMA, here a
+// write straight into guest RAM reported with DeviceWrote) runs in its new
+// form, not as the instructions decoded before.
+func TestDeviceWriteInvalidatesCode(t *testing.T) {
+	v, ram := newVM(t, 1, 2)
+	copy(ram[0x1000:], []byte{0xb0, 0x01, 0xe6, 0x10, 0xf4}) // mov al, 1; out 0x10, al; hlt
+	c, err := v.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.GetSregs2()
+	s.CS.Base, s.CS.Selector = 0, 0
+	if err := c.SetSregs2(s); err != nil {
+		t.Fatal(err)
+	}
+	out := func() byte {
+		t.Helper()
+		c.SetRegs(hv.Regs{RIP: 0x1000, RFLAGS: 2})
+		ex, err := c.Run()
+		if err != nil || ex != hv.ExitIO || !c.IO().Out {
+			t.Fatalf("run: exit %d %+v, %v", ex, c.IO(), err)
+		}
+		return c.IO().Data[0]
+	}
+	if got := out(); got != 1 {
+		t.Fatalf("first run wrote %d, want 1", got)
+	}
+	ram[0x1001] = 2 // the device's write
+	v.DeviceWrote(0x1001, 1)
+	if got := out(); got != 2 {
+		t.Errorf("after the device rewrote the code the guest wrote %d, want 2 (stale decoded instruction)", got)
+	}
+}

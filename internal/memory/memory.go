@@ -66,8 +66,9 @@ func (r *Region) End() uint64 { return r.GPA + r.Size() }
 // Guest is a VM's RAM. Its methods are safe for concurrent use; concurrent
 // writes to the same bytes race as they would on real hardware.
 type Guest struct {
-	regions []*Region
-	size    uint64
+	regions  []*Region
+	size     uint64
+	observer func(gpa, n uint64) // ObserveWrites; set before any write
 }
 
 // Layout returns the regions (slot, guest address, size) that size bytes of
@@ -181,7 +182,20 @@ func (g *Guest) Write(gpa, n uint64, fill func([]byte)) error {
 	}
 	fill(r.Host[off : off+n : off+n])
 	r.markDirty(off, n)
+	g.observe(gpa, n)
 	return nil
+}
+
+// ObserveWrites makes every write through Write, WriteAt and MarkDirty
+// call f(gpa, n) after the bytes are in place: the software CPU drops
+// instructions it decoded from those pages (a device's DMA can overwrite
+// code). Call it before anything writes.
+func (g *Guest) ObserveWrites(f func(gpa, n uint64)) { g.observer = f }
+
+func (g *Guest) observe(gpa, n uint64) {
+	if g.observer != nil {
+		g.observer(gpa, n)
+	}
 }
 
 // MarkDirty records that the VMM wrote [gpa, gpa+n) by some path that the
@@ -193,6 +207,7 @@ func (g *Guest) MarkDirty(gpa, n uint64) error {
 		return err
 	}
 	r.markDirty(off, n)
+	g.observe(gpa, n)
 	return nil
 }
 

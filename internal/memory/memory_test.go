@@ -119,3 +119,32 @@ func TestAtomics(t *testing.T) {
 		t.Error("unaligned atomic accepted")
 	}
 }
+
+// TestObserveWrites: every VMM write is reported after its bytes are in
+// place, so the software CPU can drop code decoded from the page.
+func TestObserveWrites(t *testing.T) {
+	g, err := New(32 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var seen [][2]uint64
+	g.ObserveWrites(func(gpa, n uint64) {
+		b, _ := g.Slice(gpa, 1)
+		if b[0] != 0xab {
+			t.Errorf("observed %#x before its bytes were written", gpa)
+		}
+		seen = append(seen, [2]uint64{gpa, n})
+	})
+	if err := g.WriteAt([]byte{0xab, 0xab}, 0x5000); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := g.Slice(0x9000, 1)
+	b[0] = 0xab
+	if err := g.MarkDirty(0x9000, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]uint64{{0x5000, 2}, {0x9000, 4096}}; len(seen) != 2 || seen[0] != want[0] || seen[1] != want[1] {
+		t.Errorf("observed %v, want %v", seen, want)
+	}
+}

@@ -150,6 +150,9 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 			return nil, err
 		}
 	}
+	if o, ok := v.hvm.(deviceWriteObserver); ok {
+		v.mem.ObserveWrites(o.DeviceWrote)
+	}
 	v.ports = NewPortBus(log)
 	if v.dev, err = v.createDevices(); err != nil {
 		return nil, err
@@ -433,3 +436,10 @@ func (v *VM) Config() Config { return v.cfg }
 
 // consoleWriter is where guest serial output goes when Config.Console is nil.
 var consoleWriter io.Writer = io.Discard
+
+// deviceWriteObserver is a backend that must hear of the VMM's writes into
+// guest RAM: the software CPU drops instructions it decoded from pages a
+// device overwrote.
+type deviceWriteObserver interface {
+	DeviceWrote(gpa, n uint64)
+}
