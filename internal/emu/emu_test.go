@@ -1,6 +1,8 @@
 package emu
 
 import (
+	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +179,51 @@ func TestDeviceWriteInvalidatesCode(t *testing.T) {
 	v.DeviceWrote(0x1001, 1)
 	if got := out(); got != 2 {
 		t.Errorf("after the device rewrote the code the guest wrote %d, want 2 (stale decoded instruction)", got)
+	}
+}
+
+// TestKickEndsEndlessLoop: a guest spinning with interrupts off (cli; jmp
+// $) still leaves Run within milliseconds of a kick, so pause and stop
+// answer whatever the guest does; a halted guest with interrupts off too.
+func TestKickEndsEndlessLoop(t *testing.T) {
+	for name, code := range map[string][]byte{
+		"spin": {0xfa, 0xeb, 0xfe},       // cli; jmp $
+		"halt": {0xfa, 0xf4, 0xeb, 0xfd}, // cli; hlt; jmp back to the hlt
+	} {
+		t.Run(name, func(t *testing.T) {
+			v, ram := newVM(t, 1, 2)
+			copy(ram[0x1000:], code)
+			errc := make(chan error, 1)
+			started := make(chan hv.VCPU, 1)
+			go func() {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				c, err := v.CreateVCPU(0)
+				if err != nil {
+					errc <- err
+					return
+				}
+				s, _ := c.GetSregs2()
+				s.CS.Base, s.CS.Selector = 0, 0
+				c.SetSregs2(s)
+				c.SetRegs(hv.Regs{RIP: 0x1000, RFLAGS: 2})
+				started <- c
+				_, err = c.Run()
+				errc <- err
+			}()
+			c := <-started
+			time.Sleep(50 * time.Millisecond)
+			kicked := time.Now()
+			c.Kick()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, hv.ErrInterrupted) {
+					t.Errorf("run ended with %v, want ErrInterrupted", err)
+				}
+				t.Logf("run returned %v after the kick", time.Since(kicked))
+			case <-time.After(5 * time.Second):
+				t.Fatal("run did not return within 5 s of a kick")
+			}
+		})
 	}
 }
