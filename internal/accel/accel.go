@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/godwit-vmm/godwit/internal/emu"
 	"github.com/godwit-vmm/godwit/internal/hv"
 	"github.com/godwit-vmm/godwit/internal/kvm"
 )
@@ -37,9 +38,6 @@ func Parse(s string) (string, error) {
 	}
 	return "", fmt.Errorf("accel: unknown accelerator %q (want auto, kvm or emu)", s)
 }
-
-// openEmu opens the software CPU backend; set by emu.go.
-var openEmu func() (hv.Hypervisor, error)
 
 // Resolve says which backend kind name selects on this host, without
 // opening it: "auto" becomes "kvm" when /dev/kvm exists and "emu" when it
@@ -78,10 +76,7 @@ func Open(name string, log *slog.Logger) (hv.Hypervisor, error) {
 	case KVM:
 		return kvm.OpenHypervisor()
 	case Emu:
-		if openEmu == nil {
-			return nil, errors.New("accel: the software CPU is not built into this binary")
-		}
-		return openEmu()
+		return emu.Open()
 	}
 	return nil, fmt.Errorf("accel: unknown accelerator %q", kind)
 }
