@@ -81,7 +81,7 @@ const (
 	ExitFailEntry          // the backend could not enter the guest
 )
 
-// System events of ExitSystemEvent.
+// System events of ExitSystemEvent (KVM_SYSTEM_EVENT_*).
 const (
 	SystemEventShutdown = 1
 	SystemEventReset    = 2

@@ -5,6 +5,8 @@ package kvm
 import (
 	"testing"
 	"unsafe"
+
+	"github.com/godwit-vmm/godwit/internal/hv"
 )
 
 // ioc encodes an ioctl number the way <asm-generic/ioctl.h> does.
@@ -127,5 +129,28 @@ func TestStructSizes(t *testing.T) {
 	}
 	if off := unsafe.Offsetof(runInternal{}.InsnSize); off != 16 {
 		t.Errorf("emulation_failure.insn_size at %d, want 16", off)
+	}
+}
+
+// TestSeamNumbers: the seam's system-event and internal-error numbers are
+// KVM's, which the backend passes through.
+func TestSeamNumbers(t *testing.T) {
+	if hv.SystemEventShutdown != KVM_SYSTEM_EVENT_SHUTDOWN || hv.SystemEventReset != KVM_SYSTEM_EVENT_RESET {
+		t.Error("hv system events differ from KVM's")
+	}
+	if hv.InternalErrorEmulation != KVM_INTERNAL_ERROR_EMULATION || hv.InternalErrorSimulEx != KVM_INTERNAL_ERROR_SIMUL_EX ||
+		hv.InternalErrorDeliveryEv != KVM_INTERNAL_ERROR_DELIVERY_EV {
+		t.Error("hv internal-error suberrors differ from KVM's")
+	}
+	if hv.MPStateRunnable != KVM_MP_STATE_RUNNABLE || hv.MPStateUninitialized != KVM_MP_STATE_UNINITIALIZED ||
+		hv.MPStateInitReceived != KVM_MP_STATE_INIT_RECEIVED || hv.MPStateHalted != KVM_MP_STATE_HALTED ||
+		hv.MPStateSIPIReceived != KVM_MP_STATE_SIPI_RECEIVED {
+		t.Error("hv MP states differ from KVM's")
+	}
+	if hv.IRQChipPICMaster != KVM_IRQCHIP_PIC_MASTER || hv.IRQChipPICSlave != KVM_IRQCHIP_PIC_SLAVE || hv.IRQChipIOAPIC != KVM_IRQCHIP_IOAPIC {
+		t.Error("hv irqchip ids differ from KVM's")
+	}
+	if hv.ClockTSCStable != KVM_CLOCK_TSC_STABLE || hv.ClockRealtime != KVM_CLOCK_REALTIME || hv.ClockHostTSC != KVM_CLOCK_HOST_TSC {
+		t.Error("hv clock flags differ from KVM's")
 	}
 }

@@ -245,15 +245,8 @@ func (c *backendVCPU) InternalError() hv.InternalError {
 	return hv.InternalError{Suberror: ie.Suberror, Insn: ie.Insn, Data: ie.Data}
 }
 
-func (c *backendVCPU) SystemEvent() uint32 {
-	switch c.SystemEventType() {
-	case KVM_SYSTEM_EVENT_SHUTDOWN:
-		return hv.SystemEventShutdown
-	case KVM_SYSTEM_EVENT_RESET:
-		return hv.SystemEventReset
-	}
-	return c.SystemEventType() + 100 // neither: the VMM reports the number
-}
+// SystemEvent is KVM's event type: hv's numbers are KVM's.
+func (c *backendVCPU) SystemEvent() uint32 { return c.SystemEventType() }
 
 func (c *backendVCPU) GetXSAVE(size int) ([]byte, error) { return c.GetXSAVE2(size) }
 func (c *backendVCPU) ClockCtrl() error                  { return c.KVMClockCtrl() }
