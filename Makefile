@@ -50,6 +50,12 @@ unit:
 bench-boot: bench-deps build guest
 	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST)
 
+# The guest's own CPU work on each VMM's CPU: the W 64 64 0 dirty rate and
+# the V time, Godwit and QEMU on the same kind of accelerator.
+.PHONY: bench-cpu
+bench-cpu: bench-deps build guest
+	$(GO) run ./internal/tools/bench cpu --godwit $(BIN) --guest $(GUEST)
+
 .PHONY: bench-migrate
 bench-migrate: bench-deps build guest
 	$(GO) run ./internal/tools/bench migrate --godwit $(BIN) --guest $(GUEST)

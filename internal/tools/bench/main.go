@@ -108,9 +108,10 @@ type env struct {
 	qemuOK bool   // qemu-system-x86_64 and python3 are there
 }
 
-const usageText = `usage: go run ./internal/tools/bench <boot|migrate|loopback|all> [flags]
+const usageText = `usage: go run ./internal/tools/bench <boot|cpu|migrate|loopback|all> [flags]
 
   boot      launch -> first heartbeat / READY, and VMM memory overhead (Godwit vs QEMU)
+  cpu       the guest's W 64 64 0 dirty rate and V time on each VMM's CPU (--boot-runs runs)
   migrate   live migration scenarios (Godwit vs QEMU default vs QEMU uncapped), then loopback
   loopback  plain loopback TCP throughput
   all       boot, then migrate
@@ -176,7 +177,7 @@ func run(args []string) int {
 		c.scenarios = append(c.scenarios, s)
 	}
 	switch mode {
-	case "boot", "migrate", "loopback", "all":
+	case "boot", "cpu", "migrate", "loopback", "all":
 	default:
 		fs.Usage()
 		return 2
@@ -203,6 +204,13 @@ func run(args []string) int {
 		res.Boot = b
 		if err != nil {
 			failed = append(failed, "boot: "+err.Error())
+		}
+	}
+	if mode == "cpu" {
+		c, err := benchCPU(e)
+		res.CPU = c
+		if err != nil {
+			failed = append(failed, "cpu: "+err.Error())
 		}
 	}
 	if mode == "migrate" || mode == "all" {
@@ -324,6 +332,7 @@ type results struct {
 	HostAfter map[string]any  `json:"host_after"`
 	Config    map[string]any  `json:"config"`
 	Boot      *bootResult     `json:"boot,omitempty"`
+	CPU       *cpuResult      `json:"cpu,omitempty"`
 	Migrate   *migrateResult  `json:"migrate,omitempty"`
 	Loopback  *loopbackResult `json:"loopback,omitempty"`
 	Errors    []string        `json:"errors,omitempty"`

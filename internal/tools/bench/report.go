@@ -83,6 +83,9 @@ func renderMarkdown(r *results) string {
 	if r.Boot != nil {
 		renderBoot(&b, r.Boot)
 	}
+	if r.CPU != nil {
+		renderCPU(&b, r.CPU)
+	}
 	if r.Migrate != nil {
 		renderMigrate(&b, r.Migrate, r.Config)
 	}
