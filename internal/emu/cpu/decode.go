@@ -278,17 +278,8 @@ prefixes:
 			i += 4
 		}
 	case immV:
-		switch in.osz {
-		case 2:
-			in.imm = uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
-			i += 2
-		case 4:
-			in.imm = uint64(c.le32(i))
-			i += 4
-		default:
-			in.imm = uint64(c.le32(i)) | uint64(c.le32(i+4))<<32
-			i += 8
-		}
+		in.imm = c.leN(i, int(in.osz))
+		i += int(in.osz)
 	case immWB:
 		in.imm = uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
 		in.imm2 = uint16(c.fetchByte(i + 2))
@@ -307,22 +298,24 @@ prefixes:
 		in.imm2 = uint16(c.fetchByte(i)) | uint16(c.fetchByte(i+1))<<8
 		i += 2
 	case immM:
-		switch asz {
-		case 2:
-			in.imm = uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
-			i += 2
-		case 4:
-			in.imm = uint64(c.le32(i))
-			i += 4
-		default:
-			in.imm = uint64(c.le32(i)) | uint64(c.le32(i+4))<<32
-			i += 8
-		}
+		in.imm = c.leN(i, int(asz))
+		i += int(asz)
 	}
 	if i > 15 {
 		panic(gp(0))
 	}
 	in.length = uint8(i)
+}
+
+// leN reads an n-byte (2, 4 or 8) little-endian immediate at offset i.
+func (c *CPU) leN(i, n int) uint64 {
+	switch n {
+	case 2:
+		return uint64(c.fetchByte(i)) | uint64(c.fetchByte(i+1))<<8
+	case 4:
+		return uint64(c.le32(i))
+	}
+	return uint64(c.le32(i)) | uint64(c.le32(i+4))<<32
 }
 
 func (c *CPU) le32(i int) uint32 {

@@ -218,28 +218,7 @@ func (c *CPU) deliver(f fault, kind int, retRIP uint64) {
 		var newSS hv.Segment
 		switched := newCPL < cpl
 		if switched {
-			var ssSel uint16
-			if c.tr.Type&8 != 0 {
-				sp = c.readLin(c.tr.Base+4+uint64(newCPL)*8, 4, false)
-				ssSel = uint16(c.readLin(c.tr.Base+8+uint64(newCPL)*8, 2, false))
-			} else {
-				sp = c.readLin(c.tr.Base+2+uint64(newCPL)*4, 2, false)
-				ssSel = uint16(c.readLin(c.tr.Base+4+uint64(newCPL)*4, 2, false))
-			}
-			if ssSel&^3 == 0 {
-				panic(segFault(vecTS, ssSel))
-			}
-			sd, _, ok := c.descriptor(ssSel)
-			if !ok {
-				panic(segFault(vecTS, ssSel))
-			}
-			newSS = segFromDesc(ssSel, sd)
-			if int(ssSel&3) != newCPL || int(newSS.DPL) != newCPL || newSS.S == 0 || newSS.Type&8 != 0 || newSS.Type&2 == 0 {
-				panic(segFault(vecTS, ssSel))
-			}
-			if newSS.Present == 0 {
-				panic(segFault(vecSS, ssSel))
-			}
+			sp, newSS = c.innerStack(newCPL)
 		} else {
 			newSS = oldSS
 		}
