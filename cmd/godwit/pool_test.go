@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -176,9 +177,16 @@ func TestPoolCLI(t *testing.T) {
 		t.Errorf("wrong token: %v", err)
 	}
 
-	// Migrate with --wait: a fake source agent commits the handover.
-	go fakeHandOver(t, l, "web1")
-	out = mustRun(t, l, vmC, "migrate", "web1", "--wait")
+	// Migrate with --wait: a fake source agent commits the handover once
+	// the CLI has shown the request, so every phase is seen however the
+	// two are scheduled.
+	progress := &watchWriter{want: "requested", seen: make(chan struct{})}
+	go fakeHandOver(t, l, "web1", progress.seen)
+	var errb bytes.Buffer
+	if err := vmCmd([]string{"migrate", "web1", "--wait", "--controller", l.c.URL(), "--token-file", l.tokenFile}, progress, &errb); err != nil {
+		t.Fatalf("godwit vm migrate web1 --wait: %v", err)
+	}
+	out = progress.String()
 	t.Logf("godwit vm migrate web1 --wait\n%s", out)
 	if !strings.Contains(out, "web1 h1 → h2") || !strings.Contains(out, "requested") || !strings.Contains(out, "committed") ||
 		!strings.Contains(out, "vm web1 now runs on h2") {
@@ -208,11 +216,45 @@ func TestPoolCLI(t *testing.T) {
 	}
 }
 
-// fakeHandOver plays the agents: it waits for the VM's migration request,
-// reports progress, and commits the switchover as the destination would.
-func fakeHandOver(t *testing.T, l *poolLab, vm string) {
+// watchWriter collects a command's output and closes seen once the output
+// holds want.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	done bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.want) {
+		w.done = true
+		close(w.seen)
+	}
+	return n, err
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// fakeHandOver plays the agents: it waits for the VM's migration request
+// and for shown (the CLI has printed it), reports progress, and commits the
+// switchover as the destination would.
+func fakeHandOver(t *testing.T, l *poolLab, vm string, shown <-chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	select {
+	case <-shown:
+	case <-ctx.Done():
+		t.Errorf("the CLI never showed the migration request")
+		return
+	}
 	for ctx.Err() == nil {
 		m, _, err := l.st.GetMigration(ctx, vm)
 		if err != nil || m.Phase != store.MigrationRequested {
