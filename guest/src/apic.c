@@ -222,6 +222,11 @@ u64 tsc_to_ms(u64 ticks)
 	return ticks / tsc_per_ms;
 }
 
+u64 tsc_to_us(u64 ticks)
+{
+	return ticks * 1000 / tsc_per_ms;
+}
+
 void udelay(u64 us)
 {
 	u64 t0 = rdtsc(), span = tsc_per_ms * us / 1000;

@@ -51,6 +51,7 @@ extern u64 tsc_hz;
 extern u32 apic_timer_hz;		/* after the divide-by-16 */
 extern const char *calib_source;
 u64 tsc_to_ms(u64 ticks);
+u64 tsc_to_us(u64 ticks);
 void udelay(u64 us);
 
 /* Called from the timer vector on every CPU (smp.c). */

@@ -6,6 +6,7 @@
 #include "boot.h"
 #include "console.h"
 #include "layout.h"
+#include "loops.h"
 #include "lib.h"
 #include "net.h"
 #include "pci.h"
@@ -98,12 +99,14 @@ static void run_command(char *line)
 		kprintf("WRESUME OK\n");
 	} else if (!strcasecmp(p, "POKE"))
 		cmd_poke(args);
+	else if (!strcasecmp(p, "LOOP"))
+		cmd_loop(args);
 	else if (!strcasecmp(p, "ECHO"))
 		kprintf("ECHO %s\n", args);
 	else if (!strcasecmp(p, "OFF"))
 		power_off();
 	else if (!strcasecmp(p, "HELP"))
-		kprintf("HELP W V STATUS CPUS NETSTAT BLKW BLKR BLKV WPAUSE WRESUME POKE ECHO OFF\n");
+		kprintf("HELP W V STATUS CPUS NETSTAT BLKW BLKR BLKV WPAUSE WRESUME POKE LOOP ECHO OFF\n");
 	else
 		kprintf("ERR unknown command %s\n", p);
 }

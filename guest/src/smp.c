@@ -8,6 +8,7 @@
  * periodic mode at 100 Hz and then idles in hlt, counting ticks.
  */
 #include "smp.h"
+#include "loops.h"
 #include "apic.h"
 #include "console.h"
 #include "lib.h"
@@ -58,8 +59,11 @@ void ap_main(void)
 	lapic_init_cpu(false);
 	lapic_timer_start_periodic();
 	__atomic_store_n(&ap_alive, 1, __ATOMIC_RELEASE);
-	for (;;)
+	u64 loop_seen = 0;
+	for (;;) {
 		safe_halt();
+		loops_ap_poll(&loop_seen);
+	}
 }
 
 static bool wait_alive(u64 us)

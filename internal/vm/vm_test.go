@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -203,6 +204,33 @@ func TestWorkloadVerify(t *testing.T) {
 		t.Fatalf("verify: %s", line)
 	}
 	t.Logf("%s; %d pages dirtied", line, hbs[len(hbs)-1].Dirtied)
+}
+
+// TestLoopCommand runs each fixed instruction loop of the guest's LOOP
+// command (the CPU benchmark's yardstick) on both vCPUs: every vCPU must
+// report its own time for the same instruction count.
+func TestLoopCommand(t *testing.T) {
+	v, con := startGuest(t, vm.Config{VCPUs: 2})
+	re := regexp.MustCompile(`^LOOP (\w+) iters=20000 insns=320000 cpus=2 us=(\d+) per_cpu_us=(\d+),(\d+)$`)
+	for _, kind := range []string{"int", "mem", "br"} {
+		line := command(t, v, con, "LOOP "+kind+" 20000", "LOOP ", 60*time.Second)
+		m := re.FindStringSubmatch(line)
+		if m == nil || m[1] != kind {
+			t.Fatalf("LOOP %s: reply %q", kind, line)
+		}
+		longest, _ := strconv.ParseUint(m[2], 10, 64)
+		a, _ := strconv.ParseUint(m[3], 10, 64)
+		b, _ := strconv.ParseUint(m[4], 10, 64)
+		if a == 0 || b == 0 || longest != max(a, b) {
+			t.Errorf("LOOP %s: times %d and %d µs, longest %d", kind, a, b, longest)
+		}
+		t.Log(line)
+	}
+	for _, bad := range []string{"LOOP", "LOOP fpu 10", "LOOP int 0", "LOOP int x"} {
+		if line := command(t, v, con, bad, "ERR", 10*time.Second); !strings.HasPrefix(line, "ERR bad arguments LOOP") {
+			t.Errorf("%q: %q", bad, line)
+		}
+	}
 }
 
 // TestVerifyDetectsCorruption proves the oracle can fail: one page whose

@@ -111,7 +111,7 @@ type env struct {
 const usageText = `usage: go run ./internal/tools/bench <boot|cpu|migrate|loopback|all> [flags]
 
   boot      launch -> first heartbeat / READY, and VMM memory overhead (Godwit vs QEMU)
-  cpu       the guest's W 64 64 0 dirty rate and V time on each VMM's CPU (--boot-runs runs)
+  cpu       the guest's W 64 64 0 dirty rate, V time and LOOP int|mem|br rates on 1 and 2 vCPUs, each VMM's CPU (--boot-runs runs)
   migrate   live migration scenarios (Godwit vs QEMU default vs QEMU uncapped), then loopback
   loopback  plain loopback TCP throughput
   all       boot, then migrate
