@@ -152,8 +152,11 @@ type CPU struct {
 
 	cpuid []hv.CPUIDEntry2
 
-	tlb  [tlbSize]tlbEntry
-	code codePage
+	tlb [tlbSize]tlbEntry
+	// tlbUsed lists the indexes of tlb entries filled since they were
+	// last flushed, each once (tlbListed), so flushes touch only them.
+	tlbUsed []uint16
+	code    codePage
 
 	// Interrupt state.
 	shadow      uint8 // 1: STI shadow, 2: MOV SS shadow, for one instruction

@@ -1,7 +1,7 @@
 package cpu
 
 const (
-	tlbSize = 256
+	tlbSize = 16384
 
 	tlbValid  = 1 << 0
 	tlbUser   = 1 << 1 // user accesses allowed at every level
@@ -10,6 +10,7 @@ const (
 	tlbNX     = 1 << 4 // no execute
 	tlbGlobal = 1 << 5
 	tlbFast   = 1 << 6 // stores may skip the dirty/code slow path
+	tlbListed = 1 << 7 // the entry's index is in CPU.tlbUsed (kept when invalidated)
 
 	accRead  = 0
 	accWrite = 1
@@ -45,26 +46,33 @@ type codePage struct {
 	e     tlbEntry
 }
 
+// flushTLB drops every cached translation, or every one but the global
+// pages' unless global is set.
 func (c *CPU) flushTLB(global bool) {
 	c.code.valid = false
-	for i := range c.tlb {
-		if global || c.tlb[i].flags&tlbGlobal == 0 {
-			c.tlb[i].flags = 0
+	kept := c.tlbUsed[:0]
+	for _, i := range c.tlbUsed {
+		e := &c.tlb[i]
+		if !global && e.flags&(tlbGlobal|tlbValid) == tlbGlobal|tlbValid {
+			kept = append(kept, i)
+			continue
 		}
+		e.flags = 0
 	}
+	c.tlbUsed = kept
 }
 
 func (c *CPU) flushPage(lin uint64) {
 	c.code.valid = false
 	e := &c.tlb[(lin>>12)%tlbSize]
 	if e.vpn == lin>>12 {
-		e.flags = 0
+		e.flags &= tlbListed
 	}
 }
 
 // dropFast makes the next store to every cached page take the slow path.
 func (c *CPU) dropFast() {
-	for i := range c.tlb {
+	for _, i := range c.tlbUsed {
 		c.tlb[i].flags &^= tlbFast
 	}
 }
@@ -105,9 +113,15 @@ func (c *CPU) translate(lin uint64, acc int, user bool) *tlbEntry {
 		}
 	}
 	gpa, fl := c.walk(lin, acc, user)
+	if e.flags&tlbListed == 0 {
+		if c.tlbUsed == nil {
+			c.tlbUsed = make([]uint16, 0, tlbSize)
+		}
+		c.tlbUsed = append(c.tlbUsed, uint16((lin>>12)%tlbSize))
+	}
 	e.vpn = lin >> 12
 	e.gpa = gpa
-	e.flags = fl | tlbValid
+	e.flags = fl | tlbValid | tlbListed
 	e.host, e.s = c.mem.hostAt(gpa)
 	if e.s != nil {
 		e.pg = (gpa - e.s.gpa) / pageSize

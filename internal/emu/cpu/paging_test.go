@@ -185,3 +185,52 @@ func TestTLBInvalidation(t *testing.T) {
 		t.Fatalf("rbx %#x rcx %#x", r.RBX, r.RCX)
 	}
 }
+
+// TestTLBFlushKeepsGlobalPages checks the TLB's flush bookkeeping: a CR3
+// write drops the translation of an ordinary page but keeps a global one
+// (CR4.PGE), and a CR4.PGE toggle drops both.
+func TestTLBFlushKeepsGlobalPages(t *testing.T) {
+	// mov (%rax),%ebx; mov (%rdx),%ebx; mov %rcx,%cr3; mov (%rax),%ebx;
+	// mov (%rdx),%esi; hlt
+	code := []byte{0x8b, 0x18, 0x8b, 0x1a, 0x0f, 0x22, 0xd9, 0x8b, 0x18, 0x8b, 0x32, 0xf4}
+	v, pte := pagingVM(t, "4level", code, false)
+	v.w64(pte+8, 0x31000|0x107) // 0x401000 → 0x31000, global
+	s := v.c.GetSregs2()
+	s.CR4 |= cr4PGE
+	if err := v.c.SetSregs2(s); err != nil {
+		t.Fatal(err)
+	}
+	r := v.c.GetRegs()
+	r.RAX, r.RDX, r.RCX = 0x400000, 0x401000, s.CR3
+	v.c.SetRegs(r)
+	for range 2 {
+		if ex := v.c.Step(); ex.Kind != ExitNone {
+			t.Fatal(ex)
+		}
+	}
+	if n := len(v.c.tlbUsed); n < 2 {
+		t.Fatalf("%d TLB entries listed after two data pages, want at least 2", n)
+	}
+	// Remap both pages behind the TLB's back; only the global one's stale
+	// translation may survive the CR3 write.
+	v.w64(pte, 0x33000|7)
+	v.w64(pte+8, 0x33000|0x107)
+	r = v.run()
+	if r.RBX != 0x4444 || r.RSI != 0x2222 {
+		t.Fatalf("after the CR3 write: ordinary page read %#x (want the new 0x4444), global page %#x (want the cached 0x2222)", r.RBX, r.RSI)
+	}
+	for _, i := range v.c.tlbUsed {
+		if v.c.tlb[i].flags&tlbListed == 0 {
+			t.Fatalf("entry %d listed in tlbUsed without tlbListed", i)
+		}
+	}
+	v.c.flushTLB(true)
+	if len(v.c.tlbUsed) != 0 {
+		t.Fatalf("%d entries listed after a full flush", len(v.c.tlbUsed))
+	}
+	for i := range v.c.tlb {
+		if v.c.tlb[i].flags != 0 {
+			t.Fatalf("entry %d flags %#x after a full flush", i, v.c.tlb[i].flags)
+		}
+	}
+}
