@@ -46,5 +46,6 @@ func TestLayers(t *testing.T) {
 		"../migration/policy":   only(),
 		"../fence":              only(),
 		"../api":                only("vm", "migration"),
+		"../conformance":        only(),
 	})
 }

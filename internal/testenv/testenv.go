@@ -154,6 +154,37 @@ func GuestELF(t testing.TB) string {
 	return p
 }
 
+// ConformELF returns the path of the built CPU conformance guest,
+// conform.elf beside the test guest (the directory of GODWIT_GUEST, else
+// guest/build), or skips t naming the build command when it is missing.
+func ConformELF(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(RepoRoot(t), "guest", "build")
+	if g := os.Getenv("GODWIT_GUEST"); g != "" {
+		dir = filepath.Dir(g)
+	}
+	p := filepath.Join(dir, "conform.elf")
+	if _, err := os.Stat(p); err != nil {
+		skipf(t, "testenv: requires conformance guest: %s missing (run `make guest`)", p)
+	}
+	t.Log("testenv: requires conformance guest: available")
+	return p
+}
+
+// RequireQEMU is for tests that compare Godwit with QEMU, the reference
+// (scripts/deps.sh installs it): it returns the path of
+// qemu-system-x86_64, or skips t (fails it under strict mode) naming the
+// package to install.
+func RequireQEMU(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		skipf(t, "testenv: requires qemu: qemu-system-x86_64 not found on PATH (apt-get install qemu-system-x86, or make deps)")
+	}
+	t.Logf("testenv: requires qemu: available (%s)", bin)
+	return bin
+}
+
 // skipf skips t, or fails it under GODWIT_TEST_STRICT.
 func skipf(t testing.TB, format string, args ...any) {
 	t.Helper()

@@ -8,6 +8,7 @@ type insn struct {
 	asz    uint8 // address size in bytes: 2, 4, 8
 	rep    uint8 // 0, 0xf3 or 0xf2
 	lock   bool
+	pfx66  bool  // an operand-size prefix, even if REX.W overrides it
 	rex    uint8 // the REX byte, 0 if none
 	seg    uint8 // segment of the memory operand (override or default)
 	segOvr bool
@@ -181,6 +182,7 @@ prefixes:
 	}
 	if opsizePfx {
 		osz = 6 - defSize
+		in.pfx66 = true
 	}
 	if in.rex&8 != 0 {
 		osz = 8
@@ -195,10 +197,11 @@ prefixes:
 		op = 0x100 | uint16(b)
 		switch {
 		case b == 0x38:
-			// Three-byte map: only movbe (0F 38 F0/F1) is implemented.
+			// Three-byte map: only movbe (0F 38 F0/F1) is implemented;
+			// with F2 it is crc32, with F3 reserved (#UD).
 			b = c.fetchByte(i)
 			i++
-			if (b != 0xf0 && b != 0xf1) || in.rep == 0xf2 {
+			if (b != 0xf0 && b != 0xf1) || in.rep != 0 {
 				panic(ud())
 			}
 			op = 0x200 | uint16(b)
@@ -237,8 +240,10 @@ prefixes:
 		}
 	}
 	switch op {
-	case 0x62: // bound (not implemented) or EVEX
-		panic(ud())
+	case 0x62: // EVEX in 64-bit mode; bound takes a memory operand
+		if c64 || c.fetchByte(i)>>6 == 3 {
+			panic(ud())
+		}
 	case 0x8f: // pop r/m; XOP when ModRM.reg != 0
 		if c.fetchByte(i)>>3&7 != 0 {
 			panic(ud())

@@ -22,11 +22,12 @@
 // PSE, PAE, 4-level; 4 KiB, 2 MiB, 4 MiB and 1 GiB pages; U/S, R/W with
 // CR0.WP, NX; atomic A/D updates); IVT/IDT delivery with TSS stack switches
 // and IST, the double- and triple-fault rules, NMI blocking, the STI and
-// MOV SS shadows, TF single-step; syscall/sysret, sysenter/sysexit; the
+// MOV SS shadows, TF single-step, alignment checks (#AC at CPL 3 with
+// CR0.AM and RFLAGS.AC); syscall/sysret, sysenter/sysexit; the
 // CPU's own MSRs. x87, MMX, SSE, AVX and XSAVE raise #UD (CPUID says there
 // is no FPU). Not implemented: task switches (an internal error),
 // virtual-8086 mode (an internal error), debug-register breakpoints (DR0-7
-// are stored only), alignment checks (#AC), SMM.
+// are stored only), SMM.
 //
 // The CPUID vendor is "GodwitVirtCP" (honest, and 12 bytes as the
 // architecture requires); leaf 0x40000000 says "GodwitGodwit".

@@ -189,9 +189,9 @@ func (c *CPU) deliver(f fault, kind int, retRIP uint64) {
 		ist := lo >> 32 & 7
 		sp := oldSP
 		if ist != 0 {
-			sp = c.readLin(c.tr.Base+0x24+(ist-1)*8, 8, false)
+			sp = c.readTSS(0x24+(ist-1)*8, 8)
 		} else if newCPL < cpl {
-			sp = c.readLin(c.tr.Base+4+uint64(newCPL)*8, 8, false)
+			sp = c.readTSS(4+uint64(newCPL)*8, 8)
 		}
 		if !canonical(sp) {
 			panic(fault{vec: vecSS, hasErr: true})

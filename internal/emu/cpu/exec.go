@@ -75,6 +75,14 @@ func (c *CPU) exec() {
 				c.setReg(uint8(r), osz, v)
 			}
 		}
+	case 0x62: // bound: #BR unless lower <= index <= upper, signed
+		off := c.ea()
+		lo := c.readMem(int(in.seg), off, int(osz))
+		hi := c.readMem(int(in.seg), (off+uint64(osz))&c.aszMask(), int(osz))
+		idx := signExtend(c.getReg(in.reg, osz), osz)
+		if idx < signExtend(lo, osz) || idx > signExtend(hi, osz) {
+			panic(fault{vec: vecBR})
+		}
 	case 0x63:
 		if !c64 {
 			panic(ud()) // arpl
@@ -1023,4 +1031,10 @@ func (c *CPU) aam(isAAM bool, base uint8) {
 	}
 	c.setReg(rAX, 2, uint64(ah)<<8|uint64(al))
 	c.setArith(szp(uint64(al), 1))
+}
+
+// signExtend reads the low osz bytes of v as a signed number.
+func signExtend(v uint64, osz uint8) int64 {
+	shift := 64 - 8*uint(osz)
+	return int64(v<<shift) >> shift
 }

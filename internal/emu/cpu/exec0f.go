@@ -43,7 +43,12 @@ func (c *CPU) exec0F() {
 			c.setReg(r, 2, 0)
 		}
 		return
-	case b >= 0x18 && b <= 0x1f, b == 0x0d: // hint nops, prefetch, endbr
+	case b >= 0x18 && b <= 0x1f: // hint nops, prefetch, endbr
+		return
+	case b == 0x0d: // prefetch, prefetchw: a register operand is #UD
+		if in.mod == 3 {
+			panic(ud())
+		}
 		return
 	}
 	switch b {
@@ -500,7 +505,10 @@ func (c *CPU) group15() {
 	}
 	if in.mod == 3 {
 		switch r {
-		case 5, 6, 7: // lfence, mfence, sfence
+		case 5, 6, 7: // lfence, mfence, sfence (with 66: other instructions)
+			if in.pfx66 {
+				panic(ud())
+			}
 			fenceWord.Add(1) // a locked instruction: a full barrier on the host
 			return
 		}

@@ -135,19 +135,28 @@ func (m *Memory) ClearDirtyLog(slotIdx int, firstPage uint64, mask []uint64) {
 			}
 		}
 	}
-	m.syncCPUs()
+	m.syncCPUs(nil)
 }
 
 // syncCPUs bumps gen and waits until every vCPU inside Run has passed an
-// instruction boundary (or a Platform call) after seeing it.
-func (m *Memory) syncCPUs() {
+// instruction boundary (or is in a Platform call) after seeing it. A vCPU
+// calling it (self, else nil) acknowledges the new generation itself and
+// keeps acknowledging later ones while it waits, so that two vCPUs waiting
+// on each other both go on.
+func (m *Memory) syncCPUs(self *CPU) {
 	g := m.gen.Add(1)
 	m.mu.Lock()
 	cpus := append([]*CPU(nil), m.cpus...)
 	m.mu.Unlock()
 	for _, c := range cpus {
+		if c == self {
+			continue
+		}
 		for spins := 0; ; spins++ {
-			if c.inRun.Load() == 0 || c.ackGen.Load() >= g {
+			if self != nil {
+				self.syncGen()
+			}
+			if c.inRun.Load() != 1 || c.ackGen.Load() >= g {
 				break
 			}
 			if spins < 100 {
@@ -156,6 +165,9 @@ func (m *Memory) syncCPUs() {
 				time.Sleep(10 * time.Microsecond)
 			}
 		}
+	}
+	if self != nil {
+		self.syncGen()
 	}
 }
 
@@ -188,14 +200,19 @@ func (m *Memory) noteWrite(s *slot, pg uint64) bool {
 	return true
 }
 
-// noteCode records that code was decoded from page pg of s; vCPUs drop
-// their fast-store flags so that the next store to it invalidates. It
-// reports whether the page was newly marked.
-func (m *Memory) noteCode(s *slot, pg uint64) bool {
+// noteCode records that vCPU c decodes code from page pg of s. When the
+// page is newly marked it waits, as ClearDirtyLog does, until every vCPU
+// in Run (c included) has dropped its fast-store flags: from then on any
+// store to the page, from any vCPU, takes the slow path and invalidates the
+// decoded code. Without the wait another vCPU could patch the page through
+// a flag it had not dropped yet, and c would run the old instruction after
+// the patch (cross-modifying code with a serializing handshake, SDM 8.1.3).
+// It reports whether the page was newly marked.
+func (m *Memory) noteCode(c *CPU, s *slot, pg uint64) bool {
 	w, bit := pg/64, uint64(1)<<(pg%64)
 	if atomic.LoadUint64(&s.code[w])&bit == 0 {
 		atomic.OrUint64(&s.code[w], bit)
-		m.gen.Add(1)
+		m.syncCPUs(c)
 		return true
 	}
 	return false

@@ -402,8 +402,18 @@ func (c *CPU) enterPlatform() {
 	}
 }
 
+// alignCheck raises #AC for a misaligned data access at CPL 3 while
+// CR0.AM and RFLAGS.AC are both set (2-, 4-, 8- and 16-byte operands must
+// be aligned to their size).
+func (c *CPU) alignCheck(lin uint64, size int, user bool) {
+	if user && size&(size-1) == 0 && lin&uint64(size-1) != 0 && c.cr0&cr0AM != 0 && c.flags&flagAC != 0 {
+		panic(fault{vec: vecAC, hasErr: true})
+	}
+}
+
 // readLin reads size bytes at linear address lin.
 func (c *CPU) readLin(lin uint64, size int, user bool) uint64 {
+	c.alignCheck(lin, size, user)
 	if lin&0xfff+uint64(size) > pageSize {
 		var v uint64
 		for i := 0; i < size; i++ {
@@ -420,6 +430,7 @@ func (c *CPU) readLin(lin uint64, size int, user bool) uint64 {
 
 // writeLin writes size bytes at linear address lin.
 func (c *CPU) writeLin(lin uint64, size int, v uint64, user bool) {
+	c.alignCheck(lin, size, user)
 	if lin&0xfff+uint64(size) > pageSize {
 		// Translate both pages before writing anything.
 		c.translate(lin, accWrite, user)
@@ -452,6 +463,7 @@ func (c *CPU) slowStore(e *tlbEntry) {
 // hostForRMW translates a locked read-modify-write target and returns its
 // host pointer (nil: MMIO or a page-crossing access).
 func (c *CPU) hostForRMW(lin uint64, size int, user bool) (hostPtr, uint64) {
+	c.alignCheck(lin, size, user)
 	if lin&0xfff+uint64(size) > pageSize {
 		c.translate(lin, accWrite, user)
 		c.translate(lin+uint64(size)-1, accWrite, user)

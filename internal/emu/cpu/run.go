@@ -247,8 +247,10 @@ func (c *CPU) execOne() {
 	if c.mmioN != 0 {
 		c.mmioDone()
 	}
-	if tf {
+	if tf && c.shadow != shadowKindMovSS {
 		// Single-step trap after the instruction (TF was set before it).
+		// After MOV SS or POP SS it waits for the next instruction, whose
+		// own trap reports both (SDM 6.8.3).
 		c.dr[6] |= 1 << 14 // BS
 		panic(trapDB{})
 	}
@@ -349,12 +351,12 @@ func (c *CPU) decodeCached(c64 bool) {
 		c.cur = &d.in
 		return
 	}
+	// Mark the page as code before reading its bytes, so that a store
+	// landing after the read invalidates what is decoded here.
+	c.mem.noteCode(c, e.s, e.pg)
 	c.decode()
 	c.cur = &c.in
 	if c.fetch.lin&0xfff+uint64(c.in.length) <= pageSize {
-		if c.mem.noteCode(e.s, e.pg) {
-			c.dropFast() // this very instruction's stores must invalidate too
-		}
 		d.key = key
 		d.in = c.in
 		c.cur = &d.in

@@ -357,7 +357,7 @@ func (c *CPU) throughGate(sel uint16, call bool) {
 	ncpl := int(cs.DPL)
 	oldSS, oldSP := c.seg[segSS], c.regs[rSP]
 	if long {
-		sp := c.readLin(c.tr.Base+4+uint64(ncpl)*8, 8, false)
+		sp := c.readTSS(4+uint64(ncpl)*8, 8)
 		for _, v := range []uint64{uint64(oldSS.Selector), oldSP, retCS, retIP} {
 			sp -= 8
 			c.writeLin(sp, 8, v, false)
@@ -403,17 +403,27 @@ func (c *CPU) tableLimit(sel uint16) uint64 {
 	return uint64(c.gdt.Limit)
 }
 
+// readTSS reads size bytes at offset off of the current TSS, raising #TS
+// with the TSS's selector when they lie beyond its limit, as a stack
+// switch or an IST lookup does.
+func (c *CPU) readTSS(off uint64, size int) uint64 {
+	if off+uint64(size)-1 > uint64(c.tr.Limit) {
+		panic(segFault(vecTS, c.tr.Selector))
+	}
+	return c.readLin(c.tr.Base+off, size, false)
+}
+
 // innerStack reads and checks the stack for privilege level cpl from the
 // (16- or 32-bit) TSS, as a call through a gate to that level loads it.
 func (c *CPU) innerStack(cpl int) (uint64, hv.Segment) {
 	var sp uint64
 	var sel uint16
 	if c.tr.Type&8 != 0 {
-		sp = c.readLin(c.tr.Base+4+uint64(cpl)*8, 4, false)
-		sel = uint16(c.readLin(c.tr.Base+8+uint64(cpl)*8, 2, false))
+		sp = c.readTSS(4+uint64(cpl)*8, 4)
+		sel = uint16(c.readTSS(8+uint64(cpl)*8, 2))
 	} else {
-		sp = c.readLin(c.tr.Base+2+uint64(cpl)*4, 2, false)
-		sel = uint16(c.readLin(c.tr.Base+4+uint64(cpl)*4, 2, false))
+		sp = c.readTSS(2+uint64(cpl)*4, 2)
+		sel = uint16(c.readTSS(4+uint64(cpl)*4, 2))
 	}
 	if sel&^3 == 0 {
 		panic(segFault(vecTS, sel))

@@ -168,6 +168,10 @@ func (c *CPU) repFast(op uint8, size int) bool {
 			n = min(n, (pageSize-slin&0xfff)/uint64(size))
 		}
 		n = min(n, cnt)
+		c.alignCheck(dlin, size, user)
+		if movs {
+			c.alignCheck(slin, size, user)
+		}
 		if n == 0 || (am != ^uint64(0) && (di+n*uint64(size) > am || (movs && (c.regs[rSI]&am)+n*uint64(size) > am))) {
 			return false // crosses a page or wraps the address size
 		}
