@@ -116,7 +116,7 @@ var regOrder = [16]func(r *hv.Regs) *uint64{
 // (Mem at diffMem) and a description of the failure if it did not get there.
 func (v *diffVM) run(c *native.Case, useRun bool) (native.State, string) {
 	in := c.Input(diffMem)
-	code := append(append([]byte(nil), c.Code...), 0xf4)
+	code := append(append([]byte(nil), c.Link(diffCode, diffMem)...), 0xf4)
 	v.mem.WritePhys(diffCode, code)
 	v.writeMem(&in.Mem)
 	var r hv.Regs
@@ -272,7 +272,7 @@ func TestDifferential(t *testing.T) {
 			c := f.Case(rng)
 			cases++
 			nat := c.Input(base)
-			if err := native.Run(c.Code, &nat); err != nil {
+			if err := native.Run(c.Link(native.CodeAddr(), base), &nat); err != nil {
 				t.Fatal(err)
 			}
 			c.Normalize(&nat, base)

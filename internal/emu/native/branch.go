@@ -75,6 +75,7 @@ func (g *gen) branch() {
 		// inc; loop back to inc: RCX (ECX) must not be 0, or it runs 2^64 times
 		c.Regs[RCX] = small() + 1
 		c.Code = append(append(inc, pfx...), 0xe0+byte(t.sub), byte(0x100-len(inc)-len(pfx)-2))
+		c.Focus = len(inc)
 	}
 }
 

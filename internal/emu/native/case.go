@@ -196,7 +196,7 @@ func (f Form) Case(rng *rand.Rand) Case {
 		c.Regs[RSP] = sp
 		c.AddrRegs |= 1 << RSP
 	}
-	mem := t.modrm && t.mode != mReg
+	mem := t.mode != mReg && (t.modrm || t.mode == mMoffs)
 	if mem {
 		g.pickMem()
 	}
@@ -210,7 +210,7 @@ func (f Form) Case(rng *rand.Rand) Case {
 		}
 		g.rmR = g.pickReg(t.wRM, avoid)
 	}
-	if mem && t.sem != sLea {
+	if mem && (t.sem != sLea || absMode(t.mode)) {
 		g.placeMem()
 	}
 	if t.imm > 0 {
@@ -218,7 +218,14 @@ func (f Form) Case(rng *rand.Rand) Case {
 	}
 	g.fix()
 	if c.Code == nil {
-		c.Code = g.encode()
+		c.Code, c.Relocs = g.encode()
+	}
+	if t.sem == sLea && absMode(t.mode) {
+		// the result is the address of a Mem byte, as on the other side
+		c.OutAddrRegs = c.AddrRegs | 1<<g.regR
+	}
+	if t.sem == sIndirect {
+		g.indirect()
 	}
 	c.BaseReg, c.IndexReg = -1, -1
 	if mem && t.sem != sLea {
@@ -254,6 +261,17 @@ func (g *gen) pickMem() {
 	if t.mode == mRSP {
 		g.base, g.mod = RSP, 1
 		g.addr = 1 << RSP
+		return
+	}
+	if absMode(t.mode) {
+		g.mod = 0
+		if t.mode == mIdx {
+			g.index = g.pickAddrReg(t.ext, avoid)
+			g.scale = uint(g.rng.Intn(4))
+			if t.sem != sLea {
+				g.addr = 1 << g.index
+			}
+		}
 		return
 	}
 	switch t.mode {
@@ -343,6 +361,23 @@ func (g *gen) placeMem() {
 		return
 	}
 	g.off = off
+	if absMode(t.mode) {
+		// the displacement (Link makes it an address) reaches Mem[off];
+		// an index register holds a small value, any upper half with 67
+		var idx uint64
+		if g.index >= 0 {
+			idx = uint64(g.rng.Intn(33) - 16)
+			g.c.Regs[g.index] = idx
+			if t.a32 {
+				g.c.Regs[g.index] += uint64(g.rng.Uint32()) << 32
+			}
+		}
+		g.disp = int64(off) - int64(idx<<g.scale)
+		if t.sem != sLea && size > 0 && size <= 8 {
+			g.set(loc{mem: true, off: off}, t.wRM, g.val(t.wRM))
+		}
+		return
+	}
 	var idx uint64
 	if g.index >= 0 {
 		if g.rng.Intn(2) == 0 {
@@ -408,6 +443,8 @@ func (g *gen) fix() {
 				g.imm = uint64(g.rng.Intn(t.wRM))
 			}
 		}
+	case sLzcnt:
+		c.UndefFlags = FlagOF | FlagSF | FlagAF | FlagPF
 	case sBsf:
 		c.UndefFlags = FlagCF | FlagOF | FlagSF | FlagAF | FlagPF
 		l := g.rmLoc()
@@ -599,9 +636,14 @@ func (g *gen) fixString() {
 	}
 }
 
-// encode assembles the instruction bytes.
-func (g *gen) encode() []byte {
-	t := g.t
+// encode assembles the instruction bytes of the form, with the relocations
+// of its Mem address fields.
+func (g *gen) encode() ([]byte, []Reloc) { return g.encodeT(g.t, g.regR, g.imm) }
+
+// encodeT assembles instruction t with the case's operands: ModRM.reg (or
+// +r) register regR, the case's r/m register or memory operand, and
+// immediate imm.
+func (g *gen) encodeT(t *tmpl, regR int, imm uint64) ([]byte, []Reloc) {
 	var b []byte
 	switch t.junk {
 	case jSeg:
@@ -632,16 +674,17 @@ func (g *gen) encode() []byte {
 	if t.osize == 64 {
 		rex |= 8
 	}
-	if t.plusR && g.regR >= 8 {
+	if t.plusR && regR >= 8 {
 		rex |= 1
 	}
 	var modrm byte
 	var sib []byte
 	var disp []byte
+	var rel *Reloc // the relocation of the displacement or moffs
 	if t.modrm {
 		reg := t.digit
 		if reg < 0 {
-			reg = g.regR
+			reg = regR
 		}
 		if reg >= 8 {
 			rex |= 4
@@ -652,6 +695,23 @@ func (g *gen) encode() []byte {
 			if g.rmR >= 8 {
 				rex |= 1
 			}
+		} else if absMode(t.mode) {
+			// mod 00: rm 101 is RIP-relative; SIB base 101 is no base
+			switch t.mode {
+			case mRIP:
+				modrm |= 5
+			case mAbs:
+				modrm |= 4
+				sib = []byte{0x25}
+			default:
+				modrm |= 4
+				sib = []byte{byte(g.scale)<<6 | byte(g.index&7)<<3 | 5}
+				if g.index >= 8 {
+					rex |= 2
+				}
+			}
+			disp = binary.LittleEndian.AppendUint32(nil, uint32(g.disp))
+			rel = &Reloc{Size: 4, RIP: t.mode == mRIP, Zext: t.a32}
 		} else {
 			modrm |= byte(g.mod) << 6
 			if g.base >= 8 {
@@ -690,23 +750,42 @@ func (g *gen) encode() []byte {
 	}
 	op := append([]byte(nil), t.op...)
 	if t.plusR {
-		op[len(op)-1] += byte(g.regR & 7)
+		op[len(op)-1] += byte(regR & 7)
 	}
 	b = append(b, op...)
 	if t.modrm {
 		b = append(b, modrm)
 		b = append(b, sib...)
+		if rel != nil {
+			rel.Off = len(b)
+		}
 		b = append(b, disp...)
 	}
-	for i := 0; i < t.imm; i++ {
-		b = append(b, byte(g.imm>>(8*i)))
+	if t.mode == mMoffs {
+		n := 8
+		if t.a32 {
+			n = 4
+		}
+		rel = &Reloc{Off: len(b), Size: n, Zext: t.a32}
+		for i := 0; i < n; i++ {
+			b = append(b, byte(g.disp>>(8*i)))
+		}
 	}
+	for i := 0; i < t.imm; i++ {
+		b = append(b, byte(imm>>(8*i)))
+	}
+	var pad []byte
 	if t.junk == jMaxLen {
-		pad := make([]byte, 15-len(b))
+		pad = make([]byte, 15-len(b))
 		for i := range pad {
 			pad[i] = 0x3e
 		}
 		b = append(pad, b...)
 	}
-	return b
+	if rel == nil {
+		return b, nil
+	}
+	rel.Off += len(pad)
+	rel.End = len(b)
+	return b, []Reloc{*rel}
 }

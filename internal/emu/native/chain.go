@@ -14,7 +14,7 @@ func chainable(f Form) bool {
 	t := f.t
 	// (branches: the first instruction could zero the loop count; stack
 	// forms: the reader could overwrite an output address register)
-	if t.lock || t.pfx != 0 || t.junk != jNone || t.a32 || t.sem == sLea || t.sem == sBranch || t.stack {
+	if t.lock || t.pfx != 0 || t.junk != jNone || t.a32 || t.sem == sLea || t.sem == sBranch || t.sem == sIndirect || t.stack {
 		return false
 	}
 	return !t.modrm || t.mode == mReg
@@ -238,5 +238,10 @@ func (g *gen) chainUp() {
 	}
 	c.UndefFlags &^= writes
 	c.Code = append(append(pre, c.Code...), post...)
+	for i := range c.Relocs {
+		c.Relocs[i].Off += len(pre)
+		c.Relocs[i].End += len(pre)
+	}
+	c.Focus += len(pre)
 	c.Name = fmt.Sprintf("%s [%s; ...; %s]", c.Name, preName, postName)
 }

@@ -1,6 +1,7 @@
 package native
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 )
@@ -12,8 +13,10 @@ import (
 type Form struct {
 	Name  string // e.g. "add r/m32, r32 [base+disp8] lock"
 	Class string // instruction group, e.g. "alu", "shift", "string"
-	// Addr32: the form uses 32-bit addressing (67 prefix), so Mem must lie
-	// below 4 GiB on both sides (natively: MemBase()+MemSize <= 1<<32).
+	// Addr32: the form uses 32-bit addressing (67 prefix) or a 32-bit
+	// absolute address, so Mem must lie below 4 GiB on both sides
+	// (natively: MemBase()+MemSize <= 1<<32; Run maps it below 2 GiB when
+	// it can, which sign-extended 32-bit displacements need).
 	Addr32 bool
 	t      tmpl
 }
@@ -46,6 +49,61 @@ type Case struct {
 	// registers, -1 if none. The base is in AddrRegs; the index holds a
 	// plain value (possibly negative or huge: the base compensates).
 	BaseReg, IndexReg int
+	// Relocs are the fields of Code that hold Mem offsets standing for
+	// addresses (absolute and RIP-relative operands, moffs): run Link's
+	// result, not Code, where Relocs is not empty.
+	Relocs []Reloc
+	// Focus is the offset in Code of the instruction the form tests (the
+	// rest sets up or checks its result: chains, branches, call/jmp).
+	Focus int
+}
+
+// A Reloc is a little-endian field of Case.Code holding a Mem offset that
+// Link turns into an address.
+type Reloc struct {
+	Off  int  // position in Code
+	Size int  // 4 or 8 bytes
+	RIP  bool // RIP-relative: relative to the code address of End
+	End  int  // RIP: the offset in Code of the next instruction
+	// Zext: a 32-bit absolute address that is zero-extended (32-bit
+	// addressing) rather than sign-extended.
+	Zext bool
+}
+
+// Link returns Code for code placed at codeAddr and Mem at memBase: each
+// Reloc's Mem offset becomes the address (or RIP-relative displacement)
+// of that Mem byte. It panics if an address does not fit its field (Mem
+// or the code too far away).
+func (c *Case) Link(codeAddr, memBase uint64) []byte {
+	if len(c.Relocs) == 0 {
+		return c.Code
+	}
+	code := append([]byte(nil), c.Code...)
+	for _, r := range c.Relocs {
+		var b [8]byte
+		copy(b[:r.Size], code[r.Off:r.Off+r.Size])
+		v := binary.LittleEndian.Uint64(b[:])
+		if r.Size == 4 {
+			v = uint64(int64(int32(v)))
+		}
+		v += memBase
+		if r.RIP {
+			v -= codeAddr + uint64(r.End)
+		}
+		if r.Size == 4 {
+			ok := int64(v) == int64(int32(v))
+			if r.Zext && !r.RIP {
+				ok = v>>32 == 0
+			}
+			if !ok {
+				panic(fmt.Sprintf("native: %s: address %#x does not fit a 32-bit field (code at %#x, Mem at %#x)",
+					c.Name, v, codeAddr, memBase))
+			}
+		}
+		binary.LittleEndian.PutUint64(b[:], v)
+		copy(code[r.Off:r.Off+r.Size], b[:r.Size])
+	}
+	return code
 }
 
 func (c *Case) outAddr() uint16 {
@@ -146,9 +204,18 @@ const (
 	mDisp32       // [base+disp32]
 	mSIB          // [base+index*scale+disp], disp none/8/32 chosen per case
 	mRSP          // [rsp+disp8] (stack forms only)
+	mRIP          // [rip+disp32]: Mem reached RIP-relatively (Case.Relocs)
+	mAbs          // [disp32]: SIB without base and index, an absolute address (Relocs)
+	mIdx          // [index*scale+disp32]: SIB without base (Relocs)
+	mMoffs        // moffs (A0-A3, no ModRM): a 64-bit (or with 67, 32-bit) absolute address
 )
 
-var amodeNames = [...]string{"reg", "[base]", "[base+disp8]", "[base+disp32]", "[base+index*scale+disp]", "[rsp+disp8]"}
+var amodeNames = [...]string{"reg", "[base]", "[base+disp8]", "[base+disp32]", "[base+index*scale+disp]", "[rsp+disp8]",
+	"[rip+disp32]", "[disp32]", "[index*scale+disp32]", "moffs"}
+
+// absMode reports whether m addresses Mem through a relocated displacement
+// (Case.Relocs) rather than a base register.
+func absMode(m amode) bool { return m >= mRIP }
 
 type sem uint8
 
@@ -172,6 +239,8 @@ const (
 	sBranch               // branches inside the code (branch.go)
 	sXlat                 // xlat
 	sStack                // push, pop, pushf, popf, enter, leave, call/ret with RSP in Mem
+	sLzcnt                // lzcnt: OF SF AF PF undefined
+	sIndirect             // sub 2: call r/m64, 4: jmp r/m64, to a target inside the code (indirect.go)
 )
 
 type cntSrc uint8
@@ -233,12 +302,19 @@ var junkNames = [...]string{"", "seg-override", "66 66", "66+rex.w", "stale-rex"
 type builder struct{ forms []Form }
 
 func (b *builder) emit(class, name string, t tmpl) {
-	b.forms = append(b.forms, Form{Name: name, Class: class, Addr32: t.a32, t: t})
+	// A 32-bit absolute displacement needs Mem below 2 GiB (Link checks);
+	// lea r32 of a RIP-relative address truncates it to 32 bits.
+	a32 := t.a32 || t.mode == mAbs || t.mode == mIdx || t.mode == mRIP && t.sem == sLea && t.osize == 32
+	b.forms = append(b.forms, Form{Name: name, Class: class, Addr32: a32, t: t})
 }
 
 // modes expands t over its operand classes: register (unless memOnly) and
-// the four memory addressing modes with and without extended registers
-// (unless regOnly), adding a lock variant of each memory form if lockable.
+// the memory addressing modes (unless regOnly): [base], [base+disp8],
+// [base+disp32] and [base+index*scale+disp], with and without extended
+// registers, then RIP-relative, absolute [disp32] and [index*scale+disp32]
+// (extended index too); a lock variant of each memory form if lockable;
+// and with 32-bit addressing (67): [base+index*scale+disp], EIP-relative
+// and absolute.
 func (b *builder) modes(class, name string, t tmpl, memOnly, regOnly, lockable bool) {
 	if t.rex == 0 && t.osize == 64 {
 		t.rex = 1
@@ -268,6 +344,44 @@ func (b *builder) modes(class, name string, t tmpl, memOnly, regOnly, lockable b
 				b.emit(class, n+" lock", u)
 			}
 		}
+	}
+	if t.sem == sLea && t.osize == 16 {
+		return // lea r16 of an absolute address: truncated, not comparable
+	}
+	for _, m := range []struct {
+		mode amode
+		ext  bool
+	}{{mRIP, false}, {mAbs, false}, {mIdx, false}, {mIdx, true}} {
+		if m.ext && t.rex < 0 {
+			continue
+		}
+		u := t
+		u.mode, u.ext = m.mode, m.ext
+		n := name + " " + amodeNames[m.mode]
+		if m.ext {
+			n += " ext"
+		}
+		b.emit(class, n, u)
+		if lockable {
+			u.lock = true
+			b.emit(class, n+" lock", u)
+		}
+	}
+	if t.a32 {
+		return
+	}
+	for _, m := range []amode{mSIB, mRIP, mAbs} {
+		u := t
+		u.mode, u.ext, u.a32 = m, m == mSIB && t.rex >= 0, true
+		n := name + " addr32 " + amodeNames[m]
+		if u.ext {
+			n += " ext"
+		}
+		if lockable && m == mSIB {
+			u.lock = true
+			n += " lock"
+		}
+		b.emit(class, n, u)
 	}
 }
 
@@ -675,7 +789,8 @@ func buildForms() []Form {
 		w   int
 		pfx byte
 	}{{"rep movsb", 0xa4, 8, 0xf3}, {"rep stosd", 0xab, 32, 0xf3}, {"repe cmpsb", 0xa6, 8, 0xf3},
-		{"repne scasw", 0xaf, 16, 0xf2}, {"lodsq", 0xad, 64, 0}, {"movsd", 0xa5, 32, 0}} {
+		{"repne scasw", 0xaf, 16, 0xf2}, {"lodsq", 0xad, 64, 0}, {"movsd", 0xa5, 32, 0},
+		{"stosb", 0xaa, 8, 0}, {"rep lodsb", 0xac, 8, 0xf3}, {"repne cmpsq", 0xa7, 64, 0xf2}, {"repe scasb", 0xae, 8, 0xf3}} {
 		t := tmpl{sem: sString, sub: int(s.op &^ 1), pfx: s.pfx, osize: osizeOf(s.w), op: []byte{s.op}, strW: s.w / 8,
 			implicit: bRAX | bRCX | bRSI | bRDI, a32: true}
 		if s.w == 64 {
@@ -736,7 +851,9 @@ func buildForms() []Form {
 			}
 		}
 	}
+	miscForms(b)
 	branchForms(b)
+	indirectForms(b)
 	stackForms(b)
 	return append(b.forms, chainForms(b.forms)...)
 }

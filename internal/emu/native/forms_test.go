@@ -35,11 +35,22 @@ func TestCasesWellFormed(t *testing.T) {
 		for i := 0; i < 5; i++ {
 			c := f.Case(rng)
 			max := 15
-			if f.Class == "chain" || f.Class == "stack" {
+			switch {
+			case f.t.sem == sIndirect:
+				max = 7 + 3*15 + 2 + 3 + 1 + 9 + 6
+			case f.Class == "chain" || f.Class == "stack":
 				max = 15 + 4 + 5
 			}
 			if len(c.Code) == 0 || len(c.Code) > max {
 				t.Fatalf("%s: code length %d: % x", f.Name, len(c.Code), c.Code)
+			}
+			if c.Focus < 0 || c.Focus >= len(c.Code) {
+				t.Fatalf("%s: focus %d outside the code % x", f.Name, c.Focus, c.Code)
+			}
+			for _, r := range c.Relocs {
+				if r.Off < 0 || r.Off+r.Size > len(c.Code) || r.Size != 4 && r.Size != 8 || r.RIP && (r.End < r.Off+r.Size || r.End > len(c.Code)) {
+					t.Fatalf("%s: bad relocation %+v in % x", f.Name, r, c.Code)
+				}
 			}
 			if c.AddrRegs&(1<<RSP) != 0 && f.Class != "stack" {
 				t.Fatalf("%s: RSP used", f.Name)
@@ -70,10 +81,11 @@ func TestNativeAllForms(t *testing.T) {
 		for i := 0; i < n; i++ {
 			c := f.Case(rng)
 			a, b := c.Input(base), c.Input(base)
-			if err := Run(c.Code, &a); err != nil {
+			code := c.Link(CodeAddr(), base)
+			if err := Run(code, &a); err != nil {
 				t.Fatal(err)
 			}
-			if err := Run(c.Code, &b); err != nil {
+			if err := Run(code, &b); err != nil {
 				t.Fatal(err)
 			}
 			c.Normalize(&a, base)

@@ -71,6 +71,20 @@ func MemBase() uint64 {
 	return uint64(uintptr(unsafe.Pointer(&ctxPage[ctxMem])))
 }
 
+// codeOff is where Run places the code in the code page: after the
+// prologue that pins RSP (two 7-byte RIP-relative movs), or a jmp over it.
+const codeOff = 14
+
+// CodeAddr returns the address at which Run places the code (see
+// Case.Link); like MemBase it never changes.
+func CodeAddr() uint64 {
+	initOnce.Do(setup)
+	if initErr != nil {
+		return 0
+	}
+	return uint64(uintptr(unsafe.Pointer(&codePage[codeOff])))
+}
+
 // ripRel appends the 7-byte "mov [rip+x], rsp" (store) or "mov rsp, [rip+x]"
 // for code placed at codePage[len(b)], addressing ctxPage[off].
 func ripRel(b []byte, store bool, off int) []byte {
@@ -84,12 +98,14 @@ func ripRel(b []byte, store bool, off int) []byte {
 	return binary.LittleEndian.AppendUint32(b, uint32(int32(int64(target)-int64(next))))
 }
 
-// Run executes code natively with the registers and flags of st and writes
-// the resulting registers, flags and Mem back into st. The code must fall
-// through its end (it may jump within itself) and must not fault: a fault
-// in it kills the process. Only the StateFlags of st.RFLAGS are loaded (TF,
-// AC and the rest are never set; IF reads 1 as always in user mode); DF is
-// cleared again before control returns to Go. Calls are serialised.
+// Run executes code natively, at CodeAddr, with the registers and flags of
+// st and writes the resulting registers, flags and Mem back into st (a
+// Case with Relocs runs as Case.Link(CodeAddr(), MemBase())). The code
+// must fall through its end (it may jump within itself) and must not
+// fault: a fault in it kills the process. Only the StateFlags of
+// st.RFLAGS are loaded (TF, AC and the rest are never set; IF reads 1 as
+// always in user mode); DF is cleared again before control returns to Go.
+// Calls are serialised.
 //
 // If st.Regs[RSP] is 0, RSP is left alone: the code runs on Go's stack and
 // must not use it, and st.Regs[RSP] stays 0. Otherwise the code runs with
@@ -117,6 +133,15 @@ func Run(code []byte, st *State) error {
 	if pinned {
 		b = ripRel(b, true, ctxGoRSP)       // mov [goRSP], rsp
 		b = ripRel(b, false, ctxRegs+8*RSP) // mov rsp, [regs.RSP]
+	} else {
+		// jmp over the unused prologue: the code starts at CodeAddr either way
+		b = append(b, 0xeb, codeOff-2)
+		for len(b) < codeOff {
+			b = append(b, 0xcc)
+		}
+	}
+	if len(b) != codeOff {
+		panic("native: prologue length")
 	}
 	b = append(b, code...)
 	if pinned {

@@ -10,5 +10,8 @@ func Supported() bool { return false }
 // MemBase returns the host address of the buffer Run copies State.Mem into.
 func MemBase() uint64 { return 0 }
 
+// CodeAddr returns the address at which Run places the code.
+func CodeAddr() uint64 { return 0 }
+
 // Run is only implemented on linux/amd64.
 func Run(code []byte, st *State) error { return errors.New("native: not supported on this platform") }

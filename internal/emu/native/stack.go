@@ -40,10 +40,13 @@ func stackForms(b *builder) {
 		b.emit("stack", fmt.Sprintf("leave%s", map[int]string{64: "", 16: " (16-bit)"}[w]), tmpl{sem: sStack, sub: stLeave, stack: true, osize: os, wRM: w, op: []byte{0xc9}})
 	}
 	b.emit("stack", "push r64 (rex.w 50+r)", tmpl{sem: sStack, sub: stPush, stack: true, osize: 64, rex: 1, plusR: true, wReg: 64, op: []byte{0x50}})
+	b.modes("stack", "push r/m64 (rex.w)", tmpl{sem: sStack, sub: stPush, stack: true, osize: 64, modrm: true, digit: 6, wRM: 64, op: []byte{0xff}}, false, false, false)
 	b.emit("stack", "push imm8", tmpl{sem: sStack, sub: stPush, stack: true, osize: 32, imm: 1, op: []byte{0x6a}})
+	b.emit("stack", "push imm8 (66)", tmpl{sem: sStack, sub: stPush, stack: true, osize: 16, imm: 1, op: []byte{0x6a}})
 	b.emit("stack", "push imm32", tmpl{sem: sStack, sub: stPush, stack: true, osize: 32, imm: 4, op: []byte{0x68}})
 	b.emit("stack", "push imm16", tmpl{sem: sStack, sub: stPush, stack: true, osize: 16, imm: 2, op: []byte{0x68}})
 	b.emit("stack", "enter imm16, 0", tmpl{sem: sStack, sub: stEnter, stack: true, osize: 32, op: []byte{0xc8}})
+	b.emit("stack", "enter imm16, 0 (16-bit)", tmpl{sem: sStack, sub: stEnter, stack: true, osize: 16, op: []byte{0xc8}})
 	for _, imm := range []int{-1, 0, 8, 16} {
 		n := "call rel32; ret"
 		if imm >= 0 {
@@ -75,13 +78,20 @@ func (g *gen) fixStack() {
 		g.set(loc{mem: true, off: sp}, t.wRM, v)
 	case stEnter:
 		// enter imm16, 0: push rbp; rbp = rsp; rsp -= imm16. RBP becomes an
-		// address; its input is data.
+		// address; its input is data. With 66, 16 bits each.
 		size := uint16(g.rng.Intn(5) * 8)
 		if g.rng.Intn(4) == 0 {
 			size = uint16(g.rng.Intn(48))
 		}
 		c.Code = []byte{0xc8, byte(size), byte(size >> 8), 0}
 		c.OutAddrRegs = c.AddrRegs | 1<<RBP
+		if t.osize == 16 {
+			// push bp; bp = sp: only BP changes, to the low 16 bits of an
+			// address, so RBP is not comparable (the pushed BP is)
+			c.Code = append([]byte{0x66}, c.Code...)
+			c.OutAddrRegs = c.AddrRegs
+			c.Exempt |= 1 << RBP
+		}
 	case stLeave:
 		// rsp = rbp; pop rbp: RBP points into Mem on input, is data after
 		p := 96 + g.rng.Intn(65)
