@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -222,5 +223,45 @@ func TestMissingBridge(t *testing.T) {
 	}
 	if exec.Command("ip", "netns", "exec", lab.Hosts()[0].Name, "ip", "link", "show", "gwmb0").Run() == nil {
 		t.Error("TAP left behind")
+	}
+}
+
+// TestIncomingListensBeforeAPI: the host agent sends the source to an
+// incoming VMM's port as soon as the VMM's API answers, so the port must
+// accept by then. (Listening after the API came up lost pool migrations to
+// "connection refused".)
+func TestIncomingListensBeforeAPI(t *testing.T) {
+	for i := range 5 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		sock := filepath.Join(t.TempDir(), "in.sock")
+		cmd := exec.Command(godwitBin, "run", "--name", fmt.Sprintf("early%d", i), "--api-socket", sock,
+			"--log-level", "warn", "--console", "none", "--incoming", "tcp:"+addr)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for {
+			if _, err := api.NewClient(sock).Status(ctx); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the incoming VMM's API never answered")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Errorf("run %d: the API answers but the migration port does not: %v", i, err)
+		} else {
+			c.Close()
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 }

@@ -136,6 +136,15 @@ func runVM(args []string, stderr io.Writer) error {
 		return errors.New("run: an incoming VMM in a pool needs --owner-rev and --migration-id")
 	}
 
+	// An incoming VMM listens before its API answers: whoever waits for
+	// the API (the host agent) may then send the source to the port.
+	var inLn net.Listener
+	if listenAddr != "" {
+		if inLn, err = net.Listen("tcp", listenAddr); err != nil {
+			return fmt.Errorf("run: --incoming: %w", err)
+		}
+		defer inLn.Close()
+	}
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
 	ctl := &vmm{log: log, own: own, tls: migTLS}
@@ -152,7 +161,7 @@ func runVM(args []string, stderr io.Writer) error {
 		if own != nil {
 			gate = own.commitGate(*ownerRev, *migrationID)
 		}
-		v, err = receiveVM(cfg, listenAddr, ann, gate, ctl, sigs, log)
+		v, err = receiveVM(cfg, inLn, ann, gate, ctl, sigs, log)
 	} else {
 		v, err = startVM(cfg, ctl, log)
 	}
@@ -207,13 +216,9 @@ func startVM(cfg vm.Config, ctl *vmm, log *slog.Logger) (*vm.VM, error) {
 	return v, nil
 }
 
-// receiveVM waits on addr until a VM arrives by live migration and runs.
+// receiveVM waits on ln until a VM arrives by live migration and runs.
 // A signal gives up waiting.
-func receiveVM(cfg vm.Config, addr string, ann vm.AnnounceConfig, gate func(context.Context) error, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("run: --incoming: %w", err)
-	}
+func receiveVM(cfg vm.Config, ln net.Listener, ann vm.AnnounceConfig, gate func(context.Context) error, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
 	if ctl.tls != nil {
 		ln = migration.TLSListener(ln, ctl.tls)
 	}
