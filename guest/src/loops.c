@@ -206,9 +206,11 @@ void cmd_loop(const char *args)
 	u64 max = 0;
 	for (u32 i = 0; i < ncpu; i++)
 		max = MAX(max, job.us[i]);
-	kprintf("LOOP %s iters=%lu insns=%lu cpus=%u us=%lu per_cpu_us=", kinds[k].name, iters,
-		iters * LOOP_INSNS, ncpu, max);
+	/* One kprintf, so that no heartbeat lands inside the line. */
+	char per[MAX_CPUS * 21];
+	int n = 0;
 	for (u32 i = 0; i < ncpu; i++)
-		kprintf(i ? ",%lu" : "%lu", job.us[i]);
-	kprintf("\n");
+		n += snprintf(per + n, sizeof(per) - (size_t)n, i ? ",%lu" : "%lu", job.us[i]);
+	kprintf("LOOP %s iters=%lu insns=%lu cpus=%u us=%lu per_cpu_us=%s\n", kinds[k].name, iters,
+		iters * LOOP_INSNS, ncpu, max, per);
 }
