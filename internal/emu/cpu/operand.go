@@ -37,11 +37,38 @@ func (c *CPU) setReg(r uint8, size uint8, v uint64) {
 func (c *CPU) user() bool { return c.cpl() == 3 }
 
 func (c *CPU) readMem(seg int, off uint64, size int) uint64 {
+	if p := c.fastHost(seg, off, size, tlbValid); p != nil {
+		return load(p, size)
+	}
 	return c.readLin(c.linear(seg, off, size, false), size, c.user())
 }
 
 func (c *CPU) writeMem(seg int, off uint64, size int, v uint64) {
+	if p := c.fastHost(seg, off, size, tlbValid|tlbWrite|tlbDirty|tlbFast); p != nil {
+		store(p, size, v)
+		return
+	}
 	c.writeLin(c.linear(seg, off, size, true), size, v, c.user())
+}
+
+// fastHost is the common case of a data access, or nil for the full path
+// (linear, then readLin or writeLin): 64-bit code, a segment without a base
+// (not FS or GS), a canonical address, the access within one page, and a
+// TLB entry that holds RAM and has every flag in need. At CPL 3 the entry
+// must allow user access and RFLAGS.AC must be clear (no alignment check
+// to make). Nothing here faults; the full path raises what is due.
+func (c *CPU) fastHost(seg int, off uint64, size int, need uint8) hostPtr {
+	if seg >= segFS || off&0xfff+uint64(size) > pageSize || !canonical(off) || !c.code64() {
+		return nil
+	}
+	e := &c.tlb[(off>>12)%tlbSize]
+	if e.vpn != off>>12 || e.flags&need != need || e.host == nil {
+		return nil
+	}
+	if c.seg[segCS].DPL == 3 && (e.flags&tlbUser == 0 || c.flags&flagAC != 0) {
+		return nil
+	}
+	return at(e.host, off&0xfff)
 }
 
 func (c *CPU) readRM(size uint8) uint64 {
