@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -233,28 +232,10 @@ func godwit(t *testing.T, fresh bool) (*report, error) {
 	return run.r, run.err
 }
 
-// syncBuffer is a bytes.Buffer the VMM's goroutines may log into.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bootGodwit runs the guest in-process through internal/vm, as
 // internal/vm's tests start the test guest.
 func bootGodwit(elf string) (*report, string, error) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	con := guest.NewConsole(nil)
 	v, err := vm.New(vm.Config{
@@ -341,7 +322,7 @@ func bootQEMU(t *testing.T, bin, elf string) (*report, error) {
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=1",
 		"-serial", "stdio", "-display", "none", "-monitor", "none")
 	con := guest.NewConsole(nil)
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = con, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
