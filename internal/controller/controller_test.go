@@ -446,7 +446,7 @@ func TestLeaderElection(t *testing.T) {
 	began := time.Now()
 	leader.Close()
 	waitLeader(t, c2)
-	if took := time.Since(began); took > 1500*time.Millisecond {
+	if took := time.Since(began); took > 5*time.Second { // ~1 s unloaded
 		t.Fatalf("handover took %s", took)
 	}
 	if _, err := client(c2).CreateVM(ctx, vmReq("vm2")); err != nil {

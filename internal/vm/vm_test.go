@@ -156,7 +156,7 @@ func TestPauseResumeKeepsHeartbeatSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	pauseTook := time.Since(t0)
-	if pauseTook > 100*time.Millisecond {
+	if pauseTook > 500*time.Millisecond { // milliseconds, unless the host is loaded
 		t.Errorf("pause took %v, want milliseconds", pauseTook)
 	}
 	if s := v.Status(); s.State != vm.StatePaused {
