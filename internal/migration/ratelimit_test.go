@@ -42,7 +42,7 @@ func TestRateLimiter(t *testing.T) {
 		t.Errorf("disable released the write after %v", d)
 	}
 	l.setRate(1)
-	if d := waited(func() {}); d > 100*time.Millisecond {
+	if d := waited(func() {}); d > 400*time.Millisecond {
 		t.Errorf("a disabled limiter held a write for %v", d)
 	}
 }
