@@ -305,9 +305,26 @@ func TestGodwit(t *testing.T) {
 				t.Errorf("%s (after %v)", o.line, o.took.Round(time.Microsecond))
 			default:
 				t.Logf("PASS in %v", o.took.Round(time.Microsecond))
+				if ops, ok := smpOps[name]; ok && o.took > 0 {
+					// Every vCPU runs ops atomic operations at once.
+					t.Logf("%d vCPUs × %d atomic operations each: %.2f million a second per vCPU (%.2f in all)",
+						vcpus, ops, float64(ops)/o.took.Seconds()/1e6, float64(ops*vcpus)/o.took.Seconds()/1e6)
+				}
 			}
 		})
 	}
+}
+
+// smpOps is how many atomic operations each vCPU performs in the SMP
+// cases of cases_smp.c (ITERS, NARROW_ITERS × 3, SPIN_ITERS × 2): their
+// times, taken from the host's arrival of the PASS lines, give the
+// throughput per vCPU.
+var smpOps = map[string]int{
+	"smp-lock-add":          200000,
+	"smp-lock-xadd":         200000,
+	"smp-lock-cmpxchg":      200000,
+	"smp-lock-narrow-split": 300000,
+	"smp-xchg-spinlock":     200000,
 }
 
 // ---- QEMU ---------------------------------------------------------------
