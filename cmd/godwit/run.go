@@ -57,7 +57,7 @@ func runVM(args []string, stderr io.Writer) error {
 	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
 	accelName := fs.String("accel", accel.Auto, "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
-	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used)")
+	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used; a VM with a disk needs --disk, this host's path to its image)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

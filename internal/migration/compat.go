@@ -159,10 +159,18 @@ func incomingConfig(base vm.Config, cfg wire.Config) (vm.Config, error) {
 			if err := json.Unmarshal([]byte(d.ID), &id); err != nil {
 				return c, fmt.Errorf("migration: source disk description: %w", err)
 			}
-			if err := checkSameDisk(id); err != nil {
+			// The destination opens the disk it was given, never a path
+			// its peer names; the source's path is only for messages.
+			if base.Disk == nil || base.Disk.Path == "" {
+				return c, fmt.Errorf("migration: the VM has a disk (%s on the source) but this destination was started without --disk", id.Path)
+			}
+			if base.Disk.ReadOnly != id.ReadOnly {
+				return c, fmt.Errorf("migration: the VM's disk is %s on the source and %s here", rwText(id.ReadOnly), rwText(base.Disk.ReadOnly))
+			}
+			if err := checkSameDisk(base.Disk.Path, id); err != nil {
 				return c, err
 			}
-			c.Disk = &vm.DiskConfig{Path: id.Path, ReadOnly: id.ReadOnly}
+			c.Disk = &vm.DiskConfig{Path: base.Disk.Path, ReadOnly: base.Disk.ReadOnly}
 		default:
 			return c, fmt.Errorf("migration: source has a %q device this VMM does not know", d.Kind)
 		}
@@ -184,25 +192,33 @@ func vmLayout(size uint64) []wire.Region {
 	return out
 }
 
-// checkSameDisk refuses a destination that does not see the source's image
-// as the same file: shared storage is required, a copy would fork the disk.
-func checkSameDisk(src diskIdentity) error {
-	here, err := identifyDisk(src.Path, src.ReadOnly)
+func rwText(ro bool) string {
+	if ro {
+		return "read-only"
+	}
+	return "read-write"
+}
+
+// checkSameDisk refuses a destination whose disk (path, given to this
+// VMM) is not the source's image as the same file: shared storage is
+// required, a copy would fork the disk.
+func checkSameDisk(path string, src diskIdentity) error {
+	here, err := identifyDisk(path, src.ReadOnly)
 	if err != nil {
-		return fmt.Errorf("migration: the VM's disk %s is not reachable here (shared storage is required): %w", src.Path, err)
+		return fmt.Errorf("migration: the VM's disk (%s on the source) is not reachable here as %s (shared storage is required): %w", src.Path, path, err)
 	}
 	if here.Size != src.Size {
-		return fmt.Errorf("migration: disk %s is %d bytes here and %d on the source: not the same image", src.Path, here.Size, src.Size)
+		return fmt.Errorf("migration: disk %s is %d bytes here and %d on the source: not the same image", path, here.Size, src.Size)
 	}
 	oneKernel := src.BootID != "" && src.BootID == here.BootID
 	if oneKernel && (src.Dev != here.Dev || src.Ino != here.Ino) {
-		return fmt.Errorf("migration: disk %s here is another file than the source's (a copy, not shared storage)", src.Path)
+		return fmt.Errorf("migration: disk %s here is another file than the source's %s (a copy, not shared storage)", path, src.Path)
 	}
 	// On one kernel the file's identity settles it. The CRC is read while
 	// the source guest runs and may write there, so it is compared only
 	// where nothing better is known (and may then refuse the right file).
 	if !oneKernel && here.CRC != src.CRC {
-		return fmt.Errorf("migration: disk %s differs in content from the source's: not the same image", src.Path)
+		return fmt.Errorf("migration: disk %s differs in content from the source's %s: not the same image", path, src.Path)
 	}
 	return nil
 }

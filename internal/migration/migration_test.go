@@ -31,6 +31,13 @@ type pair struct {
 
 func newPair(t *testing.T, cfg vm.Config) *pair {
 	t.Helper()
+	return newPairDisk(t, cfg, cfg.Disk)
+}
+
+// newPairDisk is newPair with the disk the destination is given (the
+// source's own, or the same file by another path, or another file).
+func newPairDisk(t *testing.T, cfg vm.Config, dstDisk *vm.DiskConfig) *pair {
+	t.Helper()
 	testenv.RequireVM(t)
 	cfg.Kernel = testenv.GuestELF(t)
 	cfg.Name = "src"
@@ -69,7 +76,7 @@ func newPair(t *testing.T, cfg vm.Config) *pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.dst = migration.NewDestination(p.ln, vm.Config{Name: "dst", Console: p.con}, testenv.Logger(t))
+	p.dst = migration.NewDestination(p.ln, vm.Config{Name: "dst", Console: p.con, Disk: dstDisk}, testenv.Logger(t))
 	p.dst.AcceptTimeout = 10 * time.Second
 	return p
 }
@@ -200,12 +207,21 @@ func TestMigrateBandwidthLimit(t *testing.T) {
 // middle of writing: the request in flight completes (on one side or the
 // other), the disk is synced before the destination takes over, and both
 // old and new blocks read back right on the destination.
+//
+// The destination reaches the image by another path (a hard link, as a
+// share mounted elsewhere would): it opens the path it was given, never
+// the one the source's stream names.
 func TestMigrateWithDiskIO(t *testing.T) {
-	img := filepath.Join(t.TempDir(), "shared.img")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "shared.img")
 	if err := os.WriteFile(img, make([]byte, 16<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := newPair(t, vm.Config{Disk: &vm.DiskConfig{Path: img}})
+	there := filepath.Join(dir, "mounted-elsewhere.img")
+	if err := os.Link(img, there); err != nil {
+		t.Fatal(err)
+	}
+	p := newPairDisk(t, vm.Config{Disk: &vm.DiskConfig{Path: img}}, &vm.DiskConfig{Path: there})
 	if line := p.command(p.src, "BLKW 0 64 5", "BLKW ", 60*time.Second); !strings.HasPrefix(line, "BLKW OK") {
 		t.Fatalf("before: %s", line)
 	}
@@ -228,7 +244,42 @@ func TestMigrateWithDiskIO(t *testing.T) {
 		}
 	}
 	p.checkGuest(dst, false)
+	if got := dst.Config().Disk.Path; got != there {
+		t.Errorf("the destination opened %s, not the disk it was given (%s)", got, there)
+	}
 	t.Logf("downtime %.1f ms", rep.DowntimeMs)
+}
+
+// TestMigrateDiskRefusals: a destination without the VM's disk, with the
+// disk read-only on one side only, or with another file at the source's
+// very path, refuses before any state is read, and the source runs on.
+func TestMigrateDiskRefusals(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "shared.img")
+	other := filepath.Join(dir, "other.img")
+	for _, f := range []string{img, other} {
+		if err := os.WriteFile(f, make([]byte, 4<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		dst  *vm.DiskConfig
+		want string
+	}{
+		{"no-disk", nil, "started without --disk"},
+		{"read-only-here", &vm.DiskConfig{Path: img, ReadOnly: true}, "read-write on the source and read-only here"},
+		{"another-file", &vm.DiskConfig{Path: other}, "another file than the source's " + img},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPairDisk(t, vm.Config{Disk: &vm.DiskConfig{Path: img}, VCPUs: 1, MemBytes: 64 << 20}, c.dst)
+			_, _, err := p.migrate(migration.Options{})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("migration to a destination with disk %+v: %v, want %q", c.dst, err, c.want)
+			}
+			p.command(p.src, "STATUS", "STATUS ", 30*time.Second) // the source still runs
+		})
+	}
 }
 
 // TestOwnershipGates: in a pool the owner key decides who runs the VM. A
