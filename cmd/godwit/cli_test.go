@@ -221,6 +221,8 @@ func TestBadInput(t *testing.T) {
 		{"mac without tap", []string{"--kernel", elf, "--mac", "52:54:00:00:00:01"}, "need --tap"},
 		{"unknown flag", []string{"--kernel", elf, "--frobnicate"}, "flag provided but not defined"},
 		{"missing TLS dir", []string{"--kernel", elf, "--migration-tls-dir", filepath.Join(dir, "notls")}, "--migration-tls-dir"},
+		{"name with a path", []string{"--kernel", elf, "--name", "../x"}, "--name \"../x\""},
+		{"name with a space", []string{"--kernel", elf, "--name", "a b"}, "starting with a letter or digit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

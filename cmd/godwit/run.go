@@ -70,6 +70,9 @@ func runVM(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if err := checkVMName(*name); err != nil {
+		return fmt.Errorf("run: --name %q: %w", *name, err)
+	}
 	memBytes, err := parseSize(*mem)
 	if err != nil {
 		return fmt.Errorf("run: --mem: %w", err)
@@ -525,6 +528,25 @@ func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
 	}
 	if s.Error != "" {
 		fmt.Fprintf(w, "error:   %s\n", s.Error)
+	}
+	return nil
+}
+
+// checkVMName refuses a VM name that is not a plain identifier: it names
+// the API socket (/run/godwit/NAME.sock), logs and TAP devices, so a '/'
+// or '..' must not reach a path. Empty is left to the config check, which
+// says the name is required.
+func checkVMName(name string) error {
+	if name == "" {
+		return nil
+	}
+	if len(name) > 63 {
+		return errors.New("at most 63 characters")
+	}
+	for i, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && (r == '.' || r == '_' || r == '-')) {
+			return errors.New("use letters, digits, '.', '_' and '-', starting with a letter or digit")
+		}
 	}
 	return nil
 }

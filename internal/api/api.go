@@ -39,9 +39,18 @@ var ErrSocketInUse = errors.New("api: socket in use")
 
 // listen creates the Unix socket at path. A socket file nobody answers on is
 // a leftover of a crashed VMM and is replaced; one that answers is refused.
+//
+// Whoever can connect controls the VM, so the socket is the owner's alone
+// (mode 0600, whatever the umask), and so is the default directory.
 func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("api: create socket directory: %w", err)
+	}
+	if dir == DefaultSocketDir {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("api: socket directory: %w", err)
+		}
 	}
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
@@ -57,6 +66,10 @@ func listen(path string) (net.Listener, error) {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("api: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("api: socket %s: %w", path, err)
 	}
 	return l, nil
 }
