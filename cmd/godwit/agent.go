@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -52,13 +51,13 @@ func agentStatus(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tok, err := os.ReadFile(*tokenFile)
+	tok, err := readTokenFile(*tokenFile)
 	if err != nil {
-		return fmt.Errorf("agent status: token: %w (pass --token-file)", err)
+		return fmt.Errorf("agent status: %w (pass --token-file)", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h, err := agent.NewClient(*addr, strings.TrimSpace(string(tok))).Host(ctx)
+	h, err := agent.NewClient(*addr, tok).Host(ctx)
 	if err != nil {
 		return fmt.Errorf("agent status: %w", err)
 	}

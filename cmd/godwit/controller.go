@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
 	"github.com/godwit-vmm/godwit/internal/controller"
 )
@@ -104,16 +105,6 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// readTokenFile reads a bearer token: the file's content without
-// surrounding white space.
-func readTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return tok, nil
-}
+// readTokenFile reads a bearer token (authtoken.ReadFile: owner-only file,
+// at least 16 characters).
+func readTokenFile(path string) (string, error) { return authtoken.ReadFile(path) }

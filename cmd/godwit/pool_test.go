@@ -34,12 +34,12 @@ func newPoolLab(t *testing.T) *poolLab {
 	t.Helper()
 	dir := t.TempDir()
 	tf := filepath.Join(dir, "token")
-	if err := os.WriteFile(tf, []byte("tok-123\n"), 0o600); err != nil {
+	if err := os.WriteFile(tf, []byte("tok-123-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	c, err := controller.Start(ctx, controller.Config{ID: "c1", Listen: "127.0.0.1:0", Token: "tok-123", SessionTTL: 2 * time.Second,
+	c, err := controller.Start(ctx, controller.Config{ID: "c1", Listen: "127.0.0.1:0", Token: "tok-123-0123456789", SessionTTL: 2 * time.Second,
 		Etcd: etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"}})
 	if err != nil {
 		t.Fatal(err)
@@ -281,8 +281,19 @@ func TestControllerCmdErrors(t *testing.T) {
 		t.Errorf("no token file: %v", err)
 	}
 	dir := t.TempDir()
+	// Tokens too short or in a file others may read are refused.
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("t\n"), 0o600)
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, []byte("t-0123456789abcdef\n"), 0o644)
+	os.Chmod(open, 0o644)
+	for f, want := range map[string]string{short: "at least 16", open: "chmod 600"} {
+		if err := controllerCmd([]string{"--id", "c1", "--token-file", f}, &o, &e); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("token file %s: %v, want %q", filepath.Base(f), err, want)
+		}
+	}
 	tf := filepath.Join(dir, "token")
-	os.WriteFile(tf, []byte("t\n"), 0o600)
+	os.WriteFile(tf, []byte("t-0123456789abcdef\n"), 0o600)
 	srv, err := etcdserver.Start(context.Background(), etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"})
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +319,7 @@ func TestControllerCmdErrors(t *testing.T) {
 func TestControllerCmdRuns(t *testing.T) {
 	dir := t.TempDir()
 	tf := filepath.Join(dir, "token")
-	os.WriteFile(tf, []byte("t0k\n"), 0o600)
+	os.WriteFile(tf, []byte("t0k-0123456789abcdef\n"), 0o600)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	var stderr bytes.Buffer

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/accel"
+	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/migration"
 )
@@ -83,8 +84,8 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("agent: --state-dir is required")
 	}
-	if len(c.Token) < 16 {
-		return errors.New("agent: the API token must be at least 16 characters (--token-file)")
+	if len(c.Token) < authtoken.MinLen {
+		return fmt.Errorf("agent: the API token must be at least %d characters (--token-file)", authtoken.MinLen)
 	}
 	if c.Godwit == "" {
 		return errors.New("agent: --godwit: no VMM binary")
@@ -188,11 +189,11 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	if *tokenFile == "" {
 		return nil, errors.New("agent: --token-file is required (the API refuses unauthenticated requests)")
 	}
-	tok, err := os.ReadFile(*tokenFile)
+	tok, err := authtoken.ReadFile(*tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("agent: --token-file: %w", err)
 	}
-	c.Token = strings.TrimSpace(string(tok))
+	c.Token = tok
 	if c.Godwit == "" {
 		if c.Godwit, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("agent: --godwit not given and no executable path: %w", err)
