@@ -312,6 +312,35 @@ func TestControlWithoutVM(t *testing.T) {
 	}
 }
 
+// TestCommandLineHabits: -h is not an error, a command line godwit cannot
+// use exits 2 with the error first (not after pages of usage), and
+// --version answers.
+func TestCommandLineHabits(t *testing.T) {
+	for _, c := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		{nil, 2, "godwit: no command given"},
+		{[]string{"frob"}, 2, "godwit: unknown command \"frob\"\nRun 'godwit help' for the commands.\n"},
+		{[]string{"run", "-h"}, 0, "-kernel"},
+		{[]string{"vm", "create", "-h"}, 0, "-kernel"},
+	} {
+		_, errOut, code := godwit(t, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.inStderr) || strings.Contains(errOut, "help requested") {
+			t.Errorf("godwit %v: exit %d, stderr %q; want exit %d and %q", c.args, code, errOut, c.code, c.inStderr)
+		}
+	}
+	if _, errOut, _ := godwit(t, "frob"); strings.Count(errOut, "\n") != 2 {
+		t.Errorf("godwit frob printed more than its error: %q", errOut)
+	}
+	for _, a := range []string{"version", "--version"} {
+		if out, _, code := godwit(t, a); code != 0 || !strings.HasPrefix(out, "godwit ") {
+			t.Errorf("godwit %s: exit %d, %q", a, code, out)
+		}
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	tests := []struct {
 		in   string

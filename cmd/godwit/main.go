@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -50,24 +52,43 @@ A pool of hosts (see README, "A pool of hosts"):
   godwit cluster status                            leader, members, hosts, VMs
   godwit host drain|activate H ...                 host maintenance (evacuate, return)
   godwit balance [--dry-run] [--apply N] [--json]  load balancing plan / apply moves
+  godwit version                                  the version this binary was built from
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "godwit:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode reports err as Unix tools do: nothing and 0 for success or a
+// help request (-h prints the flags and is not an error), the message and
+// 2 for a command line that cannot be used, the message and 1 for a
+// failure.
+func exitCode(err error, stderr io.Writer) int {
+	var ce cmdLineError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ce):
+		fmt.Fprintf(stderr, "godwit: %v\nRun 'godwit help' for the commands.\n", ce.error)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "godwit:", err)
+		return 1
 	}
 }
 
-// errUsage is returned after usage text was already printed.
-var errUsage = errors.New("see usage above")
+// cmdLineError is a command line godwit cannot use (exit status 2).
+type cmdLineError struct{ error }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return cmdLineError{errors.New("no command given")}
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionText())
+		return nil
 	case "run":
 		return runVM(rest, stderr)
 	case "status", "pause", "resume", "stop", "console":
@@ -90,9 +111,35 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return cmdLineError{fmt.Errorf("unknown command %q", cmd)}
 	}
+}
+
+// versionText is the module version and VCS revision the binary was built
+// from, as Go records them.
+func versionText() string {
+	v, rev, dirty := "(devel)", "", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	out := "godwit " + v
+	if rev != "" {
+		out += " " + rev[:min(12, len(rev))]
+		if dirty {
+			out += "+dirty"
+		}
+	}
+	return out + " " + runtime.Version()
 }
 
 // control runs one of the subcommands that talk to a running VMM.
