@@ -53,8 +53,10 @@ func summarize(r io.Reader, w io.Writer) int {
 		facilities              = map[testKey]map[string]bool{} // test → facility → available
 		accels                  = map[string]int{}              // accelerator → VM tests that ran on it
 		vmTests                 = map[testKey]string{}          // test → accelerator
-		result                  = map[testKey]string{}
-		messages                = map[testKey][]string{} // by full test name
+		result                  = map[testKey]string{}          // top-level tests
+		anyResult               = map[testKey]string{}          // every test and subtest, by full name
+		subResults              = map[string]int{}              // subtests by result
+		messages                = map[testKey][]string{}        // by full test name
 		failedTests             []testKey
 	)
 	sc := bufio.NewScanner(r)
@@ -66,13 +68,17 @@ func summarize(r io.Reader, w io.Writer) int {
 			fmt.Fprintln(w, string(line)) // build errors and the like
 			continue
 		}
-		// Subtests count through their top-level test.
+		// The pass/fail/skip totals count top-level tests (a subtest's
+		// failure fails its parent); what a test needs of the host is
+		// counted by the test or subtest that asked for it, so that a
+		// skipped subtest shows as skipped, with its reason.
 		top, _, _ := strings.Cut(e.Test, "/")
 		k := testKey{e.Package, top}
+		full := testKey{e.Package, e.Test}
 		switch e.Action {
 		case "output":
 			fmt.Fprint(w, e.Output)
-			if full := (testKey{e.Package, e.Test}); e.Test != "" && message.MatchString(e.Output) &&
+			if e.Test != "" && message.MatchString(e.Output) &&
 				!strings.Contains(e.Output, "testenv: requires ") {
 				m := append(messages[full], strings.TrimRight(e.Output, "\n"))
 				if len(m) > digestLines {
@@ -81,18 +87,18 @@ func summarize(r io.Reader, w io.Writer) int {
 				messages[full] = m
 			}
 			if i := strings.Index(e.Output, "testenv: requires "); e.Test != "" && i >= 0 {
-				envTests[k] = true
+				envTests[full] = true
 				rest := strings.TrimSpace(e.Output[i+len("testenv: requires "):])
 				facility, detail, _ := strings.Cut(rest, ": ")
-				if facilities[k] == nil {
-					facilities[k] = map[string]bool{}
+				if facilities[full] == nil {
+					facilities[full] = map[string]bool{}
 				}
 				avail := strings.HasPrefix(detail, "available")
-				facilities[k][facility] = avail
+				facilities[full][facility] = avail
 				if !avail {
-					envSkip[k] = rest
+					envSkip[full] = rest
 				} else if a, ok := strings.CutPrefix(detail, "available (accel "); ok && facility == "vm" {
-					vmTests[k] = strings.TrimSuffix(a, ")")
+					vmTests[full] = strings.TrimSuffix(a, ")")
 				}
 			}
 		case "pass", "fail", "skip":
@@ -103,18 +109,34 @@ func summarize(r io.Reader, w io.Writer) int {
 				continue
 			}
 			if e.Action == "fail" {
-				failedTests = append(failedTests, testKey{e.Package, e.Test})
+				failedTests = append(failedTests, full)
 			}
+			anyResult[full] = e.Action
 			if strings.Contains(e.Test, "/") {
-				continue // subtests are counted through their top-level test
+				subResults[e.Action]++
+				continue // the totals count top-level tests
 			}
 			result[k] = e.Action
+		}
+	}
+	for _, r := range result {
+		switch r {
+		case "pass":
+			passed++
+		case "fail":
+			failed++
+		case "skip":
+			skipped++
 		}
 	}
 	envRan, envSkipped := 0, 0
 	var reasons []string
 	byFacility := map[string][2]int{} // facility → {ran, skipped}
-	for k, r := range result {
+	for k := range envTests {
+		r, ok := anyResult[k]
+		if !ok {
+			continue // no result: a test binary that died is a package failure
+		}
 		for f := range facilities[k] {
 			n := byFacility[f]
 			if r == "skip" {
@@ -127,22 +149,11 @@ func summarize(r io.Reader, w io.Writer) int {
 		if a, ok := vmTests[k]; ok && r != "skip" {
 			accels[a]++
 		}
-
-		switch r {
-		case "pass":
-			passed++
-		case "fail":
-			failed++
-		case "skip":
-			skipped++
-		}
-		if envTests[k] {
-			if r == "skip" {
-				envSkipped++
-				reasons = append(reasons, fmt.Sprintf("  %s %s: %s", k.pkg, k.name, envSkip[k]))
-			} else {
-				envRan++
-			}
+		if r == "skip" {
+			envSkipped++
+			reasons = append(reasons, fmt.Sprintf("  %s %s: %s", k.pkg, k.name, envSkip[k]))
+		} else {
+			envRan++
 		}
 	}
 	sort.Strings(reasons)
@@ -156,7 +167,7 @@ func summarize(r io.Reader, w io.Writer) int {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "host-facility tests (vm, kvm, root, netns, guest): %d ran, %d skipped\n", envRan, envSkipped)
+	fmt.Fprintf(w, "host-facility tests and subtests (vm, kvm, root, netns, guest, qemu): %d ran, %d skipped\n", envRan, envSkipped)
 	var names []string
 	for f := range byFacility {
 		names = append(names, f)
@@ -185,6 +196,7 @@ func summarize(r io.Reader, w io.Writer) int {
 	for _, p := range pkgFailed {
 		fmt.Fprintf(w, "package failed: %s\n", p)
 	}
+	fmt.Fprintf(w, "subtests: %d passed, %d failed, %d skipped\n", subResults["pass"], subResults["fail"], subResults["skip"])
 	fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	if failed > 0 || len(pkgFailed) > 0 {
 		return 1
