@@ -197,6 +197,9 @@ func run(godwit, elf, mem string, cpus int, workload, accelName string) error {
 			args = append(args, "--verify")
 		}
 		say("live-migrating host %s -> host %s (RAM checksum verify: %v)", srcHost.Name[len(srcHost.Name)-1:], dst.Name[len(dst.Name)-1:], verify)
+		// This leg's pause is the longest gap from the last heartbeat
+		// before it on, not since boot (which would be the longer leg's).
+		mark := max(0, len(con.Heartbeats())-1)
 		out, err := exec.CommandContext(ctx, godwit, args...).Output()
 		var rep api.MigrateReply
 		if jerr := json.Unmarshal(out, &rep); jerr != nil {
@@ -206,7 +209,7 @@ func run(godwit, elf, mem string, cpus int, workload, accelName string) error {
 			return fmt.Errorf("migrate: %s %v", rep.Error, err)
 		}
 		p := <-pingDone
-		hb := guest.CheckHeartbeats(con.Heartbeats())
+		hb := guest.CheckHeartbeats(con.Heartbeats()[mark:])
 		legs = append(legs, leg{from: srcHost.Name, to: dst.Name, rep: &rep, ping: p, pause: hb.LongestGap})
 		select {
 		case <-src.done:
