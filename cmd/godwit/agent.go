@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/agent"
+	"github.com/godwit-vmm/godwit/internal/authtoken"
 )
 
 // agentCmd is `godwit agent`: the host agent of a pool (internal/agent).
@@ -51,7 +52,7 @@ func agentStatus(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tok, err := readTokenFile(*tokenFile)
+	tok, err := authtoken.ReadFile(*tokenFile)
 	if err != nil {
 		return fmt.Errorf("agent status: %w (pass --token-file)", err)
 	}

@@ -65,7 +65,7 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	if *tokenFile == "" {
 		return errors.New("controller: --token-file is required (a file holding the bearer token clients must send)")
 	}
-	token, err := readTokenFile(*tokenFile)
+	token, err := authtoken.ReadFile(*tokenFile)
 	if err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
@@ -104,7 +104,3 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	c.Close()
 	return err
 }
-
-// readTokenFile reads a bearer token (authtoken.ReadFile: owner-only file,
-// at least 16 characters).
-func readTokenFile(path string) (string, error) { return authtoken.ReadFile(path) }

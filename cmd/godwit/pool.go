@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
@@ -77,7 +78,7 @@ func (f *poolFlags) client() (*poolapi.Client, error) {
 	var token string
 	switch {
 	case f.tokenFile != "":
-		t, err := readTokenFile(f.tokenFile)
+		t, err := authtoken.ReadFile(f.tokenFile)
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +86,7 @@ func (f *poolFlags) client() (*poolapi.Client, error) {
 	case os.Getenv("GODWIT_TOKEN") != "":
 		token = strings.TrimSpace(os.Getenv("GODWIT_TOKEN"))
 	case os.Getenv("GODWIT_TOKEN_FILE") != "":
-		t, err := readTokenFile(os.Getenv("GODWIT_TOKEN_FILE"))
+		t, err := authtoken.ReadFile(os.Getenv("GODWIT_TOKEN_FILE"))
 		if err != nil {
 			return nil, err
 		}

@@ -207,6 +207,7 @@ type CPU struct {
 func New(id int, mem *Memory, p Platform) *CPU {
 	c := &CPU{id: id, mem: mem, plat: p, delivering: -1}
 	c.cur = &c.in
+	c.tlbUsed = make([]uint16, 0, tlbSize) // each index at most once: never grows
 	c.cpuid = SupportedCPUID()
 	c.Reset()
 	mem.register(c)

@@ -207,15 +207,12 @@ func (m *Memory) noteWrite(s *slot, pg uint64) bool {
 // decoded code. Without the wait another vCPU could patch the page through
 // a flag it had not dropped yet, and c would run the old instruction after
 // the patch (cross-modifying code with a serializing handshake, SDM 8.1.3).
-// It reports whether the page was newly marked.
-func (m *Memory) noteCode(c *CPU, s *slot, pg uint64) bool {
+func (m *Memory) noteCode(c *CPU, s *slot, pg uint64) {
 	w, bit := pg/64, uint64(1)<<(pg%64)
 	if atomic.LoadUint64(&s.code[w])&bit == 0 {
 		atomic.OrUint64(&s.code[w], bit)
 		m.syncCPUs(c)
-		return true
 	}
-	return false
 }
 
 func (m *Memory) isCode(s *slot, pg uint64) bool {

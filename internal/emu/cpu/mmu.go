@@ -114,9 +114,6 @@ func (c *CPU) translate(lin uint64, acc int, user bool) *tlbEntry {
 	}
 	gpa, fl := c.walk(lin, acc, user)
 	if e.flags&tlbListed == 0 {
-		if c.tlbUsed == nil {
-			c.tlbUsed = make([]uint16, 0, tlbSize)
-		}
 		c.tlbUsed = append(c.tlbUsed, uint16((lin>>12)%tlbSize))
 	}
 	e.vpn = lin >> 12
