@@ -37,6 +37,9 @@ type Config struct {
 	Token      string            // bearer token of the agent API (the pool's)
 	Bridges    map[string]string // network name -> local bridge
 	StorageIDs []string
+	// Storage maps each storage ID to where it is mounted here; a VM's
+	// disk must resolve (symlinks followed) to a file under its root.
+	Storage map[string]Storage
 	LeaseTTL   time.Duration
 	Margin     time.Duration
 	RenewEvery time.Duration // 0: TTL/5
@@ -128,7 +131,9 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	state := fs.String("state-dir", "/var/lib/godwit/agent", "state directory (lease ID, fence file, one directory per VM)")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token of the agent API (the same on every host of the pool)")
 	fs.Var(&bridges, "bridge", "L2 network present here: BRIDGE, or NETWORK=BRIDGE (repeatable)")
-	fs.Var(&storage, "storage-id", "shared storage reachable from here (repeatable)")
+	fs.Var(&storage, "storage-id", "shared storage reachable from here, ID=DIR or an absolute DIR that is its own ID; disks must lie under DIR (repeatable)")
+	var blockStorage multiFlag
+	fs.Var(&blockStorage, "block-storage", "storage of block devices, ID=DIR (e.g. san=/dev/disk/by-id): device nodes under DIR may be disks (repeatable)")
 	ttl := fs.Duration("lease-ttl", store.DefaultLeaseTTL, "host lease TTL (whole seconds)")
 	margin := fs.Duration("lease-margin", store.DefaultLeaseMargin, "local deadline this long before the lease can expire")
 	renew := fs.Duration("lease-renew", 0, "renewal period (default TTL/5)")
@@ -150,7 +155,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	}
 	c := &Config{
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
-		StorageIDs: storage, LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
+		LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
 		VerifyMigrations: *verify, MigrationTLSDir: *tlsDir, Accel: *accelName,
 		Bridges: map[string]string{},
@@ -175,6 +180,9 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		if e = strings.TrimSpace(e); e != "" {
 			c.Etcd = append(c.Etcd, e)
 		}
+	}
+	if c.Storage, c.StorageIDs, err = parseStorage(storage, blockStorage); err != nil {
+		return nil, err
 	}
 	for _, b := range bridges {
 		network, br, ok := strings.Cut(b, "=")
@@ -216,6 +224,55 @@ func parsePorts(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("agent: --migrate-ports %q: want LO-HI, e.g. %s", s, DefaultPorts)
 	}
 	return lo, hi, nil
+}
+
+// Storage is one storage ID's mount on this host.
+type Storage struct {
+	Root  string // absolute directory, symlinks resolved
+	Block bool   // disks are block device nodes, not regular files
+}
+
+// parseStorage reads --storage-id and --block-storage values: ID=DIR, or
+// an absolute DIR that names itself. Each DIR must exist.
+func parseStorage(files, blocks []string) (map[string]Storage, []string, error) {
+	m := map[string]Storage{}
+	var ids []string
+	add := func(flag, v string, block bool) error {
+		id, dir, ok := strings.Cut(v, "=")
+		if !ok {
+			dir = v
+		}
+		if id == "" || !filepath.IsAbs(dir) {
+			return fmt.Errorf("agent: --%s %q: want ID=DIR with an absolute DIR, or an absolute DIR", flag, v)
+		}
+		if _, dup := m[id]; dup {
+			return fmt.Errorf("agent: --%s %q: storage %s given twice", flag, v, id)
+		}
+		root, err := filepath.EvalSymlinks(dir)
+		if err == nil {
+			var st os.FileInfo
+			if st, err = os.Stat(root); err == nil && !st.IsDir() {
+				err = errors.New("not a directory")
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("agent: --%s %q: %v", flag, v, err)
+		}
+		m[id] = Storage{Root: root, Block: block}
+		ids = append(ids, id)
+		return nil
+	}
+	for _, v := range files {
+		if err := add("storage-id", v, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, v := range blocks {
+		if err := add("block-storage", v, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	return m, ids, nil
 }
 
 type multiFlag []string

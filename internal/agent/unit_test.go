@@ -30,8 +30,8 @@ func TestParseFlags(t *testing.T) {
 		{"defaults", nil, "", func(c *Config) bool {
 			return c.PortLo == 4400 && c.PortHi == 4499 && len(c.Etcd) == 2 && c.Token == "0123456789abcdef0123" && c.LeaseTTL.Seconds() == 10
 		}},
-		{"bridges", []string{"--bridge", "br0", "--bridge", "vmnet=br1", "--storage-id", "nfs1"}, "", func(c *Config) bool {
-			return c.Bridges["br0"] == "br0" && c.Bridges["vmnet"] == "br1" && c.StorageIDs[0] == "nfs1"
+		{"bridges", []string{"--bridge", "br0", "--bridge", "vmnet=br1", "--storage-id", "nfs1=" + dir}, "", func(c *Config) bool {
+			return c.Bridges["br0"] == "br0" && c.Bridges["vmnet"] == "br1" && c.StorageIDs[0] == "nfs1" && c.Storage["nfs1"].Root != ""
 		}},
 		{"test lease", []string{"--lease-ttl", "3s", "--lease-margin", "600ms"}, "", nil},
 		{"bad host", []string{"--host", "H/1"}, "host name", nil},
@@ -124,26 +124,57 @@ func TestAPIAuth(t *testing.T) {
 }
 
 func TestDeviceArgs(t *testing.T) {
-	a := &Agent{cfg: Config{Host: "h1", Bridges: map[string]string{"vmnet": "br0"}, StorageIDs: []string{"nfs1"}}}
+	dir := t.TempDir()
+	nfs := filepath.Join(dir, "nfs")
+	os.Mkdir(nfs, 0o755)
+	img := filepath.Join(nfs, "d.img")
+	secret := filepath.Join(dir, "secret")
+	for _, f := range []string{img, secret} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink(secret, filepath.Join(nfs, "escape.img"))
+	os.Symlink(img, filepath.Join(nfs, "link.img"))
+	storage, ids, err := parseStorage([]string{"nfs1=" + nfs}, []string{"dev=/dev"})
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("parseStorage: %v %v", ids, err)
+	}
+	a := &Agent{cfg: Config{Host: "h1", Bridges: map[string]string{"vmnet": "br0"}, Storage: storage}}
 	spec := &store.VMSpec{
 		NICs:  []store.NICSpec{{Network: "vmnet", MAC: "52:54:00:00:00:01"}},
-		Disks: []store.DiskSpec{{Path: "/nfs/d.img", StorageID: "nfs1"}},
+		Disks: []store.DiskSpec{{Path: filepath.Join(nfs, "link.img"), StorageID: "nfs1"}},
 	}
 	args, tap, err := a.deviceArgs("vm1", spec)
-	want := "--tap " + tapName("h1", "vm1") + " --bridge br0 --mac 52:54:00:00:00:01 --disk /nfs/d.img"
+	want := "--tap " + tapName("h1", "vm1") + " --bridge br0 --mac 52:54:00:00:00:01 --disk " + img
 	if err != nil || strings.Join(args, " ") != want || tap != tapName("h1", "vm1") {
 		t.Errorf("args %q tap %q err %v, want %q", args, tap, err, want)
+	}
+	disk := func(path, id string) store.VMSpec {
+		return store.VMSpec{Disks: []store.DiskSpec{{Path: path, StorageID: id}}}
 	}
 	for _, bad := range []struct {
 		spec store.VMSpec
 		want string
 	}{
 		{store.VMSpec{NICs: []store.NICSpec{{Network: "other"}}}, `network "other" has no bridge`},
-		{store.VMSpec{Disks: []store.DiskSpec{{Path: "/x", StorageID: "san"}}}, `storage "san" is not reachable`},
+		{disk("/x", "san"), `storage "san" is not reachable`},
+		{disk(secret, "nfs1"), "outside storage nfs1"},
+		{disk(filepath.Join(nfs, "escape.img"), "nfs1"), "outside storage nfs1"},
+		{disk(filepath.Join(nfs, "..", "secret"), "nfs1"), "outside storage nfs1"},
+		{disk("d.img", "nfs1"), "must be absolute"},
+		{disk(nfs, "nfs1"), "outside storage"},
+		{disk("/dev/null", "dev"), "not a regular file or block device"},
+		{disk(filepath.Join(nfs, "missing.img"), "nfs1"), "no such file"},
 		{store.VMSpec{NICs: make([]store.NICSpec, 2)}, "at most one"},
 	} {
 		if _, _, err := a.deviceArgs("vm1", &bad.spec); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%+v: err %v, want %q", bad.spec, err, bad.want)
+		}
+	}
+	for _, bad := range [][]string{{"rel/dir"}, {"x=" + img}, {"x=" + nfs, "x=" + dir}, {"=" + nfs}} {
+		if _, _, err := parseStorage(bad, nil); err == nil {
+			t.Errorf("parseStorage(%q) accepted", bad)
 		}
 	}
 }

@@ -136,10 +136,11 @@ func (a *Agent) deviceArgs(vm string, spec *store.VMSpec) (args []string, tap st
 		}
 	}
 	for _, d := range spec.Disks {
-		if d.StorageID != "" && !contains(a.cfg.StorageIDs, d.StorageID) {
-			return nil, "", fmt.Errorf("vm %s: storage %q is not reachable from host %s (agent --storage-id)", vm, d.StorageID, a.cfg.Host)
+		path, err := a.resolveDisk(d)
+		if err != nil {
+			return nil, "", fmt.Errorf("vm %s: %w", vm, err)
 		}
-		args = append(args, "--disk", d.Path)
+		args = append(args, "--disk", path)
 		if d.ReadOnly {
 			args = append(args, "--disk-readonly")
 		}
@@ -147,13 +148,37 @@ func (a *Agent) deviceArgs(vm string, spec *store.VMSpec) (args []string, tap st
 	return args, tap, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
+// resolveDisk confines a disk to its storage: the path, symlinks
+// resolved, must lie under the storage's root on this host and be a
+// regular file (a block device on a --block-storage). The VMM is given
+// the resolved path, so a link swapped later points nowhere new.
+func (a *Agent) resolveDisk(d store.DiskSpec) (string, error) {
+	st, ok := a.cfg.Storage[d.StorageID]
+	if !ok {
+		return "", fmt.Errorf("storage %q is not reachable from host %s (agent --storage-id)", d.StorageID, a.cfg.Host)
 	}
-	return false
+	if !filepath.IsAbs(d.Path) {
+		return "", fmt.Errorf("disk %q: the path must be absolute", d.Path)
+	}
+	path, err := filepath.EvalSymlinks(d.Path)
+	if err != nil {
+		return "", fmt.Errorf("disk %q: %w", d.Path, err)
+	}
+	rel, err := filepath.Rel(st.Root, path)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("disk %q resolves to %s, outside storage %s (%s)", d.Path, path, d.StorageID, st.Root)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("disk %q: %w", d.Path, err)
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+	case st.Block && m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+	default:
+		return "", fmt.Errorf("disk %q is not a regular file%s (mode %v)", d.Path, map[bool]string{true: " or block device"}[st.Block], m.Type())
+	}
+	return path, nil
 }
 
 // spawn starts a VMM in its own session (so it survives the agent), with

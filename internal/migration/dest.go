@@ -3,6 +3,8 @@ package migration
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,13 @@ import (
 )
 
 // Destination waits for one incoming migration on a listener.
+//
+// Every accepted connection is greeted on its own goroutine: the TLS
+// handshake (where the listener is TLS), HELLO and, on a control
+// connection, the first frame, all within HelloTimeout. Only then does
+// it reach the one session under way, so a peer that connects and
+// stalls delays nobody, and a peer that fails the handshake or names
+// another session (Session) is refused before any byte of state is read.
 type Destination struct {
 	ln   net.Listener
 	base vm.Config // host-local settings: name, TAP name, console
@@ -26,6 +35,13 @@ type Destination struct {
 	// AcceptTimeout bounds the wait for the data connections after CONFIG
 	// and for each control frame while a migration is under way.
 	AcceptTimeout time.Duration
+	// HelloTimeout bounds a new connection's TLS handshake, HELLO and
+	// first frame.
+	HelloTimeout time.Duration
+	// Session, if set, is the only session accepted: in a pool the one
+	// derived from the migration's ID (SessionFor), which the agent told
+	// this VMM of. Connections of any other session are refused at HELLO.
+	Session *wire.SessionID
 	// Announce is the schedule of RARP/GARP announcements after the VM
 	// runs here (vm.DefaultAnnounce unless changed; Rounds 0 disables).
 	Announce vm.AnnounceConfig
@@ -37,6 +53,32 @@ type Destination struct {
 
 	mu       sync.Mutex // guards sessions
 	sessions map[wire.SessionID]wire.CommitState
+
+	controls  chan *greeted // control connections with their CONFIG
+	data      chan *greeted // data connections after HELLO
+	acceptErr chan error    // the listener failed
+	committed chan struct{} // closed once a VM runs here
+	startOnce sync.Once     // starts the accept loop
+}
+
+// greeted is a connection past its handshake and HELLO (and, for a
+// control connection, its CONFIG frame).
+type greeted struct {
+	nc      net.Conn
+	c       *wire.Conn
+	hello   wire.Hello
+	payload []byte // control: CONFIG
+}
+
+// SessionFor is the session ID of the migration with the given ID: the
+// source uses it (Options.Session) and the destination expects it
+// (Destination.Session), so a session is bound to the one migration the
+// pool recorded.
+func SessionFor(migrationID string) wire.SessionID {
+	sum := sha256.Sum256([]byte("godwit-migration\x00" + migrationID))
+	var id wire.SessionID
+	copy(id[:], sum[:])
+	return id
 }
 
 // NewDestination prepares to receive a VM on ln. base holds what belongs to
@@ -47,59 +89,117 @@ func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destinat
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Destination{ln: ln, base: base, log: log.With("vm", base.Name), AcceptTimeout: 30 * time.Second,
-		Announce: vm.DefaultAnnounce,
-		sessions: map[wire.SessionID]wire.CommitState{}}
+		HelloTimeout: 10 * time.Second, Announce: vm.DefaultAnnounce,
+		sessions: map[wire.SessionID]wire.CommitState{},
+		controls: make(chan *greeted), data: make(chan *greeted),
+		acceptErr: make(chan error, 1), committed: make(chan struct{})}
 }
 
-// Receive accepts connections until one migration commits, and returns the
-// running VM. Migrations that fail or abort are discarded (their VM never
-// ran) and Receive waits for the next one, as a QEMU `-incoming` does not:
-// a refused or broken attempt should not cost the operator a restart.
-// After the commit, a goroutine keeps answering QUERY on ln until ctx ends.
+// Receive waits until one migration commits, and returns the running VM.
+// Migrations that fail or abort are discarded (their VM never ran) and
+// Receive waits for the next one, as a QEMU `-incoming` does not: a
+// refused or broken attempt should not cost the operator a restart.
+// After the commit the listener keeps answering QUERY until ctx ends.
 func (d *Destination) Receive(ctx context.Context) (*vm.VM, error) {
-	stop := context.AfterFunc(ctx, func() { d.ln.Close() })
-	defer stop()
+	d.startOnce.Do(func() {
+		context.AfterFunc(ctx, func() { d.ln.Close() })
+		go d.acceptLoop()
+	})
 	for {
-		nc, err := d.ln.Accept()
-		if err != nil {
+		var g *greeted
+		select {
+		case g = <-d.controls:
+		case err := <-d.acceptErr:
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("migration: waiting for an incoming VM: %w", ctx.Err())
 			}
 			return nil, fmt.Errorf("migration: accept: %w", err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("migration: waiting for an incoming VM: %w", ctx.Err())
 		}
-		v, err := d.session(ctx, nc)
+		v, err := d.session(ctx, g)
 		if err != nil {
-			d.log.Warn("incoming migration failed; waiting for another", "from", nc.RemoteAddr(), "err", err)
+			d.log.Warn("incoming migration failed; waiting for another", "from", g.nc.RemoteAddr(), "err", err)
 			continue
 		}
-		if v != nil {
-			stop()
-			go d.answerQueries(ctx)
-			return v, nil
-		}
+		close(d.committed)
+		return v, nil
 	}
 }
 
-// answerQueries serves QUERY connections after the commit.
-func (d *Destination) answerQueries(ctx context.Context) {
-	context.AfterFunc(ctx, func() { d.ln.Close() })
+// acceptLoop greets every connection on its own goroutine until the
+// listener closes.
+func (d *Destination) acceptLoop() {
 	for {
 		nc, err := d.ln.Accept()
 		if err != nil {
+			d.acceptErr <- err
 			return
 		}
-		go func() {
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(5 * time.Second))
-			c := wire.NewConn(nc)
-			h, err := c.ReadHello()
-			if err != nil {
-				return
-			}
-			if fh, _, err := c.ReadFrame(wire.MaxControlPayload); err == nil && fh.Type == wire.TypeQuery {
-				d.replyQuery(c, h.Session)
-			}
-		}()
+		go d.greet(nc)
+	}
+}
+
+// greet takes a new connection through the TLS handshake, HELLO and the
+// first control frame, answers QUERY itself, and hands the rest on.
+func (d *Destination) greet(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		wire.SetKeepalive(tc)
+		tc.SetNoDelay(true)
+	}
+	nc.SetDeadline(time.Now().Add(d.HelloTimeout))
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			d.log.Warn("migration connection refused at the TLS handshake", "from", nc.RemoteAddr(), "err", err)
+			nc.Close()
+			return
+		}
+	}
+	c := wire.NewConn(nc)
+	refuse := func(why error) {
+		// Say why: the peer may be a Godwit source of another version.
+		c.WriteFrame(wire.TypeError, 0, 0, wire.EncodeReason(why.Error()))
+		nc.Close()
+		d.log.Warn("migration connection refused", "from", nc.RemoteAddr(), "err", why)
+	}
+	h, err := c.ReadHello()
+	if err != nil {
+		refuse(err)
+		return
+	}
+	if d.Session != nil && h.Session != *d.Session {
+		refuse(fmt.Errorf("migration: session %s is not the one this destination waits for", h.Session))
+		return
+	}
+	g := &greeted{nc: nc, c: c, hello: h}
+	to := d.data
+	if h.Role == wire.RoleControl {
+		fh, payload, err := c.ReadFrame(wire.MaxControlPayload)
+		if err != nil {
+			nc.Close()
+			return
+		}
+		switch fh.Type {
+		case wire.TypeQuery:
+			d.replyQuery(c, h.Session)
+			nc.Close()
+			return
+		case wire.TypeConfig:
+			g.payload, to = payload, d.controls
+		default:
+			refuse(fmt.Errorf("migration: first frame is %v, want CONFIG", fh.Type))
+			return
+		}
+	}
+	nc.SetDeadline(time.Time{})
+	wait := time.NewTimer(d.AcceptTimeout)
+	defer wait.Stop()
+	select {
+	case to <- g:
+	case <-d.committed:
+		refuse(errors.New("migration: this destination already received its VM"))
+	case <-wait.C:
+		refuse(errors.New("migration: no session took this connection in time"))
 	}
 }
 
@@ -135,38 +235,11 @@ type incoming struct {
 	closeOnce sync.Once
 }
 
-// session runs one control connection. It returns the VM once committed,
-// (nil, nil) for a QUERY connection, or an error after discarding the VM.
-func (d *Destination) session(ctx context.Context, nc net.Conn) (*vm.VM, error) {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		wire.SetKeepalive(tc)
-		tc.SetNoDelay(true)
-	}
-	c := wire.NewConn(nc)
-	c.SetReadDeadline(time.Now().Add(d.AcceptTimeout))
-	h, err := c.ReadHello()
-	if err != nil {
-		// Say why: the peer may be a Godwit source of another version.
-		c.SetWriteDeadline(time.Now().Add(time.Second))
-		c.WriteFrame(wire.TypeError, 0, 0, wire.EncodeReason(err.Error()))
-		nc.Close()
-		return nil, err
-	}
-	if h.Role != wire.RoleControl {
-		nc.Close()
-		return nil, fmt.Errorf("migration: expected a control connection, got data stream %d", h.Stream)
-	}
-	fh, payload, err := c.ReadFrame(wire.MaxControlPayload)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	if fh.Type == wire.TypeQuery {
-		d.replyQuery(c, h.Session)
-		nc.Close()
-		return nil, nil
-	}
-	in := &incoming{d: d, ctrl: c, hello: h, errs: make(chan error, 1+int(h.Streams)), done: make(chan struct{})}
+// session runs one control connection whose CONFIG has arrived. It
+// returns the VM once committed, or an error after discarding the VM.
+func (d *Destination) session(ctx context.Context, g *greeted) (*vm.VM, error) {
+	h, nc := g.hello, g.nc
+	in := &incoming{d: d, ctrl: g.c, hello: h, errs: make(chan error, 1+int(h.Streams)), done: make(chan struct{})}
 	defer in.closeStreams()
 	// A Receive that ends (cancel, shutdown) abandons the migration under
 	// way instead of finishing it for nobody.
@@ -174,11 +247,7 @@ func (d *Destination) session(ctx context.Context, nc net.Conn) (*vm.VM, error) 
 		in.fail(fmt.Errorf("migration: the destination gave up: %w", ctx.Err()))
 	})
 	defer stopCancel()
-	if fh.Type != wire.TypeConfig {
-		nc.Close()
-		return nil, fmt.Errorf("migration: first frame is %v, want CONFIG", fh.Type)
-	}
-	v, err := in.run(ctx, payload)
+	v, err := in.run(ctx, g.payload)
 	if err != nil {
 		in.discard(err)
 		nc.Close()
@@ -266,40 +335,30 @@ func (in *incoming) run(ctx context.Context, cfgPayload []byte) (*vm.VM, error) 
 	return in.control(ctx)
 }
 
-// acceptStreams accepts the session's data connections.
+// acceptStreams takes the session's data connections from the greeters.
+// A connection of another session is closed and does not end this one.
 func (in *incoming) acceptStreams() error {
 	n := in.cfg.Streams
 	in.streams = make([]*wire.Conn, n)
 	in.ends = make([]chan uint32, n)
-	deadline := time.Now().Add(in.d.AcceptTimeout)
+	timeout := time.NewTimer(in.d.AcceptTimeout)
+	defer timeout.Stop()
 	for got := 0; got < n; {
-		if dl, ok := in.d.ln.(interface{ SetDeadline(time.Time) error }); ok {
-			dl.SetDeadline(deadline)
+		var g *greeted
+		select {
+		case g = <-in.d.data:
+		case <-timeout.C:
+			return fmt.Errorf("migration: %d of %d data streams arrived within %s", got, n, in.d.AcceptTimeout)
 		}
-		nc, err := in.d.ln.Accept()
-		if err != nil {
-			return fmt.Errorf("migration: accept data stream: %w", err)
+		h := g.hello
+		if h.Session != in.hello.Session || int(h.Stream) >= n || in.streams[h.Stream] != nil {
+			g.nc.Close()
+			in.d.log.Warn("data connection of another session or a duplicate stream refused", "from", g.nc.RemoteAddr(), "stream", h.Stream)
+			continue
 		}
-		c := wire.NewConn(nc)
-		c.SetReadDeadline(deadline)
-		h, err := c.ReadHello()
-		if err != nil || h.Session != in.hello.Session || h.Role != wire.RoleData || int(h.Stream) >= n || in.streams[h.Stream] != nil {
-			nc.Close()
-			if err == nil {
-				err = errors.New("HELLO of another session or a duplicate stream")
-			}
-			return fmt.Errorf("migration: data stream: %w", err)
-		}
-		c.SetReadDeadline(time.Time{})
-		if tc, ok := nc.(*net.TCPConn); ok {
-			wire.SetKeepalive(tc)
-		}
-		in.streams[h.Stream] = c
+		in.streams[h.Stream] = g.c
 		in.ends[h.Stream] = make(chan uint32, 4)
 		got++
-	}
-	if dl, ok := in.d.ln.(interface{ SetDeadline(time.Time) error }); ok {
-		dl.SetDeadline(time.Time{})
 	}
 	sink := &ramSink{mem: in.vm.Memory()}
 	for i, c := range in.streams {

@@ -76,7 +76,7 @@ func newFaultPair(t *testing.T, cfg vm.Config, base vm.Config) *faultPair {
 
 // newFaultPairOn is newFaultPair with the destination listening on
 // wrap(the pair's listener), e.g. migration.TLSListener.
-func newFaultPairOn(t *testing.T, cfg vm.Config, base vm.Config, wrap func(net.Listener) net.Listener) *faultPair {
+func newFaultPairOn(t *testing.T, cfg vm.Config, base vm.Config, wrap func(net.Listener) net.Listener, setup ...func(*migration.Destination)) *faultPair {
 	t.Helper()
 	p := newPair(t, cfg)
 	fp := &faultPair{pair: p, dstCon: guest.NewConsole(nil), recv: make(chan received, 1)}
@@ -88,6 +88,9 @@ func newFaultPairOn(t *testing.T, cfg vm.Config, base vm.Config, wrap func(net.L
 	}
 	p.dst = migration.NewDestination(ln, base, testenv.Logger(t))
 	p.dst.AcceptTimeout = 10 * time.Second
+	for _, f := range setup {
+		f(p.dst)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fp.stopRecv = cancel
 	go func() {

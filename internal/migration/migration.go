@@ -54,6 +54,9 @@ type Options struct {
 	// source stays paused. A pool sets it to the abort transaction on the
 	// owner key, the mirror of the destination's CommitGate.
 	ResumeGate func(ctx context.Context) (bool, error)
+	// Session, if set, is the session ID to use (in a pool SessionFor of
+	// the migration's ID, which the destination expects); nil: random.
+	Session *wire.SessionID
 }
 
 // DefaultStreams is the default number of data connections, chosen by

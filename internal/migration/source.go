@@ -70,6 +70,9 @@ func NewSource(v *vm.VM, addr string, opts Options, log *slog.Logger) (*Source, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	id := newSessionID()
+	if opts.Session != nil {
+		id = *opts.Session
+	}
 	pc := opts.Policy
 	s := &Source{vm: v, addr: addr, opts: opts, sessionID: id, limit: newRateLimiter(pc.BandwidthLimit),
 		limits: policy.Limits{DowntimeTarget: pc.DowntimeTarget, MaxDowntime: pc.MaxDowntime, BandwidthLimit: pc.BandwidthLimit}}
