@@ -39,7 +39,7 @@ type Config struct {
 	StorageIDs []string
 	// Storage maps each storage ID to where it is mounted here; a VM's
 	// disk must resolve (symlinks followed) to a file under its root.
-	Storage map[string]Storage
+	Storage    map[string]Storage
 	LeaseTTL   time.Duration
 	Margin     time.Duration
 	RenewEvery time.Duration // 0: TTL/5
