@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/agent"
-	"github.com/godwit-vmm/godwit/internal/authtoken"
+	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
 // agentCmd is `godwit agent`: the host agent of a pool (internal/agent).
@@ -47,18 +47,26 @@ func agentStatus(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("agent status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("agent", "127.0.0.1:7480", "the agent's API address (its --listen)")
-	tokenFile := fs.String("token-file", os.Getenv("GODWIT_TOKEN_FILE"), "file holding the pool's bearer token")
+	credential := fs.String("credential", os.Getenv("GODWIT_CREDENTIAL"), "your credential directory (a user's, or this host's)")
+	host := fs.String("host", "", "the host's name in the pool: its agent must present that host's certificate (default: any host)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tok, err := authtoken.ReadFile(*tokenFile)
+	if *credential == "" {
+		return errors.New("agent status: no credential: pass --credential DIR or set $GODWIT_CREDENTIAL")
+	}
+	cred, err := pki.LoadCredential(*credential)
 	if err != nil {
-		return fmt.Errorf("agent status: %w (pass --token-file)", err)
+		return fmt.Errorf("agent status: %w", err)
+	}
+	rule := pki.AllowRoles(pki.RoleHost)
+	if *host != "" {
+		rule = pki.AllowPeer(pki.RoleHost, *host)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h, err := agent.NewClient(*addr, tok).Host(ctx)
+	h, err := agent.NewClient(*addr, cred.ClientConfig("", rule)).Host(ctx)
 	if err != nil {
 		return fmt.Errorf("agent status: %w", err)
 	}

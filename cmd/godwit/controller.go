@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
 	"github.com/godwit-vmm/godwit/internal/controller"
 )
@@ -21,14 +20,17 @@ import (
 const controllerUsage = `godwit controller: run the pool's controller (placement, desired state, migrations)
 
 Usage:
-  godwit controller --id ID --token-file FILE [--listen 127.0.0.1:7700] [--pool godwit]
+  godwit controller --id ID --pki DIR [--listen 127.0.0.1:7700] [--pool godwit]
         [--data-dir DIR --etcd-client-port 2379 --etcd-peer-port 2380 --etcd-host 127.0.0.1]
-        [--etcd-endpoints http://E1:2379,http://E2:2379]
+        [--etcd-endpoints https://E1:2379,https://E2:2379]
         [--balance-level 0-5 --balance-every 60s] [--ha-force]
 
 By default it starts an embedded single-member etcd with its data in --data-dir;
 --etcd-endpoints uses an external etcd cluster instead. Several controllers may run
 against one etcd: one leads, the others serve reads and name the leader.
+
+--pki is the pool's CA directory (godwit pki init): the controller takes its own
+certificate from it and serves its API and etcd over mutual TLS only.
 
 `
 
@@ -42,7 +44,7 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	pool := fs.String("pool", controller.DefaultPool, "the pool's name; an etcd that holds another pool is refused")
 	listen := fs.String("listen", controller.DefaultListen, "address of the HTTP API")
 	advertise := fs.String("advertise-url", "", "URL peers and clients use for this API (default http://LISTEN)")
-	tokenFile := fs.String("token-file", "", "file holding the API bearer token (required)")
+	pkiDir := fs.String("pki", "", "the pool's CA directory, made by godwit pki init (required)")
 	endpoints := fs.String("etcd-endpoints", "", "external etcd cluster, comma-separated; empty: embedded etcd")
 	dataDir := fs.String("data-dir", "/var/lib/godwit/etcd", "embedded etcd: data directory")
 	etcdHost := fs.String("etcd-host", "127.0.0.1", "embedded etcd: address its client and peer listeners bind")
@@ -62,20 +64,13 @@ func controllerCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("controller: unexpected argument %q", fs.Arg(0))
 	}
-	if *tokenFile == "" {
-		return errors.New("controller: --token-file is required (a file holding the bearer token clients must send)")
-	}
-	token, err := authtoken.ReadFile(*tokenFile)
-	if err != nil {
-		return fmt.Errorf("controller: %w", err)
-	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("controller: --log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg := controller.Config{
-		ID: *id, Pool: *pool, Listen: *listen, AdvertiseURL: *advertise, Token: token,
+		ID: *id, Pool: *pool, Listen: *listen, AdvertiseURL: *advertise, PKIDir: *pkiDir,
 		SessionTTL: *sessionTTL, Logger: log, BalanceLevel: *balanceLevel, BalanceEvery: *balanceEvery, HAForce: *haForce,
 		Etcd: etcdserver.Config{Dir: *dataDir, Host: *etcdHost, ClientPort: *clientPort, PeerPort: *peerPort},
 	}

@@ -44,9 +44,10 @@ Usage:
 NAME finds the socket at /run/godwit/NAME.sock.
 
 A pool of hosts (see README, "A pool of hosts"):
-  godwit controller --token-file F [--etcd-endpoints E | --data-dir D]   run a pool controller
-  godwit agent --host H --etcd E --token-file F ...                     run a host agent
-  godwit agent status [--agent ADDR] [--token-file F] [--json]         ask a host's agent
+  godwit pki init|issue|revoke|list --dir DIR ...  the pool's CA: credentials for hosts, users, controllers
+  godwit controller --pki DIR [--etcd-endpoints E | --data-dir D]      run a pool controller
+  godwit agent --host H --etcd E --credential DIR ...                  run a host agent
+  godwit agent status [--agent ADDR] [--credential DIR] [--json]       ask a host's agent
   godwit host list|show H                          hosts of the pool
   godwit vm create|list|show|start|stop|delete|migrate NAME ...   VMs of the pool
   godwit cluster status                            leader, members, hosts, VMs
@@ -107,6 +108,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return clusterCmd(rest, stdout, stderr)
 	case "balance":
 		return balanceCmd(rest, stdout, stderr)
+	case "pki":
+		return pkiCmd(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +32,7 @@ type ownership struct {
 
 // newOwnership connects to etcd for the VMM named vm, running on host under
 // the host's lease. Nil when endpoints is empty (a VMM outside a pool).
-func newOwnership(endpoints, vm, host string, lease int64, log *slog.Logger) (*ownership, error) {
+func newOwnership(endpoints, vm, host string, lease int64, tlsCfg *tls.Config, log *slog.Logger) (*ownership, error) {
 	if endpoints == "" {
 		return nil, nil
 	}
@@ -40,7 +41,7 @@ func newOwnership(endpoints, vm, host string, lease int64, log *slog.Logger) (*o
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: strings.Split(endpoints, ",")})
+	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: strings.Split(endpoints, ","), TLS: tlsCfg})
 	if err != nil {
 		return nil, fmt.Errorf("--etcd %s: %w", endpoints, err)
 	}

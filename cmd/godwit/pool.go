@@ -15,9 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
 // The pool commands talk to the controller's API (package poolapi).
@@ -44,14 +44,14 @@ Usage:
   godwit balance [--dry-run] [--moves N] [--apply N] [--level L]
 
 Every command takes --controller URL (default $GODWIT_CONTROLLER or
-http://127.0.0.1:7700), --token-file FILE (default: $GODWIT_TOKEN holds the token,
-or $GODWIT_TOKEN_FILE names the file), --json and --timeout.
+https://127.0.0.1:7700), --credential DIR (default $GODWIT_CREDENTIAL: a user's
+credential from godwit pki issue --role user), --json and --timeout.
 `
 
 // poolFlags are the flags every pool command takes.
 type poolFlags struct {
 	controller string
-	tokenFile  string
+	credential string
 	asJSON     bool
 	timeout    time.Duration
 }
@@ -63,42 +63,32 @@ func newPoolFlags(name string, stderr io.Writer) (*flag.FlagSet, *poolFlags) {
 	f := &poolFlags{}
 	def := os.Getenv("GODWIT_CONTROLLER")
 	if def == "" {
-		def = "http://127.0.0.1:7700"
+		def = "https://127.0.0.1:7700"
 	}
 	fs.StringVar(&f.controller, "controller", def, "controller API URL")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the API token")
+	fs.StringVar(&f.credential, "credential", os.Getenv("GODWIT_CREDENTIAL"), "your credential directory (ca.pem, cert.pem, key.pem)")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
 	return fs, f
 }
 
-// client builds the API client: the token comes from --token-file, else
-// $GODWIT_TOKEN, else the file named by $GODWIT_TOKEN_FILE.
+// client builds the API client with the user's credential.
 func (f *poolFlags) client() (*poolapi.Client, error) {
-	var token string
-	switch {
-	case f.tokenFile != "":
-		t, err := authtoken.ReadFile(f.tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		token = t
-	case os.Getenv("GODWIT_TOKEN") != "":
-		token = strings.TrimSpace(os.Getenv("GODWIT_TOKEN"))
-	case os.Getenv("GODWIT_TOKEN_FILE") != "":
-		t, err := authtoken.ReadFile(os.Getenv("GODWIT_TOKEN_FILE"))
-		if err != nil {
-			return nil, err
-		}
-		token = t
-	default:
-		return nil, errors.New("no API token: pass --token-file FILE or set $GODWIT_TOKEN")
+	if f.credential == "" {
+		return nil, errors.New("no credential: pass --credential DIR or set $GODWIT_CREDENTIAL (godwit pki issue --role user makes one)")
+	}
+	cred, err := pki.LoadCredential(f.credential)
+	if err != nil {
+		return nil, err
 	}
 	u := strings.TrimRight(f.controller, "/")
 	if !strings.Contains(u, "://") {
-		u = "http://" + u
+		u = "https://" + u
 	}
-	return poolapi.NewClient(u, token), nil
+	if strings.HasPrefix(u, "http://") {
+		return nil, fmt.Errorf("--controller %s: the controller serves HTTPS only", f.controller)
+	}
+	return poolapi.NewClient(u, cred.ClientConfig("", pki.AllowRoles(pki.RoleController))), nil
 }
 
 // connect builds the API client and a context that ends after timeout.

@@ -26,7 +26,7 @@ expected gain (I − I′)/I and predicted migration time; nothing moves.
 The level (default: the controller's --balance-level, else 3) sets the threshold:
 1 only mandatory moves (must-rule violations), 2-5 thresholds 0.4/0.3/0.2/0.1.
 
-Takes --controller, --token-file, --json and --timeout like the other pool commands.
+Takes --controller, --credential, --json and --timeout like the other pool commands.
 `
 
 // balanceCmd runs `godwit balance`.

@@ -19,27 +19,27 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // poolLab is a controller with an embedded etcd and two fake hosts.
 type poolLab struct {
-	c         *controller.Controller
-	st        *store.Store
-	tokenFile string
-	leases    map[string]clientv3.LeaseID
+	c      *controller.Controller
+	st     *store.Store
+	user   string // a pool user's credential directory
+	pki    *testenv.PoolPKI
+	leases map[string]clientv3.LeaseID
 }
 
 func newPoolLab(t *testing.T) *poolLab {
 	t.Helper()
 	dir := t.TempDir()
-	tf := filepath.Join(dir, "token")
-	if err := os.WriteFile(tf, []byte("tok-123-0123456789\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pk := testenv.NewPoolPKI(t, controller.DefaultPool)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	c, err := controller.Start(ctx, controller.Config{ID: "c1", Listen: "127.0.0.1:0", Token: "tok-123-0123456789", SessionTTL: 2 * time.Second,
+	c, err := controller.Start(ctx, controller.Config{ID: "c1", Listen: "127.0.0.1:0", PKIDir: pk.Dir(), SessionTTL: 2 * time.Second,
 		Etcd: etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"}})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func newPoolLab(t *testing.T) *poolLab {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	lab := &poolLab{c: c, st: c.Store(), tokenFile: tf, leases: map[string]clientv3.LeaseID{}}
+	lab := &poolLab{c: c, st: c.Store(), pki: pk, user: pk.Issue(t, pki.RoleUser, "alice"), leases: map[string]clientv3.LeaseID{}}
 	for _, h := range []string{"h1", "h2"} {
 		resp, err := lab.st.Client().Grant(ctx, 30)
 		if err != nil {
@@ -71,7 +71,7 @@ func newPoolLab(t *testing.T) *poolLab {
 func (l *poolLab) run(t *testing.T, cmd func([]string, *bytes.Buffer, *bytes.Buffer) error, args ...string) (string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	args = append(args, "--controller", l.c.URL(), "--token-file", l.tokenFile)
+	args = append(args, "--controller", l.c.URL(), "--credential", l.user)
 	err := cmd(args, &out, &errb)
 	return out.String(), err
 }
@@ -165,16 +165,40 @@ func TestPoolCLI(t *testing.T) {
 			t.Errorf("%v: error %v, want one line with %q", c.args, err, c.want)
 		}
 	}
-	// No token at all.
-	t.Setenv("GODWIT_TOKEN", "")
-	t.Setenv("GODWIT_TOKEN_FILE", "")
+	// No credential, one whose key others may read, one revoked, one of a
+	// host: each refused with one line.
+	t.Setenv("GODWIT_CREDENTIAL", "")
 	var o, e bytes.Buffer
-	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "no API token") {
-		t.Errorf("no token: %v", err)
+	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "no credential") {
+		t.Errorf("no credential: %v", err)
 	}
-	t.Setenv("GODWIT_TOKEN", "wrong")
-	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "bearer token") {
-		t.Errorf("wrong token: %v", err)
+	open := l.pki.Issue(t, pki.RoleUser, "bob")
+	os.Chmod(filepath.Join(open, pki.KeyFile), 0o644)
+	if err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", open}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("key file open to others: %v", err)
+	}
+	carol := l.pki.Issue(t, pki.RoleUser, "carol")
+	l.pki.CA.Revoke(pki.RoleUser, "carol")
+	waitRefused := func(what, cred string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", cred}, &o, &e)
+			if err != nil && !strings.Contains(err.Error(), "\n") {
+				t.Logf("%s: %v", what, err)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: %v, want one line refusing it", what, err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitRefused("a revoked user", carol)
+	waitRefused("a host's credential", l.pki.Issue(t, pki.RoleHost, "h1"))
+	if err := vmCmd([]string{"list", "--controller", strings.Replace(l.c.URL(), "https:", "http:", 1), "--credential", l.user}, &o, &e); err == nil || !strings.Contains(err.Error(), "HTTPS only") {
+		t.Errorf("plaintext controller URL: %v", err)
 	}
 
 	// Migrate with --wait: a fake source agent commits the handover once
@@ -183,7 +207,7 @@ func TestPoolCLI(t *testing.T) {
 	progress := &watchWriter{want: "requested", seen: make(chan struct{})}
 	go fakeHandOver(t, l, "web1", progress.seen)
 	var errb bytes.Buffer
-	if err := vmCmd([]string{"migrate", "web1", "--wait", "--controller", l.c.URL(), "--token-file", l.tokenFile}, progress, &errb); err != nil {
+	if err := vmCmd([]string{"migrate", "web1", "--wait", "--controller", l.c.URL(), "--credential", l.user}, progress, &errb); err != nil {
 		t.Fatalf("godwit vm migrate web1 --wait: %v", err)
 	}
 	out = progress.String()
@@ -277,23 +301,17 @@ func fakeHandOver(t *testing.T, l *poolLab, vm string, shown <-chan struct{}) {
 
 func TestControllerCmdErrors(t *testing.T) {
 	var o, e bytes.Buffer
-	if err := controllerCmd([]string{"--id", "c1"}, &o, &e); err == nil || !strings.Contains(err.Error(), "--token-file is required") {
-		t.Errorf("no token file: %v", err)
+	if err := controllerCmd([]string{"--id", "c1"}, &o, &e); err == nil || !strings.Contains(err.Error(), "--pki is required") {
+		t.Errorf("no --pki: %v", err)
 	}
 	dir := t.TempDir()
-	// Tokens too short or in a file others may read are refused.
-	short := filepath.Join(dir, "short")
-	os.WriteFile(short, []byte("t\n"), 0o600)
-	open := filepath.Join(dir, "open")
-	os.WriteFile(open, []byte("t-0123456789abcdef\n"), 0o644)
-	os.Chmod(open, 0o644)
-	for f, want := range map[string]string{short: "at least 16", open: "chmod 600"} {
-		if err := controllerCmd([]string{"--id", "c1", "--token-file", f}, &o, &e); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("token file %s: %v, want %q", filepath.Base(f), err, want)
-		}
+	// A CA whose key others may read is refused.
+	beta := testenv.NewPoolPKI(t, "beta")
+	os.Chmod(filepath.Join(beta.Dir(), "ca-key.pem"), 0o644)
+	if err := controllerCmd([]string{"--id", "c1", "--pool", "beta", "--pki", beta.Dir()}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("CA key open to others: %v", err)
 	}
-	tf := filepath.Join(dir, "token")
-	os.WriteFile(tf, []byte("t-0123456789abcdef\n"), 0o600)
+	os.Chmod(filepath.Join(beta.Dir(), "ca-key.pem"), 0o600)
 	srv, err := etcdserver.Start(context.Background(), etcdserver.Config{Dir: filepath.Join(dir, "etcd"), LogLevel: "off"})
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +325,7 @@ func TestControllerCmdErrors(t *testing.T) {
 	if _, err := store.New(cli).PutConfig(context.Background(), store.Config{Pool: "alpha"}, 0, store.Guard{}); err != nil {
 		t.Fatal(err)
 	}
-	err = controllerCmd([]string{"--id", "c2", "--token-file", tf, "--listen", "127.0.0.1:0", "--pool", "beta",
+	err = controllerCmd([]string{"--id", "c2", "--pki", beta.Dir(), "--listen", "127.0.0.1:0", "--pool", "beta",
 		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--log-level", "error"}, &o, &e)
 	if err == nil || !strings.Contains(err.Error(), `holds pool "alpha"`) {
 		t.Errorf("other pool: %v", err)
@@ -318,13 +336,13 @@ func TestControllerCmdErrors(t *testing.T) {
 // asks it for the cluster status through the CLI, and stops it with SIGTERM.
 func TestControllerCmdRuns(t *testing.T) {
 	dir := t.TempDir()
-	tf := filepath.Join(dir, "token")
-	os.WriteFile(tf, []byte("t0k-0123456789abcdef\n"), 0o600)
+	pk := testenv.NewPoolPKI(t, "godwit")
+	user := pk.Issue(t, pki.RoleUser, "alice")
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
 	go func() {
-		done <- controllerCmd([]string{"--id", "c1", "--token-file", tf, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "etcd"),
+		done <- controllerCmd([]string{"--id", "c1", "--pki", pk.Dir(), "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "etcd"),
 			"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "error"}, pw, &stderr)
 		pw.Close()
 	}()
@@ -333,7 +351,7 @@ func TestControllerCmdRuns(t *testing.T) {
 		t.Fatalf("no start line (%v); stderr %s; exit %v", err, stderr.String(), <-done)
 	}
 	go io.Copy(io.Discard, pr)
-	m := regexp.MustCompile(`API (http://\S+),`).FindStringSubmatch(line)
+	m := regexp.MustCompile(`API (https://\S+),`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("start line %q", line)
 	}
@@ -341,7 +359,7 @@ func TestControllerCmdRuns(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out.Reset()
-		err := clusterCmd([]string{"status", "--json", "--controller", m[1], "--token-file", tf}, &out, &errb)
+		err := clusterCmd([]string{"status", "--json", "--controller", m[1], "--credential", user}, &out, &errb)
 		var cs poolapi.Cluster
 		if err == nil && json.Unmarshal(out.Bytes(), &cs) == nil && cs.Leading {
 			break

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -56,6 +55,9 @@ func runVM(args []string, stderr io.Writer) error {
 	migrationID := fs.String("migration-id", "", "with --incoming in a pool: the migration's ID")
 	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
+	credential := fs.String("credential", "", "pool member: the host's credential directory (godwit pki); etcd and migrations use it, and each migration accepts only its peer host")
+	migrationPeer := fs.String("migration-peer", "", "with --incoming and --credential: the only host whose certificate may send the VM")
+	insecure := fs.Bool("insecure-migration", false, "allow --incoming without TLS on an address other than loopback: anyone who reaches the port can supply the VM")
 	accelName := fs.String("accel", accel.Auto, "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used; a VM with a disk needs --disk, this host's path to its image)")
 	if err := fs.Parse(args); err != nil {
@@ -103,11 +105,9 @@ func runVM(args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("run: --console %q: use stdio or none", *console)
 	}
-	var migTLS *tls.Config
-	if *tlsDir != "" {
-		if migTLS, err = migration.LoadTLS(*tlsDir); err != nil {
-			return fmt.Errorf("run: --migration-tls-dir: %w", err)
-		}
+	sec, err := loadMigrationSecurity(*tlsDir, *credential, *migrationPeer)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
 	var listenAddr string
 	if *incoming != "" {
@@ -116,6 +116,9 @@ func runVM(args []string, stderr io.Writer) error {
 			return fmt.Errorf("run: --incoming %q: use tcp:HOST:PORT", *incoming)
 		}
 		listenAddr = addr
+		if err := checkPlainIncoming(addr, sec, *insecure, stderr); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
 		if err := cfg.ValidateIncoming(); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
@@ -130,7 +133,7 @@ func runVM(args []string, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	own, err := newOwnership(*etcd, *name, *ownerHost, *ownerLease, log)
+	own, err := newOwnership(*etcd, *name, *ownerHost, *ownerLease, sec.etcdTLS(), log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -150,7 +153,7 @@ func runVM(args []string, stderr io.Writer) error {
 	}
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
-	ctl := &vmm{log: log, own: own, tls: migTLS}
+	ctl := &vmm{log: log, own: own, sec: sec}
 	srv, err := api.Serve(*sock, ctl, log)
 	if err != nil {
 		return err
@@ -164,7 +167,7 @@ func runVM(args []string, stderr io.Writer) error {
 		if own != nil {
 			gate = own.commitGate(*ownerRev, *migrationID)
 		}
-		v, err = receiveVM(cfg, inLn, ann, gate, ctl, sigs, log)
+		v, err = receiveVM(cfg, inLn, ann, gate, *migrationID, ctl, sigs, log)
 	} else {
 		v, err = startVM(cfg, ctl, log)
 	}
@@ -221,9 +224,9 @@ func startVM(cfg vm.Config, ctl *vmm, log *slog.Logger) (*vm.VM, error) {
 
 // receiveVM waits on ln until a VM arrives by live migration and runs.
 // A signal gives up waiting.
-func receiveVM(cfg vm.Config, ln net.Listener, ann vm.AnnounceConfig, gate func(context.Context) error, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
-	if ctl.tls != nil {
-		ln = migration.TLSListener(ln, ctl.tls)
+func receiveVM(cfg vm.Config, ln net.Listener, ann vm.AnnounceConfig, gate func(context.Context) error, migrationID string, ctl *vmm, sigs <-chan os.Signal, log *slog.Logger) (*vm.VM, error) {
+	if t := ctl.sec.serverTLS(); t != nil {
+		ln = migration.TLSListener(ln, t)
 	}
 	// ctx ends the wait on a signal; after the commit it keeps the
 	// listener answering QUERY (from a source whose COMMITTED reply was
@@ -242,6 +245,10 @@ func receiveVM(cfg vm.Config, ln net.Listener, ann vm.AnnounceConfig, gate func(
 	d := migration.NewDestination(ln, cfg, log)
 	d.Announce = ann
 	d.CommitGate = gate
+	if migrationID != "" {
+		id := migration.SessionFor(migrationID)
+		d.Session = &id
+	}
 	v, err := d.Receive(ctx)
 	close(waiting)
 	ctl.incoming.Store(false)
@@ -267,8 +274,8 @@ type vmm struct {
 	p        atomic.Pointer[vm.VM]
 	incoming atomic.Bool
 	log      *slog.Logger
-	own      *ownership  // nil outside a pool
-	tls      *tls.Config // migrations over TLS (--migration-tls-dir); nil: plain TCP
+	own      *ownership         // nil outside a pool
+	sec      *migrationSecurity // TLS of migrations (and of etcd in a pool)
 
 	mu     sync.Mutex // guards mig and cancel
 	mig    *migration.Source
@@ -341,7 +348,15 @@ func (c *vmm) Migrate(_ context.Context, req api.MigrateRequest) (*migration.Rep
 	if v == nil {
 		return nil, errNoVM
 	}
-	opts := migration.Options{Streams: req.Streams, Verify: req.Verify, TLS: c.tls}
+	tlsCfg, err := c.sec.clientTLS(req.Peer)
+	if err != nil {
+		return nil, err
+	}
+	opts := migration.Options{Streams: req.Streams, Verify: req.Verify, TLS: tlsCfg}
+	if req.MigrationID != "" {
+		id := migration.SessionFor(req.MigrationID)
+		opts.Session = &id
+	}
 	def := policy.Defaults()
 	opts.Policy = def
 	if req.DowntimeMs > 0 {

@@ -18,12 +18,14 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/fence"
+	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
 // Agent is one host's agent. New builds it; Run runs it until its context
 // ends.
 type Agent struct {
 	cfg     Config
+	cred    *pki.Credential // this host's (security.go)
 	log     *slog.Logger
 	st      *store.Store
 	pub     *fence.Publisher
@@ -73,6 +75,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cred, err := loadCredential(cfg)
+	if err != nil {
+		return nil, err
+	}
 	handover, err := probeVMM(cfg.Godwit)
 	if err != nil {
 		return nil, err
@@ -81,7 +87,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		log.Warn("the VMM binary has no ownership handover flags (--etcd, --owner-*): VMs run, but migrations are refused", "godwit", cfg.Godwit)
 	}
 	a := &Agent{
-		cfg: cfg, log: log.With("host", cfg.Host),
+		cfg: cfg, cred: cred, log: log.With("host", cfg.Host),
 		pub:         fence.NewPublisher(filepath.Join(cfg.StateDir, "fence")),
 		kickCh:      make(chan struct{}, 1),
 		procs:       map[string]*vmmProc{},
@@ -111,12 +117,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.StateDir, "vms"), 0o750); err != nil {
 		return fmt.Errorf("agent: state dir: %w", err)
 	}
-	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: a.cfg.Etcd, Logger: a.log})
+	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: a.cfg.Etcd, Logger: a.log, TLS: a.etcdTLS()})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer cli.Close()
 	a.st = store.New(cli)
+	crlCtx, stopCRL := context.WithCancel(ctx)
+	defer stopCRL()
+	go a.followCRL(crlCtx, cli)
 
 	// VMMs an earlier run left behind; whether they stay depends on the lease.
 	a.procs = a.scanStateDir()
@@ -129,8 +138,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: --listen: %w", err)
 	}
 	a.addr = ln.Addr().String()
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second, TLSConfig: a.apiTLS(),
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	go srv.ServeTLS(ln, "", "")
 	defer srv.Close()
 
 	for {

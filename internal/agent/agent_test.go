@@ -25,6 +25,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/fence"
 	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/pki"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
@@ -63,14 +64,15 @@ func agentChild(args []string) int {
 	return 0
 }
 
-const testToken = "test-token-0123456789abcdef"
-
-// pool is an etcd member and a store client for one test.
+// pool is an etcd member with access control on, as a controller runs it,
+// and a store client with the controller's certificate, for one test.
 type pool struct {
 	etcd  *etcdserver.Server
 	st    *store.Store
 	elf   string
-	token string
+	pki   *testenv.PoolPKI
+	hosts []string        // with an etcd user
+	admin *pki.Credential // a controller's: the agents' API serves it
 }
 
 func newPool(t *testing.T) *pool {
@@ -79,27 +81,43 @@ func newPool(t *testing.T) *pool {
 	testenv.RequireRoot(t)
 	elf := testenv.GuestELF(t)
 	ctx := context.Background()
-	srv, err := etcdserver.Start(ctx, etcdserver.Config{Dir: t.TempDir(), LogLevel: "off"})
+	pk := testenv.NewPoolPKI(t, "godwit")
+	ctlDir := pk.Issue(t, pki.RoleController, "c1", "127.0.0.1")
+	srv, err := etcdserver.Start(ctx, etcdserver.Config{Dir: t.TempDir(), LogLevel: "off", TLSDir: ctlDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pool{etcd: srv, elf: elf}
+	p := &pool{etcd: srv, elf: elf, pki: pk}
 	t.Cleanup(func() {
 		if p.etcd != nil {
 			p.etcd.Close()
 		}
 	})
-	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: srv.Endpoints()})
+	if p.admin, err = pki.LoadCredential(ctlDir); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: srv.Endpoints(), TLS: p.admin.ClientConfig("", nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	tok := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
+	if err := store.EnableAuth(ctx, cli, p.admin.Peer().String()); err != nil {
 		t.Fatal(err)
 	}
-	p.st, p.token = store.New(cli), tok
+	p.st = store.New(cli)
 	return p
+}
+
+// credential issues host's credential and gives it its etcd user, as
+// `godwit pki issue` and the controller do.
+func (p *pool) credential(t *testing.T, host string) string {
+	t.Helper()
+	dir := p.pki.Issue(t, pki.RoleHost, host, "127.0.0.1")
+	p.hosts = append(p.hosts, host)
+	if err := store.SyncHosts(context.Background(), p.st.Client(), p.hosts); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // testAgent is one `godwit agent` process (the test binary in agent mode).
@@ -112,6 +130,7 @@ type testAgent struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	log    string
+	admin  *pki.Credential
 }
 
 func freePort(t *testing.T) int {
@@ -127,10 +146,10 @@ func freePort(t *testing.T) int {
 func (p *pool) startAgent(t *testing.T, host string, ports string) *testAgent {
 	t.Helper()
 	dir := t.TempDir()
-	a := &testAgent{t: t, host: host, dir: dir, listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "agent.log")}
+	a := &testAgent{t: t, host: host, dir: dir, listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "agent.log"), admin: p.admin}
 	a.args = []string{
 		"--host", host, "--listen", a.listen, "--migrate-ip", "127.0.0.1", "--migrate-ports", ports,
-		"--etcd", strings.Join(p.etcd.Endpoints(), ","), "--state-dir", dir, "--token-file", p.token,
+		"--etcd", strings.Join(p.etcd.Endpoints(), ","), "--state-dir", dir, "--credential", p.credential(t, host),
 		"--lease-ttl", "3s", "--lease-margin", "600ms", "--lease-renew", "600ms",
 		"--usage-every", "1s", "--sync-every", "1s", "--godwit", godwitBin, "--vmm-log-level", "debug", "--verify-migrations",
 	}
@@ -206,7 +225,10 @@ func vmmAlive(pid int, sock string) bool {
 	return err == nil && strings.Contains(string(b), sock)
 }
 
-func (a *testAgent) client() *agent.Client { return agent.NewClient(a.listen, testToken) }
+// client is the controller's client of the agent.
+func (a *testAgent) client() *agent.Client {
+	return agent.NewClient(a.listen, a.admin.ClientConfig("", pki.AllowPeer(pki.RoleHost, a.host)))
+}
 
 func (a *testAgent) vmDir(vm string) string { return filepath.Join(a.dir, "vms", vm) }
 
@@ -311,14 +333,12 @@ func TestAgentRunsVM(t *testing.T) {
 	console := filepath.Join(a.vmDir("vm1"), "console.log")
 	waitFor(t, 10*time.Second, "heartbeats in the console log", func() bool { return len(heartbeats(console)) > 20 })
 
-	// API: the token is required; the VM is listed.
-	resp, err := http.Get("http://" + a.listen + "/v1/host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("GET /v1/host without token: %s, want 401", resp.Status)
+	// API: HTTPS with a pool certificate only; the VM is listed.
+	if resp, err := http.Get("http://" + a.listen + "/v1/host"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("GET /v1/host in plaintext: %s", resp.Status)
+		}
 	}
 	hr, err := a.client().Host(ctx)
 	if err != nil {

@@ -3,7 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +22,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
 // IncomingRequest is the body of POST /v1/incoming: the source agent asks
@@ -70,16 +71,25 @@ type HostReply struct {
 
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/host", func(w http.ResponseWriter, r *http.Request) {
+	anyone := pki.AllowRoles(pki.RoleController, pki.RoleHost, pki.RoleUser)
+	controller := pki.AllowRoles(pki.RoleController)
+	hosts := pki.AllowRoles(pki.RoleHost, pki.RoleController)
+	mux.HandleFunc("GET /v1/host", allow(anyone, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.hostReply())
-	})
-	mux.HandleFunc("GET /v1/vms", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /v1/vms", allow(anyone, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.localVMs())
-	})
-	mux.HandleFunc("POST /v1/incoming", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /v1/incoming", allow(pki.AllowRoles(pki.RoleHost), func(w http.ResponseWriter, r *http.Request) {
 		var req IncomingRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
+			return
+		}
+		// Only the migration's source host may ask (startIncoming checks
+		// the pool's record names it).
+		if p, _ := caller(r); p.Name != req.Src {
+			writeError(w, http.StatusForbidden, fmt.Errorf("%s may not ask for an incoming VM from host %s", p, req.Src))
 			return
 		}
 		addr, code, err := a.startIncoming(r.Context(), req)
@@ -89,16 +99,16 @@ func (a *Agent) handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, IncomingReply{Addr: addr})
-	})
-	mux.HandleFunc("DELETE /v1/incoming/{vm}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("DELETE /v1/incoming/{vm}", allow(hosts, func(w http.ResponseWriter, r *http.Request) {
 		code, err := a.cancelIncoming(r.Context(), r.PathValue("vm"), r.URL.Query().Get("migration"))
 		if err != nil {
 			writeError(w, code, err)
 			return
 		}
 		w.WriteHeader(code)
-	})
-	mux.HandleFunc("GET /v1/vms/{vm}/console", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /v1/vms/{vm}/console", allow(controller, func(w http.ResponseWriter, r *http.Request) {
 		off, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("offset %q: want a byte offset", r.URL.Query().Get("offset")))
@@ -110,8 +120,8 @@ func (a *Agent) handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, chunk)
-	})
-	mux.HandleFunc("POST /v1/vms/{vm}/console", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /v1/vms/{vm}/console", allow(controller, func(w http.ResponseWriter, r *http.Request) {
 		var in poolapi.ConsoleInput
 		if err := json.NewDecoder(io.LimitReader(r.Body, 80<<10)).Decode(&in); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
@@ -123,23 +133,9 @@ func (a *Agent) handler() http.Handler {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	return a.authenticate(mux)
-}
-
-// authenticate refuses requests without the pool's bearer token.
-func (a *Agent) authenticate(next http.Handler) http.Handler {
-	want := []byte("Bearer " + a.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit-agent"`)
-			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (the pool's agent token, --token-file)"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	}))
+	mux.Handle("GET /metrics", allow(anyone, promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP))
+	return mux
 }
 
 func (a *Agent) hostReply() HostReply {
@@ -240,19 +236,19 @@ func writeError(w http.ResponseWriter, code int, err error) {
 
 // Client talks to an agent's API.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
+	base string
+	http *http.Client
 }
 
-// NewClient returns a client for the agent at addr (host:port, or a URL)
-// with the pool's token.
-func NewClient(addr, token string) *Client {
+// NewClient returns a client for the agent at addr (host:port, or an
+// https URL) that proves itself with tlsCfg (a pki.Credential's
+// ClientConfig, which should accept only that agent's host).
+func NewClient(addr string, tlsCfg *tls.Config) *Client {
 	base := addr
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		base = "https://" + base
 	}
-	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
+	return &Client{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}}
 }
 
 // Host returns the agent's facts, lease and VMs.
@@ -305,7 +301,6 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/accel"
-	"github.com/godwit-vmm/godwit/internal/authtoken"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
-	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
 // maxSockPath bounds a Unix socket path (sockaddr_un.sun_path).
@@ -27,14 +25,17 @@ const Version = "godwit-agent/0.1"
 // Config is one agent's configuration. ParseFlags builds it from the
 // command line; tests may fill it in directly.
 type Config struct {
-	Host       string   // host name in the pool
-	Listen     string   // agent API address, host:port
-	MigrateIP  string   // address incoming VMMs listen on
-	PortLo     int      // first migration port
-	PortHi     int      // last migration port
-	Etcd       []string // etcd endpoints
-	StateDir   string
-	Token      string            // bearer token of the agent API (the pool's)
+	Host      string   // host name in the pool
+	Listen    string   // agent API address, host:port
+	MigrateIP string   // address incoming VMMs listen on
+	PortLo    int      // first migration port
+	PortHi    int      // last migration port
+	Etcd      []string // etcd endpoints
+	StateDir  string
+	// Credential is this host's credential directory (package pki:
+	// ca.pem, cert.pem, key.pem of role host, named Host). The agent's
+	// API, its etcd connection and its VMMs' migrations all use it.
+	Credential string
 	Bridges    map[string]string // network name -> local bridge
 	StorageIDs []string
 	// Storage maps each storage ID to where it is mounted here; a VM's
@@ -50,10 +51,6 @@ type Config struct {
 	// VerifyMigrations makes every migration this agent drives check a
 	// CRC32C of all guest RAM on the destination before it commits.
 	VerifyMigrations bool
-	// MigrationTLSDir, if set, makes the VMMs migrate over TLS with the
-	// certificates there (ca.pem, cert.pem, key.pem: see package
-	// migration); every host of the pool needs it.
-	MigrationTLSDir string
 	// Accel is the accelerator this host's VMs run on: "auto" (or ""),
 	// "kvm" or "emu" (package accel); the VMMs get it as --accel.
 	Accel string
@@ -87,8 +84,8 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("agent: --state-dir is required")
 	}
-	if len(c.Token) < authtoken.MinLen {
-		return fmt.Errorf("agent: the API token must be at least %d characters (--token-file)", authtoken.MinLen)
+	if c.Credential == "" {
+		return errors.New("agent: --credential is required (this host's directory from godwit pki issue --role host)")
 	}
 	if c.Godwit == "" {
 		return errors.New("agent: --godwit: no VMM binary")
@@ -110,7 +107,7 @@ func (c *Config) Validate() error {
 const Usage = `godwit agent: the host agent of a Godwit pool
 
 Usage:
-  godwit agent --host NAME --etcd ENDPOINTS --state-dir DIR --token-file FILE [flags]
+  godwit agent --host NAME --etcd ENDPOINTS --state-dir DIR --credential DIR [flags]
 
 `
 
@@ -129,7 +126,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ports := fs.String("migrate-ports", DefaultPorts, "port range of incoming VMMs")
 	etcd := fs.String("etcd", "", "etcd endpoints, comma-separated (http://127.0.0.1:2379,...)")
 	state := fs.String("state-dir", "/var/lib/godwit/agent", "state directory (lease ID, fence file, one directory per VM)")
-	tokenFile := fs.String("token-file", "", "file holding the bearer token of the agent API (the same on every host of the pool)")
+	credential := fs.String("credential", "/etc/godwit/credential", "this host's credential directory (godwit pki issue --role host --name HOST)")
 	fs.Var(&bridges, "bridge", "L2 network present here: BRIDGE, or NETWORK=BRIDGE (repeatable)")
 	fs.Var(&storage, "storage-id", "shared storage reachable from here, ID=DIR or an absolute DIR that is its own ID; disks must lie under DIR (repeatable)")
 	var blockStorage multiFlag
@@ -142,7 +139,6 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	godwit := fs.String("godwit", "", "godwit binary started as VMM (default: this executable)")
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
 	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
-	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS: DIR holds ca.pem, cert.pem (naming --migrate-ip) and key.pem; give it on every host")
 	accelName := fs.String("accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -157,13 +153,8 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
 		LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		VerifyMigrations: *verify, MigrationTLSDir: *tlsDir, Accel: *accelName,
+		VerifyMigrations: *verify, Accel: *accelName, Credential: *credential,
 		Bridges: map[string]string{},
-	}
-	if c.MigrationTLSDir != "" {
-		if _, err := migration.LoadTLS(c.MigrationTLSDir); err != nil {
-			return nil, fmt.Errorf("agent: --migration-tls-dir: %w", err)
-		}
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()
@@ -194,14 +185,6 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 		c.Bridges[network] = br
 	}
-	if *tokenFile == "" {
-		return nil, errors.New("agent: --token-file is required (the API refuses unauthenticated requests)")
-	}
-	tok, err := authtoken.ReadFile(*tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("agent: --token-file: %w", err)
-	}
-	c.Token = tok
 	if c.Godwit == "" {
 		if c.Godwit, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("agent: --godwit not given and no executable path: %w", err)
@@ -209,6 +192,11 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	}
 	if c.StateDir, err = filepath.Abs(c.StateDir); err != nil {
 		return nil, err
+	}
+	if c.Credential != "" {
+		if c.Credential, err = filepath.Abs(c.Credential); err != nil {
+			return nil, err
+		}
 	}
 	return c, c.Validate()
 }

@@ -39,14 +39,17 @@
 //
 // # API
 //
-// HTTP/JSON on --listen; every request needs `Authorization: Bearer
-// <token>` (the pool's agent token, --token-file), else 401.
+// HTTPS/JSON on --listen, with a client certificate of the pool (package
+// pki; security.go): the TLS handshake refuses any other, and each route
+// then serves only some roles (403 for the others).
 //
-//	GET    /v1/host            facts, lease, time to the deadline, VMs here
-//	GET    /v1/vms             the VMMs of this host
-//	POST   /v1/incoming        IncomingRequest → IncomingReply: start an incoming VMM
-//	DELETE /v1/incoming/{vm}   remove the incoming VMM of a failed migration
-//	GET    /metrics            Prometheus text format
+//	GET    /v1/host            facts, lease, time to the deadline, VMs here   any pool identity
+//	GET    /v1/vms             the VMMs of this host                          any pool identity
+//	POST   /v1/incoming        IncomingRequest → IncomingReply: start an      the source host
+//	                           incoming VMM                                   named in the request
+//	DELETE /v1/incoming/{vm}   remove the incoming VMM of a failed migration  a host or a controller
+//	GET|POST /v1/vms/{vm}/console  the guest console                          a controller
+//	GET    /metrics            Prometheus text format                         any pool identity
 //
 // Client is the Go client of that API; the source agent uses it to ask the
 // destination agent for an incoming VMM, and the CLI may use it.

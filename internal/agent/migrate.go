@@ -218,7 +218,7 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 		fail(fmt.Sprintf("destination host %s is not alive in the pool", rec.Dst))
 		return
 	}
-	dstClient = NewClient(dst.Info.Addr, a.cfg.Token)
+	dstClient = a.agentClient(dst.Info.Addr, rec.Dst)
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	inc, err := dstClient.Incoming(ictx, IncomingRequest{
 		VM: vm, Spec: spec, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Src: a.cfg.Host,
@@ -242,7 +242,7 @@ func (a *Agent) runMigration(ctx context.Context, lease *store.HostLease, m stor
 	// The VMMs do the handover: the destination's HandOver is guarded by
 	// the owner revision and the migration ID passed here.
 	reply, err := api.NewClient(p.sock).Migrate(ctx, api.MigrateRequest{
-		To: inc.Addr, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Verify: a.cfg.VerifyMigrations,
+		To: inc.Addr, Peer: rec.Dst, OwnerRev: rec.ExpectOwnerRev, MigrationID: rec.ID, Verify: a.cfg.VerifyMigrations,
 		Bandwidth: rec.Bandwidth, DowntimeMs: rec.DowntimeMs,
 	})
 	close(done)
@@ -332,10 +332,19 @@ func (a *Agent) startIncoming(ctx context.Context, req IncomingRequest) (string,
 	switch {
 	case err != nil:
 		return "", http.StatusConflict, fmt.Errorf("vm %s: no migration record: %v", req.VM, err)
-	case rec.ID != req.MigrationID || rec.Dst != a.cfg.Host || rec.Phase.Terminal() || rec.ExpectOwnerRev != req.OwnerRev:
-		return "", http.StatusConflict, fmt.Errorf("vm %s: the migration record (id %s, to %s, phase %s, owner rev %d) does not match this request (id %s, owner rev %d)",
-			req.VM, rec.ID, rec.Dst, rec.Phase, rec.ExpectOwnerRev, req.MigrationID, req.OwnerRev)
+	case rec.ID != req.MigrationID || rec.Dst != a.cfg.Host || rec.Src != req.Src || rec.Phase.Terminal() || rec.ExpectOwnerRev != req.OwnerRev:
+		return "", http.StatusConflict, fmt.Errorf("vm %s: the migration record (id %s, %s to %s, phase %s, owner rev %d) does not match this request (id %s from %s, owner rev %d)",
+			req.VM, rec.ID, rec.Src, rec.Dst, rec.Phase, rec.ExpectOwnerRev, req.MigrationID, req.Src, req.OwnerRev)
 	}
+	// The VM's devices come from the pool's spec, not from the request:
+	// the source names no path this host opens.
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	spec, _, err := a.st.GetVMSpec(sctx, req.VM)
+	cancel()
+	if err != nil {
+		return "", http.StatusConflict, fmt.Errorf("vm %s: no spec in the pool: %v", req.VM, err)
+	}
+	req.Spec = spec
 	if !a.vmmHandover {
 		return "", http.StatusNotImplemented, fmt.Errorf("the VMM %s cannot hand over ownership (no --owner-rev/--migration-id): update godwit on host %s", a.cfg.Godwit, a.cfg.Host)
 	}
@@ -368,7 +377,7 @@ func (a *Agent) startIncoming(ctx context.Context, req IncomingRequest) (string,
 		return "", http.StatusServiceUnavailable, err
 	}
 	args := a.vmmArgs(req.VM, int64(lease.ID()))
-	args = append(args, "--incoming", "tcp:"+addr)
+	args = append(args, "--incoming", "tcp:"+addr, "--migration-peer", req.Src)
 	if a.vmmHandover {
 		args = append(args, "--owner-rev", strconv.FormatInt(req.OwnerRev, 10), "--migration-id", req.MigrationID)
 	}

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"crypto/tls"
 	"io"
+	"log"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,16 +13,14 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/kvm"
+	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
 func TestParseFlags(t *testing.T) {
 	dir := t.TempDir()
-	tok := filepath.Join(dir, "token")
-	os.WriteFile(tok, []byte("0123456789abcdef0123\n"), 0o600)
-	short := filepath.Join(dir, "short")
-	os.WriteFile(short, []byte("short\n"), 0o600)
 	self, _ := os.Executable()
-	base := []string{"--host", "h1", "--etcd", "http://127.0.0.1:2379, http://127.0.0.2:2379", "--state-dir", dir, "--token-file", tok, "--godwit", self}
+	base := []string{"--host", "h1", "--etcd", "http://127.0.0.1:2379, http://127.0.0.2:2379", "--state-dir", dir, "--credential", "cred", "--godwit", self}
 	tests := []struct {
 		name  string
 		extra []string
@@ -28,7 +28,7 @@ func TestParseFlags(t *testing.T) {
 		check func(*Config) bool
 	}{
 		{"defaults", nil, "", func(c *Config) bool {
-			return c.PortLo == 4400 && c.PortHi == 4499 && len(c.Etcd) == 2 && c.Token == "0123456789abcdef0123" && c.LeaseTTL.Seconds() == 10
+			return c.PortLo == 4400 && c.PortHi == 4499 && len(c.Etcd) == 2 && filepath.IsAbs(c.Credential) && c.LeaseTTL.Seconds() == 10
 		}},
 		{"bridges", []string{"--bridge", "br0", "--bridge", "vmnet=br1", "--storage-id", "nfs1=" + dir}, "", func(c *Config) bool {
 			return c.Bridges["br0"] == "br0" && c.Bridges["vmnet"] == "br1" && c.StorageIDs[0] == "nfs1" && c.Storage["nfs1"].Root != ""
@@ -38,7 +38,7 @@ func TestParseFlags(t *testing.T) {
 		{"bad ports", []string{"--migrate-ports", "5000-4000"}, "--migrate-ports", nil},
 		{"bad ip", []string{"--migrate-ip", "nowhere"}, "--migrate-ip", nil},
 		{"bad lease", []string{"--lease-ttl", "3s", "--lease-margin", "2s"}, "renewals", nil},
-		{"short token", []string{"--token-file", short}, "token", nil},
+		{"no credential", []string{"--credential", ""}, "--credential is required", nil},
 		{"bad bridge", []string{"--bridge", "net="}, "--bridge", nil},
 	}
 	for _, tc := range tests {
@@ -57,9 +57,6 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("config %+v", c)
 			}
 		})
-	}
-	if _, err := ParseFlags([]string{"--host", "h1", "--etcd", "x", "--state-dir", dir}, io.Discard); err == nil || !strings.Contains(err.Error(), "--token-file") {
-		t.Errorf("no token file: %v", err)
 	}
 }
 
@@ -94,31 +91,64 @@ func TestHashCPUID(t *testing.T) {
 	}
 }
 
-// TestAPIAuth: every endpoint wants the bearer token.
-func TestAPIAuth(t *testing.T) {
+// TestAPIAccess: the agent's API is HTTPS with a certificate of the pool,
+// checked at the handshake, and each route serves only its callers: the
+// controller everything, users and hosts reading, the console only the
+// controller, an incoming VM only the host the request names as source.
+func TestAPIAccess(t *testing.T) {
+	p := testenv.NewPoolPKI(t, "godwit")
 	self, _ := os.Executable()
-	a := &Agent{cfg: Config{Token: "0123456789abcdef0123", Godwit: self, StateDir: t.TempDir()}, procs: map[string]*vmmProc{}, status: nil}
+	a := &Agent{cfg: Config{Host: "h1", Godwit: self, StateDir: t.TempDir()}, procs: map[string]*vmmProc{},
+		cred: p.Credential(t, pki.RoleHost, "h1", "127.0.0.1")}
 	a.metrics = newMetrics(a)
-	srv := httptest.NewServer(a.handler())
-	defer srv.Close()
-	for _, path := range []string{"/v1/host", "/v1/vms", "/metrics"} {
-		for _, auth := range []string{"", "Bearer wrong", "Bearer 0123456789abcdef0123"} {
-			req, _ := http.NewRequest("GET", srv.URL+path, nil)
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: a.handler(), TLSConfig: a.apiTLS(), ErrorLog: log.New(io.Discard, "", 0)}
+	go hs.ServeTLS(ln, "", "")
+	defer hs.Close()
+	base := "https://" + ln.Addr().String()
+	as := func(role pki.Role, name string) *http.Client {
+		cfg := p.Credential(t, role, name).ClientConfig("", pki.AllowPeer(pki.RoleHost, "h1"))
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	ctl, user, h2 := as(pki.RoleController, "c1"), as(pki.RoleUser, "alice"), as(pki.RoleHost, "h2")
+	for _, tc := range []struct {
+		who          string
+		c            *http.Client
+		method, path string
+		body         string
+		want         int
+	}{
+		{"controller", ctl, "GET", "/v1/host", "", 200},
+		{"user", user, "GET", "/v1/host", "", 200},
+		{"host", h2, "GET", "/metrics", "", 200},
+		{"user", user, "GET", "/v1/vms/vm1/console?offset=0", "", 403},
+		{"host", h2, "POST", "/v1/vms/vm1/console", `{"text":"x"}`, 403},
+		{"controller", ctl, "GET", "/v1/vms/vm1/console?offset=0", "", 404},
+		{"user", user, "POST", "/v1/incoming", `{"vm":"vm1","src":"alice"}`, 403},
+		{"host h2 for h3", h2, "POST", "/v1/incoming", `{"vm":"vm1","src":"h3"}`, 403},
+		{"user", user, "DELETE", "/v1/incoming/vm1", "", 403},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+		resp, err := tc.c.Do(req)
+		if err != nil {
+			t.Errorf("%s %s as %s: %v", tc.method, tc.path, tc.who, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s as %s: %d, want %d", tc.method, tc.path, tc.who, resp.StatusCode, tc.want)
+		}
+	}
+	// No certificate, or another pool's: refused at the handshake.
+	foreign := testenv.NewPoolPKI(t, "godwit").Credential(t, pki.RoleController, "c1").ClientConfig("", nil)
+	for what, cfg := range map[string]*tls.Config{"no certificate": {InsecureSkipVerify: true}, "another CA's": foreign} {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		if resp, err := c.Get(base + "/v1/host"); err == nil {
 			resp.Body.Close()
-			want := http.StatusUnauthorized
-			if strings.HasSuffix(auth, "0123") {
-				want = http.StatusOK
-			}
-			if resp.StatusCode != want {
-				t.Errorf("GET %s with %q: %d, want %d", path, auth, resp.StatusCode, want)
-			}
+			t.Errorf("%s: answered %s", what, resp.Status)
 		}
 	}
 }

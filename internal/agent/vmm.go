@@ -82,9 +82,9 @@ func (a *Agent) vmmArgs(vm string, lease int64) []string {
 		"--log-level", a.cfg.LogLevel,
 		"--fence-file", a.fencePath(),
 	}
-	if a.cfg.MigrationTLSDir != "" {
-		args = append(args, "--migration-tls-dir", a.cfg.MigrationTLSDir)
-	}
+	// The host's credential: the VMM's etcd client (the owner key) and its
+	// migrations, in and out, use it.
+	args = append(args, "--credential", a.cfg.Credential)
 	if a.cfg.Accel != "" {
 		args = append(args, "--accel", a.cfg.Accel)
 	}

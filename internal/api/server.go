@@ -63,6 +63,9 @@ type MigrateRequest struct {
 	// and the migration's ID, which guard the switchover (set by agents).
 	OwnerRev    int64  `json:"owner_rev,omitempty"`
 	MigrationID string `json:"migration_id,omitempty"`
+	// Peer, in a pool, is the destination host: the VMM (run with
+	// --credential) accepts only that host's certificate.
+	Peer string `json:"peer,omitempty"`
 }
 
 // MigrateReply is the answer to PUT /v1/vm/migrate: the report, and the

@@ -22,19 +22,18 @@ import (
 // leader or not: nothing is written to the pool.
 
 // agentClient calls agents; console reads are small and quick.
-var agentClient = &http.Client{Timeout: 10 * time.Second}
 
 func (c *Controller) consoleRead(ctx context.Context, r *http.Request) (int, any, error) {
 	off, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
 	if err != nil {
 		return 0, nil, badRequest(fmt.Sprintf("offset %q: want a byte offset (negative: that many last bytes)", r.URL.Query().Get("offset")))
 	}
-	v, addr, err := c.consoleHost(ctx, r.PathValue("v"), false)
+	v, ag, err := c.consoleHost(ctx, r.PathValue("v"), false)
 	if err != nil {
 		return 0, nil, err
 	}
 	var out poolapi.ConsoleChunk
-	if err := c.callAgent(ctx, addr, http.MethodGet, "/v1/vms/"+url.PathEscape(v.Name)+"/console?offset="+strconv.FormatInt(off, 10), nil, &out); err != nil {
+	if err := c.callAgent(ctx, ag, http.MethodGet, "/v1/vms/"+url.PathEscape(v.Name)+"/console?offset="+strconv.FormatInt(off, 10), nil, &out); err != nil {
 		return 0, nil, err
 	}
 	return http.StatusOK, out, nil
@@ -48,12 +47,12 @@ func (c *Controller) consoleWrite(ctx context.Context, r *http.Request) (int, an
 	if in.Text == "" || len(in.Text) > 64<<10 {
 		return 0, nil, badRequest(fmt.Sprintf("console input of %d bytes: want 1 to 64 KiB", len(in.Text)))
 	}
-	v, addr, err := c.consoleHost(ctx, r.PathValue("v"), true)
+	v, ag, err := c.consoleHost(ctx, r.PathValue("v"), true)
 	if err != nil {
 		return 0, nil, err
 	}
 	body, _ := json.Marshal(in)
-	if err := c.callAgent(ctx, addr, http.MethodPost, "/v1/vms/"+url.PathEscape(v.Name)+"/console", body, nil); err != nil {
+	if err := c.callAgent(ctx, ag, http.MethodPost, "/v1/vms/"+url.PathEscape(v.Name)+"/console", body, nil); err != nil {
 		return 0, nil, err
 	}
 	return http.StatusNoContent, nil, nil
@@ -61,10 +60,10 @@ func (c *Controller) consoleWrite(ctx context.Context, r *http.Request) (int, an
 
 // consoleHost finds the agent address of the host with vm's console: its
 // owner; for reading only, also the host that reported it last.
-func (c *Controller) consoleHost(ctx context.Context, name string, running bool) (store.VM, string, error) {
+func (c *Controller) consoleHost(ctx context.Context, name string, running bool) (store.VM, agentRef, error) {
 	v, err := c.getVM(ctx, name)
 	if err != nil {
-		return v, "", err
+		return v, agentRef{}, err
 	}
 	host := ""
 	switch {
@@ -74,31 +73,37 @@ func (c *Controller) consoleHost(ctx context.Context, name string, running bool)
 		host = v.Status.Host
 	}
 	if host == "" {
-		return v, "", conflict(fmt.Sprintf("vm %s runs on no host (phase %s)", v.Name, vmView(v).Phase), nil)
+		return v, agentRef{}, conflict(fmt.Sprintf("vm %s runs on no host (phase %s)", v.Name, vmView(v).Phase), nil)
 	}
 	h, err := c.st.GetHost(ctx, host)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return v, "", unavailable(err)
+		return v, agentRef{}, unavailable(err)
 	}
 	if err != nil || h.Info == nil || h.Info.Addr == "" {
-		return v, "", conflict(fmt.Sprintf("vm %s: host %s has no registered agent to ask", v.Name, host), nil)
+		return v, agentRef{}, conflict(fmt.Sprintf("vm %s: host %s has no registered agent to ask", v.Name, host), nil)
 	}
-	return v, h.Info.Addr, nil
+	return v, agentRef{host: host, addr: h.Info.Addr}, nil
 }
 
-// callAgent sends one request to the agent at addr; an agent error comes
-// back as the same status and message.
-func (c *Controller) callAgent(ctx context.Context, addr, method, path string, body []byte, out any) error {
+// agentRef is a host's agent: its name (which its certificate must bear)
+// and API address.
+type agentRef struct{ host, addr string }
+
+// callAgent sends one request to the agent ag; an agent error comes back
+// as the same status and message.
+func (c *Controller) callAgent(ctx context.Context, ag agentRef, method, path string, body []byte, out any) error {
+	addr := ag.addr
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	resp, err := agentClient.Do(req)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: c.agentTLS(ag.host)}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		return agentDown(addr, err)
 	}

@@ -30,9 +30,9 @@ package controller
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -43,6 +43,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/placement"
+	"github.com/godwit-vmm/godwit/internal/pki"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -64,8 +65,10 @@ type Config struct {
 	// AdvertiseURL is how peers and clients reach this API; default
 	// http://<bound listen address>.
 	AdvertiseURL string
-	// Token is the bearer token every API request must carry.
-	Token string
+	// PKIDir is the pool's CA directory (godwit pki init). The controller
+	// takes its certificate from it, serves the API and the embedded
+	// etcd over mutual TLS only, and mirrors it into etcd (security.go).
+	PKIDir string
 	// Endpoints names an external etcd cluster. Empty: start the embedded
 	// member described by Etcd.
 	Endpoints []string
@@ -99,10 +102,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("controller: --pool: %w", err)
 		}
 	}
-	if c.Token == "" {
-		return errors.New("controller: no API token (put one in a file and pass --token-file)")
+	if c.PKIDir == "" {
+		return errNoPKI
 	}
-	if len(c.Endpoints) == 0 {
+	if len(c.Endpoints) > 0 {
+		if err := checkEndpoints(c.Endpoints); err != nil {
+			return err
+		}
+	} else {
 		if err := c.Etcd.Validate(); err != nil {
 			return fmt.Errorf("controller: embedded etcd: %w", err)
 		}
@@ -147,6 +154,8 @@ type Controller struct {
 	srv       *http.Server
 	url       string
 	metrics   *metrics
+	ca        *pki.CA
+	cred      *pki.Credential // this controller's
 
 	stop     context.CancelFunc
 	loopDone chan struct{}
@@ -196,18 +205,33 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		}
 	}()
 
+	if err := c.loadCredential(); err != nil {
+		return nil, err
+	}
 	c.endpoints = cfg.Endpoints
 	if len(cfg.Endpoints) == 0 {
-		if c.etcd, err = etcdserver.Start(ctx, cfg.Etcd); err != nil {
+		ec := cfg.Etcd
+		ec.TLSDir, ec.CRLFile = c.credDir(), c.etcdCRL()
+		if c.etcd, err = etcdserver.Start(ctx, ec); err != nil {
 			return nil, fmt.Errorf("controller: %w", err)
 		}
 		c.endpoints = c.etcd.Endpoints()
 		c.log.Info("embedded etcd ready", "endpoints", c.endpoints, "dir", cfg.Etcd.Dir, "after", c.etcd.ReadyAfter())
 	}
-	if c.cli, err = store.Connect(ctx, store.ClientConfig{Endpoints: c.endpoints, Logger: cfg.Logger}); err != nil {
+	if c.cli, err = store.Connect(ctx, store.ClientConfig{Endpoints: c.endpoints, Logger: cfg.Logger, TLS: c.etcdTLS()}); err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	c.st = store.New(c.cli)
+	if c.etcdIsTLS() {
+		if err := store.EnableAuth(ctx, c.cli, c.cred.Peer().String()); err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		if err := c.syncPKI(ctx); err != nil {
+			return nil, fmt.Errorf("controller: mirror the CA into etcd: %w", err)
+		}
+	} else {
+		c.log.Warn("etcd on loopback without TLS: no access control in etcd (tests only)", "endpoints", c.endpoints)
+	}
 	if err := c.checkPool(ctx); err != nil {
 		return nil, err
 	}
@@ -217,13 +241,14 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	}
 	c.url = cfg.AdvertiseURL
 	if c.url == "" {
-		c.url = "http://" + c.ln.Addr().String()
+		c.url = "https://" + c.ln.Addr().String()
 	}
 	c.metrics = newMetrics(c)
-	c.srv = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	c.srv = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: c.apiTLS(),
+		ErrorLog: slogErrorLog(c.log)}
 	go func() {
 		defer close(c.srvDone)
-		if err := c.srv.Serve(c.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := c.srv.ServeTLS(c.ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.log.Error("api server stopped", "err", err)
 		}
 	}()
@@ -233,6 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	go c.electLoop(lctx)
 	go c.runOps(lctx)
 	go c.balanceLoop(lctx)
+	go c.pkiLoop(lctx)
 	c.log.Info("controller started", "pool", cfg.Pool, "api", c.url, "etcd", c.endpoints, "embedded", c.etcd != nil)
 	return c, nil
 }
@@ -401,19 +427,18 @@ func (c *Controller) closeConns() {
 	}
 }
 
-// Handler is the API with authentication.
+// Handler is the API. Who may call it is settled at the TLS handshake
+// (apiTLS): a user's or a controller's certificate of the pool.
 func (c *Controller) Handler() http.Handler {
 	mux := http.NewServeMux()
 	c.routes(mux)
-	want := []byte("Bearer " + c.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, &apiError{status: http.StatusUnauthorized, code: "unauthorized",
-				msg: "missing or wrong bearer token (the CLI reads it from --token-file or $GODWIT_TOKEN)"})
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	return mux
+}
+
+// slogErrorLog sends net/http's own errors (refused TLS handshakes among
+// them) to the structured log.
+func slogErrorLog(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 }
 
 // EtcdErr delivers a fatal error of the embedded etcd member; nil channel

@@ -2,10 +2,13 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,10 +17,23 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const testToken = "s3cret"
+// testPKIs holds each test's pool CA: controllers of one test share it.
+var testPKIs sync.Map // *testing.T -> *testenv.PoolPKI
+
+func testPKI(t *testing.T) *testenv.PoolPKI {
+	if p, ok := testPKIs.Load(t); ok {
+		return p.(*testenv.PoolPKI)
+	}
+	p := testenv.NewPoolPKI(t, DefaultPool)
+	testPKIs.Store(t, p)
+	t.Cleanup(func() { testPKIs.Delete(t) })
+	return p
+}
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -39,7 +55,7 @@ func startEtcd(t *testing.T) []string {
 // startController starts a controller on endpoints (nil: embedded etcd).
 func startController(t *testing.T, id string, endpoints []string, mod ...func(*Config)) *Controller {
 	t.Helper()
-	cfg := Config{ID: id, Listen: "127.0.0.1:0", Token: testToken, Endpoints: endpoints, SessionTTL: 2 * time.Second,
+	cfg := Config{ID: id, Listen: "127.0.0.1:0", PKIDir: testPKI(t).Dir(), Endpoints: endpoints, SessionTTL: 2 * time.Second,
 		Etcd: etcdserver.Config{Dir: t.TempDir(), LogLevel: "off"}}
 	for _, m := range mod {
 		m(&cfg)
@@ -91,7 +107,36 @@ func register(t *testing.T, st *store.Store, info store.HostInfo) testHost {
 	return testHost{name: info.Host, lease: resp.ID}
 }
 
-func client(c *Controller) *poolapi.Client { return poolapi.NewClient(c.URL(), testToken) }
+// client is a pool user's API client of c.
+func client(c *Controller) *poolapi.Client { return poolapi.NewClient(c.URL(), userTLS(c)) }
+
+var userMu sync.Mutex
+
+// userDir is the credential of pool user "alice" of c's CA, issued once.
+func (c *Controller) userDir() string {
+	userMu.Lock()
+	defer userMu.Unlock()
+	dir := filepath.Join(filepath.Dir(c.cfg.PKIDir), "user-alice")
+	if _, err := os.Stat(dir); err != nil {
+		b, err := c.ca.Issue(pki.RoleUser, "alice", pki.IssueOptions{})
+		if err == nil {
+			err = b.Write(dir)
+		}
+		if err != nil {
+			panic(err)
+		}
+	}
+	return dir
+}
+
+// userTLS is the TLS of a pool user "alice" towards c.
+func userTLS(c *Controller) *tls.Config {
+	cred, err := pki.LoadCredential(c.userDir())
+	if err != nil {
+		panic(err)
+	}
+	return cred.ClientConfig("", pki.AllowRoles(pki.RoleController))
+}
 
 func vmReq(name string) poolapi.CreateVMRequest {
 	return poolapi.CreateVMRequest{Name: name, Spec: store.VMSpec{VCPUs: 1, MemBytes: 512 << 20, Kernel: "/guest.elf", Cmdline: "cpus=1",
@@ -114,14 +159,15 @@ func apiErr(t *testing.T, err error, status int, substr ...string) *poolapi.Erro
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{ID: "c1", Token: "t", Endpoints: []string{"http://127.0.0.1:2379"}}
+	ok := Config{ID: "c1", PKIDir: "/pki", Endpoints: []string{"http://127.0.0.1:2379"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	for name, mod := range map[string]func(*Config){
 		"no id":       func(c *Config) { c.ID = "" },
 		"bad id":      func(c *Config) { c.ID = "C/1" },
-		"no token":    func(c *Config) { c.Token = "" },
+		"no pki":      func(c *Config) { c.PKIDir = "" },
+		"plain etcd":  func(c *Config) { c.Endpoints = []string{"http://10.0.0.1:2379"} },
 		"no data dir": func(c *Config) { c.Endpoints = nil },
 		"bad ttl":     func(c *Config) { c.SessionTTL = 1500 * time.Millisecond },
 		"bad pool":    func(c *Config) { c.Pool = "A B" },
@@ -425,7 +471,7 @@ func TestLeaderElection(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 
 	// The follower refuses writes, naming the leader; it serves reads.
-	status, body := rawPost(t, c2.URL()+"/v1/vms", `{"name":"vm1","spec":{"vcpus":1,"mem_bytes":536870912,"kernel":"/k"}}`)
+	status, body := rawPost(t, c2, "/v1/vms", `{"name":"vm1","spec":{"vcpus":1,"mem_bytes":536870912,"kernel":"/k"}}`)
 	if status != 503 || !strings.Contains(body, "leader is c1 at "+c1.URL()) {
 		t.Fatalf("follower write: %d %s", status, body)
 	}
@@ -484,7 +530,7 @@ func TestDeposedLeader(t *testing.T) {
 	for c1.IsLeader() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	status, body := rawPost(t, c1.URL()+"/v1/vms/vm1/stop", "")
+	status, body := rawPost(t, c1, "/v1/vms/vm1/stop", "")
 	if status != 503 || !strings.Contains(body, "leader is c2") {
 		t.Fatalf("deposed controller: %d %s", status, body)
 	}
@@ -494,13 +540,14 @@ func TestDeposedLeader(t *testing.T) {
 // another pool refuses to start.
 func TestOtherPoolRefused(t *testing.T) {
 	eps := startEtcd(t)
-	startController(t, "c1", eps, func(c *Config) { c.Pool = "alpha" })
-	_, err := Start(ctxT(t, 20*time.Second), Config{ID: "c2", Pool: "beta", Listen: "127.0.0.1:0", Token: "t", Endpoints: eps})
+	alpha := testenv.NewPoolPKI(t, "alpha").Dir()
+	startController(t, "c1", eps, func(c *Config) { c.Pool, c.PKIDir = "alpha", alpha })
+	_, err := Start(ctxT(t, 20*time.Second), Config{ID: "c2", Pool: "beta", Listen: "127.0.0.1:0", PKIDir: testenv.NewPoolPKI(t, "beta").Dir(), Endpoints: eps})
 	if err == nil || !strings.Contains(err.Error(), `holds pool "alpha"`) || !strings.Contains(err.Error(), "--pool alpha") {
 		t.Fatalf("Start on another pool's etcd: %v", err)
 	}
 	// The same pool joins.
-	startController(t, "c3", eps, func(c *Config) { c.Pool = "alpha" })
+	startController(t, "c3", eps, func(c *Config) { c.Pool, c.PKIDir = "alpha", alpha })
 }
 
 func TestAuthAndMetrics(t *testing.T) {
@@ -511,12 +558,49 @@ func TestAuthAndMetrics(t *testing.T) {
 	if _, err := client(c).CreateVM(ctx, vmReq("vm1")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := poolapi.NewClient(c.URL(), "wrong").Hosts(ctx)
-	apiErr(t, err, 401, "bearer token")
+	// Who may call: a user or a controller of the pool. A host's
+	// certificate, one of another CA, and no certificate at all are
+	// refused at the TLS handshake.
+	p := testPKI(t)
+	for what, cfg := range map[string]*tls.Config{
+		"a host":    p.Credential(t, pki.RoleHost, "h1").ClientConfig("", nil),
+		"a foreign": testenv.NewPoolPKI(t, DefaultPool).Credential(t, pki.RoleUser, "alice").ClientConfig("", nil),
+		"no":        {InsecureSkipVerify: true},
+	} {
+		_, err := poolapi.NewClient(c.URL(), cfg).Hosts(ctx)
+		if e := (*poolapi.Error)(nil); err == nil || errors.As(err, &e) {
+			t.Errorf("%s certificate: %v, want the connection refused (no API answer)", what, err)
+		}
+	}
+	if _, err := poolapi.NewClient(strings.Replace(c.URL(), "https:", "http:", 1), nil).Hosts(ctx); err == nil {
+		t.Error("a plaintext client was answered")
+	}
+	// A revoked user is refused from the next connection on.
+	bob := p.Issue(t, pki.RoleUser, "bob")
+	bobCred, err := pki.LoadCredential(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := poolapi.NewClient(c.URL(), bobCred.ClientConfig("", nil)).Hosts(ctx); err != nil {
+		t.Fatalf("user bob before revocation: %v", err)
+	}
+	if _, err := p.CA.Revoke(pki.RoleUser, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := poolapi.NewClient(c.URL(), bobCred.ClientConfig("", nil)).Hosts(ctx)
+		if e := (*poolapi.Error)(nil); err != nil && !errors.As(err, &e) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked user bob still served after 5 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
-	req, _ := http.NewRequest("GET", c.URL()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: userTLS(c)}}
+	resp, err := hc.Get(c.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,15 +618,87 @@ func TestAuthAndMetrics(t *testing.T) {
 	}
 }
 
-func rawPost(t *testing.T, url, body string) (int, string) {
+func rawPost(t *testing.T, c *Controller, path, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequest("POST", c.URL()+path, strings.NewReader(body))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: userTLS(c)}}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestEtcdAccess: the embedded etcd serves only TLS with a certificate of
+// the pool, and each role reaches only its keys: a host reads the pool and
+// writes its own record, not another host's, nor the rules; a user has no
+// etcd access at all (it goes through the API); a host revoked in the CA
+// loses its etcd user within a few seconds.
+func TestEtcdAccess(t *testing.T) {
+	p := testPKI(t)
+	h1 := p.Credential(t, pki.RoleHost, "h1")
+	alice := p.Credential(t, pki.RoleUser, "alice")
+	c := startController(t, "c1", nil)
+	eps := c.Endpoints()
+	if !strings.HasPrefix(eps[0], "https://") {
+		t.Fatalf("embedded etcd at %v: want https", eps)
+	}
+	connect := func(cfg *tls.Config) (*clientv3.Client, error) {
+		return store.Connect(ctxT(t, 10*time.Second), store.ClientConfig{Endpoints: eps, TLS: cfg, DialTimeout: 2 * time.Second})
+	}
+	// No certificate, another CA's, plaintext: no connection at all.
+	foreign := testenv.NewPoolPKI(t, DefaultPool).Credential(t, pki.RoleHost, "h1")
+	for what, cfg := range map[string]*tls.Config{
+		"no certificate": {InsecureSkipVerify: true},
+		"another CA's":   foreign.ClientConfig("", nil),
+	} {
+		if cli, err := connect(cfg); err == nil {
+			cli.Close()
+			t.Errorf("%s: connected to etcd", what)
+		}
+	}
+	if cli, err := store.Connect(ctxT(t, 10*time.Second), store.ClientConfig{Endpoints: []string{strings.Replace(eps[0], "https", "http", 1)}, DialTimeout: 2 * time.Second}); err == nil {
+		cli.Close()
+		t.Error("plaintext: connected to etcd")
+	}
+	// A user's certificate: TLS passes, etcd knows no such user.
+	if cli, err := connect(alice.ClientConfig("", nil)); err == nil {
+		cli.Close()
+		t.Error("a user's certificate reads etcd")
+	}
+
+	cli, err := connect(h1.ClientConfig("", nil))
+	if err != nil {
+		t.Fatalf("host h1: %v", err)
+	}
+	defer cli.Close()
+	ctx := ctxT(t, 10*time.Second)
+	if _, err := cli.Get(ctx, store.Prefix, clientv3.WithPrefix()); err != nil {
+		t.Errorf("h1 reads the pool: %v", err)
+	}
+	if _, err := cli.Put(ctx, store.HostInfoKey("h1"), "{}"); err != nil {
+		t.Errorf("h1 writes its own record: %v", err)
+	}
+	for _, key := range []string{store.HostInfoKey("h2"), store.HostAliveKey("h2"), store.RuleKey("r1"), store.ConfigKey, store.CRLKey} {
+		if _, err := cli.Put(ctx, key, "{}"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("h1 writes %s: %v, want permission denied", key, err)
+		}
+	}
+	if _, err := p.CA.Revoke(pki.RoleHost, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := cli.Put(ctx, store.HostInfoKey("h1"), "{}")
+		if err != nil {
+			t.Logf("revoked h1: %v", err)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("h1 still writes etcd 5 s after its revocation")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

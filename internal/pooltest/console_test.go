@@ -32,7 +32,7 @@ func TestPoolConsole(t *testing.T) {
 
 	// Follow from now on, across a migration to b.
 	full := append([]string{"netns", "exec", l.net.CoreNS(), godwitBin, "vm", "console", "vm1", "--follow", "--tail", "0"},
-		"--controller", l.ctlURL(), "--token-file", l.tokFile)
+		"--controller", l.ctlURL(), "--credential", l.user)
 	follower := exec.Command("ip", full...)
 	var fout, ferr testenv.SyncBuffer
 	follower.Stdout, follower.Stderr = &fout, &ferr

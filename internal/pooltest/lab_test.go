@@ -29,6 +29,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/pki"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
@@ -48,7 +49,6 @@ func TestMain(m *testing.M) {
 const (
 	leaseTTL    = 3 * time.Second
 	leaseMargin = 600 * time.Millisecond
-	token       = "pooltest-token-0123456789abcdef"
 )
 
 // proc is one process the test started (controller or agent), run inside
@@ -117,7 +117,8 @@ type lab struct {
 	ctlIP   string                  // controller and etcd, on the migration bridge
 	dir     string
 	shared  string // the shared storage directory
-	tokFile string
+	pki     *testenv.PoolPKI
+	user    string // a pool user's credential directory, for the CLI
 	etcdDir string
 	ctl     *proc
 	agents  map[string]*proc
@@ -127,8 +128,8 @@ type lab struct {
 	extraNS []string // namespaces made by extraHost
 }
 
-func (l *lab) ctlURL() string  { return "http://" + l.ctlIP + ":7700" }
-func (l *lab) etcdURL() string { return "http://" + l.ctlIP + ":2379" }
+func (l *lab) ctlURL() string  { return "https://" + l.ctlIP + ":7700" }
+func (l *lab) etcdURL() string { return "https://" + l.ctlIP + ":2379" }
 
 // newLab makes a network with nhosts hosts and a controller; agents are
 // started by startAgent.
@@ -166,21 +167,24 @@ func newLab(t *testing.T, nhosts int) *lab {
 	}
 	l.shared = filepath.Join(dir, "shared")
 	l.etcdDir = filepath.Join(dir, "etcd")
-	l.tokFile = filepath.Join(dir, "token")
 	for _, d := range []string{l.shared} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(l.tokFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	l.pki = testenv.NewPoolPKI(t, "godwit")
+	l.user = l.pki.Issue(t, pki.RoleUser, "admin")
 	l.ctl = &proc{name: "controller", ns: nl.CoreNS(), log: filepath.Join(dir, "controller.log"), args: []string{
-		"controller", "--id", "c1", "--token-file", l.tokFile, "--listen", l.ctlIP + ":7700",
+		"controller", "--id", "c1", "--pki", l.pki.Dir(), "--listen", l.ctlIP + ":7700",
 		"--data-dir", l.etcdDir, "--etcd-host", l.ctlIP, "--etcd-client-port", "2379", "--etcd-peer-port", "2380",
 		"--session-ttl", "2s",
 	}}
 	l.ctl.start(t)
+	// The test reads and writes etcd as the controller does.
+	waitFor(t, 20*time.Second, "the controller's credential", func() bool {
+		_, err := os.Stat(filepath.Join(l.pki.Dir(), "controllers", "c1", pki.KeyFile))
+		return err == nil
+	})
 	l.st = l.connectStore()
 	l.waitEtcd(20 * time.Second)
 	waitFor(t, 20*time.Second, "the controller to lead", func() bool {
@@ -249,7 +253,12 @@ func (l *lab) connectStore() *store.Store {
 	}
 	bc := backoff.DefaultConfig
 	bc.BaseDelay, bc.MaxDelay = 50*time.Millisecond, 300*time.Millisecond
+	cred, err := pki.LoadCredential(filepath.Join(l.pki.Dir(), "controllers", "c1"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
 	cli, err := clientv3.New(clientv3.Config{
+		TLS:         cred.ClientConfig("", nil),
 		Endpoints:   []string{l.etcdURL()},
 		DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial), grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second})},
@@ -278,9 +287,9 @@ func (l *lab) waitEtcd(timeout time.Duration) time.Duration {
 
 // agentOpts changes one agent's flags.
 type agentOpts struct {
-	storage []string // --storage-id; default the shared directory
-	bridges []string // --bridge; default gwbr
-	tlsDir  string   // --migration-tls-dir; default none
+	storage    []string // --storage-id; default the shared directory
+	bridges    []string // --bridge; default gwbr
+	credential string   // --credential; default a certificate of host h from the pool's CA
 }
 
 // startAgent starts the agent of host h (a, b, c) in its namespace and
@@ -296,8 +305,11 @@ func (l *lab) startAgent(h string, o agentOpts) *proc {
 	if o.bridges == nil {
 		o.bridges = []string{host.Bridge}
 	}
+	if o.credential == "" {
+		o.credential = l.hostCredential(h)
+	}
 	args := []string{"agent", "--host", h, "--listen", ip + ":7480", "--migrate-ip", ip, "--migrate-ports", "4400-4440",
-		"--etcd", l.etcdURL(), "--state-dir", state, "--token-file", l.tokFile,
+		"--etcd", l.etcdURL(), "--state-dir", state, "--credential", o.credential,
 		"--lease-ttl", leaseTTL.String(), "--lease-margin", leaseMargin.String(),
 		"--usage-every", "1s", "--sync-every", "1s", "--vmm-log-level", "debug",
 		"--verify-migrations"} // every migration also checks all guest RAM by CRC32C
@@ -307,14 +319,26 @@ func (l *lab) startAgent(h string, o agentOpts) *proc {
 	for _, b := range o.bridges {
 		args = append(args, "--bridge", b)
 	}
-	if o.tlsDir != "" {
-		args = append(args, "--migration-tls-dir", o.tlsDir)
-	}
 	p := &proc{name: "agent " + h, ns: host.Name, args: args, log: filepath.Join(l.dir, "agent-"+h+".log")}
 	l.agents[h] = p
 	p.start(l.t)
 	l.waitHostAlive(h, 0)
 	return p
+}
+
+// hostCredential issues host h's credential, naming its migration and
+// API address, and waits until the controller has given it its etcd user
+// (it mirrors the CA's index within a second).
+func (l *lab) hostCredential(h string) string {
+	l.t.Helper()
+	dir := l.pki.Issue(l.t, pki.RoleHost, h, l.hosts[h].MigAddr.String())
+	waitFor(l.t, 10*time.Second, "etcd user of host "+h, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := l.st.Client().UserGet(ctx, store.HostRole(h))
+		return err == nil
+	})
+	return dir
 }
 
 // waitHostAlive waits until host h is registered with a lease other than
@@ -381,7 +405,7 @@ func (l *lab) vmmPIDs(h string) map[string]int {
 // cli runs `godwit ARGS` in the core namespace against the controller.
 func (l *lab) cli(args ...string) (stdout, stderr string, err error) {
 	full := append([]string{"netns", "exec", l.net.CoreNS(), godwitBin}, args...)
-	full = append(full, "--controller", l.ctlURL(), "--token-file", l.tokFile)
+	full = append(full, "--controller", l.ctlURL(), "--credential", l.user)
 	cmd := exec.Command("ip", full...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

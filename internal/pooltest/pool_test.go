@@ -133,7 +133,7 @@ func TestPoolMigrateCLI(t *testing.T) {
 	t.Logf("godwit vm list:\n%s", l.mustCLI("vm", "list"))
 	// The CLI also talks to an agent directly.
 	agentOut, err := exec.Command("ip", "netns", "exec", l.net.CoreNS(), godwitBin, "agent", "status",
-		"--agent", l.hosts["b"].MigAddr.String()+":7480", "--token-file", l.tokFile, "--json").Output()
+		"--agent", l.hosts["b"].MigAddr.String()+":7480", "--host", "b", "--credential", l.user, "--json").Output()
 	if err != nil {
 		t.Errorf("godwit agent status on b: %v", err)
 	}
@@ -652,7 +652,7 @@ func TestPoolBadInput(t *testing.T) {
 
 	// A second controller of another pool on this etcd is refused.
 	c2 := &proc{name: "controller c2", ns: l.net.CoreNS(), log: l.dir + "/controller2.log", args: []string{
-		"controller", "--id", "c2", "--pool", "other", "--token-file", l.tokFile, "--listen", l.ctlIP + ":7701",
+		"controller", "--id", "c2", "--pool", "other", "--pki", l.pki.Dir(), "--listen", l.ctlIP + ":7701",
 		"--etcd-endpoints", l.etcdURL()}}
 	c2.start(t)
 	select {

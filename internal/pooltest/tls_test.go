@@ -1,50 +1,236 @@
 package pooltest
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/pki"
 	"github.com/godwit-vmm/godwit/internal/testenv"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
-// TestPoolMigrateTLS: agents started with --migration-tls-dir (each host a
-// certificate of the pool's CA naming its migration address) migrate a VM
-// over TLS: it commits and the guest verifies its memory on b. Host c
-// holds a certificate of another CA: a migration to it fails on the
-// certificate and the VM keeps running on b.
-func TestPoolMigrateTLS(t *testing.T) {
+// TestPoolAttacker: host c sits on the pool network with no agent and
+// tries what an attacker there would. With no certificate, or another
+// CA's, it reaches neither etcd, the controller nor an agent; with a valid
+// user certificate etcd's access control refuses it. Then, while the VM
+// migrates from a to b, it holds connections open on every migration
+// port of b (a stall) and offers each a valid certificate of host c (a
+// hijack): every handshake is refused, and the real migration commits
+// with the guest's memory verified on b.
+func TestPoolAttacker(t *testing.T) {
 	l := newLab(t, 3)
-	ca := testenv.NewCA(t)
 	for _, h := range []string{"a", "b"} {
-		l.startAgent(h, agentOpts{tlsDir: ca.Issue(t, l.hosts[h].MigAddr.String())})
+		l.startAgent(h, agentOpts{})
 	}
-	l.startAgent("c", agentOpts{tlsDir: testenv.NewCA(t).Issue(t, l.hosts["c"].MigAddr.String())})
 	l.createVM("vm1", "a", "128M")
 	l.waitRunning("vm1", "a")
 	l.typeLine("a", "vm1", "W 32 8 1000", "ACK W", 20*time.Second)
+
+	attacker := l.hosts["c"].Name
+	hostC := l.pki.Credential(t, pki.RoleHost, "c", l.hosts["c"].MigAddr.String())
+	user := l.pki.Credential(t, pki.RoleUser, "mallory")
+	// Another CA's certificate, offered without checking the server, so
+	// that the refusal is the server's.
+	fdir := testenv.NewPoolPKI(t, "godwit").Issue(t, pki.RoleController, "c1")
+	fkp, err := tls.LoadX509KeyPair(fdir+"/"+pki.CertFile, fdir+"/"+pki.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{fkp}}
+	bAddr := l.hosts["b"].MigAddr.String()
+	ctl := l.ctlIP + ":7700"
+
+	// dial opens a TCP connection from the attacker's namespace.
+	dial := func(addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netlab.InNamespace(attacker, func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", addr, time.Second)
+			return err
+		})
+		return c, err
+	}
+	handshake := func(addr string, cfg *tls.Config) error {
+		c, err := dial(addr)
+		if err != nil {
+			return fmt.Errorf("no TCP connection: %w", err)
+		}
+		defer c.Close()
+		tc := tls.Client(c, cfg)
+		tc.SetDeadline(time.Now().Add(3 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		// TLS 1.3: a refused client certificate shows on the first read.
+		_, err = tc.Write([]byte("GET /v1/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
+		if err == nil {
+			var b [64]byte
+			var n int
+			n, err = tc.Read(b[:])
+			if err == nil && n > 0 {
+				return fmt.Errorf("answered: %q", b[:n])
+			}
+		}
+		return err
+	}
+	for _, c := range []struct {
+		what, addr string
+		cfg        *tls.Config
+	}{
+		{"etcd without a certificate", l.ctlIP + ":2379", &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}},
+		{"etcd with another CA's certificate", l.ctlIP + ":2379", foreign},
+		{"the controller without a certificate", ctl, &tls.Config{InsecureSkipVerify: true}},
+		{"the controller with another CA's certificate", ctl, foreign},
+		{"the controller with a host's certificate", ctl, hostC.ClientConfig("", nil)},
+		{"agent b without a certificate", bAddr + ":7480", &tls.Config{InsecureSkipVerify: true}},
+		{"agent b with another CA's certificate", bAddr + ":7480", foreign},
+	} {
+		err := handshake(c.addr, c.cfg)
+		if err == nil || strings.Contains(err.Error(), "no TCP connection") {
+			t.Errorf("%s: %v, want refused at the TLS handshake", c.what, err)
+		} else {
+			t.Logf("%s: refused (%v)", c.what, err)
+		}
+	}
+	// Plaintext to the controller: no answer that serves the API.
+	if c, err := dial(ctl); err == nil {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(c, "GET /v1/hosts HTTP/1.0\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if strings.Contains(string(b), "200 OK") {
+			t.Errorf("the controller answered plaintext: %q", b)
+		}
+	}
+	// A valid user certificate passes TLS, and etcd's access control
+	// refuses it: users have no etcd role.
+	if err := attackerEtcd(attacker, l.etcdURL(), user.ClientConfig("", nil)); err == nil {
+		t.Error("a user's certificate read etcd")
+	} else {
+		t.Logf("etcd with a user's certificate: %v", err)
+	}
+
+	// The migration, under a stall and a hijack attempt on every port.
+	var (
+		stop      = make(chan struct{})
+		wg        sync.WaitGroup
+		held      []net.Conn
+		reached   atomic.Int64 // TLS handshakes that reached a listener
+		hijacked  atomic.Int64 // ... and were accepted
+		firstErrs sync.Map
+	)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for port := 4400; port <= 4440; port++ {
+				c, err := dial(fmt.Sprintf("%s:%d", bAddr, port))
+				if err != nil {
+					continue
+				}
+				held = append(held, c) // say nothing: a stall
+				wg.Go(func() {
+					c2, err := dial(fmt.Sprintf("%s:%d", bAddr, port))
+					if err != nil {
+						return
+					}
+					defer c2.Close()
+					reached.Add(1)
+					tc := tls.Client(c2, hostC.ClientConfig("", nil))
+					tc.SetDeadline(time.Now().Add(3 * time.Second))
+					err = tc.Handshake()
+					if err == nil {
+						// A refused client certificate shows on the first read.
+						_, err = tc.Read(make([]byte, 1))
+						if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+							err = nil
+						}
+					}
+					if err == nil {
+						hijacked.Add(1)
+					} else {
+						firstErrs.LoadOrStore(port, err.Error())
+					}
+				})
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	out := l.mustCLI("vm", "migrate", "vm1", "--to", "b", "--wait")
+	close(stop)
+	wg.Wait()
+	for _, c := range held {
+		c.Close()
+	}
 	if !strings.Contains(out, "now runs on b") {
-		t.Fatalf("migrate over TLS: %s", out)
+		t.Fatalf("the real migration under attack: %s", out)
 	}
 	l.waitRunning("vm1", "b")
 	verify := l.typeLine("b", "vm1", "V", "VERIFY ", 30*time.Second)
 	if f := strings.Fields(verify); len(f) != 3 || f[1] != "OK" || f[2] == "0" {
-		t.Errorf("verify on b after the TLS migration: %q", verify)
+		t.Errorf("verify on b after the migration under attack: %q", verify)
 	}
-	t.Logf("over TLS: %s", verify)
+	firstErrs.Range(func(k, v any) bool {
+		t.Logf("port %v refused host c: %v", k, v)
+		return false
+	})
+	t.Logf("attacker: %d connections held silent, %d TLS attempts with host c's certificate reached a listener, %d accepted; guest %s",
+		len(held), reached.Load(), hijacked.Load(), verify)
+	if reached.Load() == 0 {
+		t.Error("the attacker never reached the incoming VMM's port: the test proves nothing")
+	}
+	if hijacked.Load() != 0 {
+		t.Errorf("%d handshakes with another host's certificate were accepted by the incoming VMM", hijacked.Load())
+	}
+	if o, _, err := l.owner("vm1"); err != nil || o.Host != "b" {
+		t.Errorf("owner after the migration: %+v %v", o, err)
+	}
+}
 
-	pid := l.waitRunning("vm1", "b")
-	out, errOut, err := l.cli("vm", "migrate", "vm1", "--to", "c", "--wait")
-	t.Logf("migrate to a host of another CA: %v\n%s%s", err, out, errOut)
-	if err == nil || !strings.Contains(out+errOut, "certificate") {
-		t.Errorf("a migration to a host with another CA's certificate: %v, want a certificate error", err)
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// attackerEtcd tries one read of the pool's keys from namespace ns.
+func attackerEtcd(ns, endpoint string, cfg *tls.Config) error {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		if i := strings.Index(addr, "://"); i >= 0 {
+			addr = addr[i+3:]
+		}
+		var c net.Conn
+		err := netlab.InNamespace(ns, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return c, err
 	}
-	if o, _, err := l.owner("vm1"); err != nil || o.Host != "b" || l.vmmPID("b", "vm1") != pid {
-		t.Fatalf("after the refused migration: owner %+v (%v), want the same VMM on b", o, err)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: cfg, DialTimeout: 3 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}, Logger: zap.NewNop()})
+	if err != nil {
+		return err
 	}
-	verify = l.typeLine("b", "vm1", "V", "VERIFY ", 30*time.Second)
-	if !strings.HasPrefix(verify, "VERIFY OK") {
-		t.Errorf("verify on b after the refused migration: %q", verify)
-	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cli.Get(ctx, store.Prefix)
+	return err
 }

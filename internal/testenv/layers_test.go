@@ -45,6 +45,7 @@ func TestLayers(t *testing.T) {
 		"../migration/wire":     only(),
 		"../migration/policy":   only(),
 		"../fence":              only(),
+		"../pki":                only(),
 		"../api":                only("vm", "migration"),
 		"../conformance":        only(),
 	})

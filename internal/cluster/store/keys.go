@@ -42,6 +42,10 @@ func DrainKey(host string) string { return Prefix + "drains/" + host }
 // RuleKey is rules/<r>.
 func RuleKey(rule string) string { return Prefix + "rules/" + rule }
 
+// CRLKey holds the pool's certificate revocation list (PEM), published by
+// the controller from its CA directory; every agent follows it.
+const CRLKey = Prefix + "pki/crl"
+
 // ConfigKey is the pool's tunables.
 const ConfigKey = Prefix + "config"
 

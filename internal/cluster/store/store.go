@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,9 @@ type ClientConfig struct {
 	ReconnectMax time.Duration
 	// Logger receives the client's warnings; nil discards them.
 	Logger *slog.Logger
+	// TLS, if set, is the client side of mutual TLS (package pki): etcd
+	// takes the certificate's common name as the user.
+	TLS *tls.Config
 }
 
 // Validate reports the first problem with c.
@@ -67,6 +71,7 @@ func Connect(ctx context.Context, c ClientConfig) (*clientv3.Client, error) {
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: c.DialTimeout}),
 		},
 		Logger: zap.NewNop(),
+		TLS:    c.TLS,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", c.Endpoints, err)

@@ -2,11 +2,12 @@
 // client. The godwit CLI (host, vm, cluster commands) uses this client, as
 // should any other program.
 //
-// Every request carries "Authorization: Bearer <token>". Errors come back
+// The API is HTTPS with client certificates only: a client presents a
+// certificate of the pool's CA (role user or controller; package pki), and
+// the controller refuses any other at the TLS handshake. Errors come back
 // as an Error object with an HTTP status:
 //
 //	400 bad_request    the request is malformed; the message says which field
-//	401 unauthorized   no or wrong token
 //	404 not_found      unknown host, VM or migration
 //	409 conflict       refused: no host fits (Reasons per host), the VM is in
 //	                   the wrong state, the spec changed under the request
@@ -39,6 +40,7 @@ package poolapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,14 +195,15 @@ type Cluster struct {
 
 // Client talks to a controller. It is safe for concurrent use.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
+	base string
+	hc   *http.Client
 }
 
-// NewClient returns a client for the controller at base (http://host:port).
-func NewClient(base, token string) *Client {
-	return &Client{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Timeout: 30 * time.Second}}
+// NewClient returns a client for the controller at base (https://host:port)
+// that proves itself with tlsCfg (a pki.Credential's ClientConfig).
+func NewClient(base string, tlsCfg *tls.Config) *Client {
+	return &Client{base: strings.TrimRight(base, "/"),
+		hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}}}
 }
 
 // Hosts lists every host.
@@ -304,7 +307,6 @@ func (c *Client) send(ctx context.Context, base, method, path string, body []byt
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", base, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
