@@ -16,6 +16,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/pki"
 	"github.com/godwit-vmm/godwit/internal/testenv"
 )
 
@@ -100,10 +101,16 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 	ip := lab.GuestAddr(0)
 	const mac = "52:54:00:ab:cd:01"
 	dir := t.TempDir()
+	// Mutual TLS, each host a certificate of one CA naming its address.
+	ca := testenv.NewPoolPKI(t, "godwit")
+	tlsDirs := map[*netlab.Host]string{}
+	for i, h := range hosts {
+		tlsDirs[h] = ca.Issue(t, pki.RoleHost, fmt.Sprintf("h%d", i), h.MigAddr.String())
+	}
 	con := guest.NewConsole(nil)
 	src := startNS(t, hosts[0], con, filepath.Join(dir, "a.sock"), "--name", "mig", "--kernel", elf,
 		"--mem", "512M", "--cpus", "2", "--cmdline", "cpus=2 ip="+ip.String(),
-		"--tap", "gwmig0", "--bridge", hosts[0].Bridge, "--mac", mac)
+		"--tap", "gwmig0", "--bridge", hosts[0].Bridge, "--mac", mac, "--migration-tls-dir", tlsDirs[hosts[0]])
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := con.WaitPrefix(ctx, 0, "READY"); err != nil {
@@ -122,7 +129,7 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 	for i, dst := range []*netlab.Host{hosts[1], hosts[0]} {
 		addr := netip.AddrPortFrom(dst.MigAddr, uint16(4500+i))
 		d := startNS(t, dst, con, filepath.Join(dir, fmt.Sprintf("d%d.sock", i)), "--name", "mig",
-			"--incoming", "tcp:"+addr.String(), "--tap", "gwmig0", "--bridge", dst.Bridge)
+			"--incoming", "tcp:"+addr.String(), "--tap", "gwmig0", "--bridge", dst.Bridge, "--migration-tls-dir", tlsDirs[dst])
 		d.waitAPI(t)
 		pings := make(chan netlab.ProbeResult, 1)
 		udps := make(chan netlab.ProbeResult, 1)
@@ -191,9 +198,19 @@ func TestMigrateRefusedWithoutBridge(t *testing.T) {
 	}
 	addr := netip.AddrPortFrom(hosts[1].MigAddr, 4600)
 	dcon := guest.NewConsole(nil)
-	d := startNS(t, hosts[1], dcon, filepath.Join(dir, "b.sock"), "--name", "nobr",
+	// Without TLS an incoming VMM off loopback needs --insecure-migration.
+	refused := startNS(t, hosts[1], dcon, filepath.Join(dir, "b0.sock"), "--name", "nobr",
+		"--incoming", "tcp:"+addr.String(), "--tap", "gwnb0", "--bridge", "br-missing")
+	refused.wait(t)
+	if msg := refused.stderr.String(); !strings.Contains(msg, "--insecure-migration") || strings.Count(strings.TrimSpace(msg), "\n") > 0 {
+		t.Errorf("plaintext --incoming on %s: %q, want one line naming --insecure-migration", addr, msg)
+	}
+	d := startNS(t, hosts[1], dcon, filepath.Join(dir, "b.sock"), "--name", "nobr", "--insecure-migration",
 		"--incoming", "tcp:"+addr.String(), "--tap", "gwnb0", "--bridge", "br-missing")
 	d.waitAPI(t)
+	if !strings.Contains(d.stderr.String(), "WARNING: --insecure-migration") {
+		t.Errorf("--insecure-migration said nothing: %q", d.stderr.String())
+	}
 	_, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--to", addr.String())
 	if code == 0 || !strings.Contains(errOut, "refused") || !strings.Contains(errOut, "br-missing") {
 		t.Fatalf("migration to a host without the bridge: code %d, %s", code, errOut)

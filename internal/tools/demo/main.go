@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
 func main() {
@@ -93,6 +95,13 @@ func run(godwit, elf, mem string, cpus int, workload, accelName string) error {
 	defer lab.Close()
 	hosts := lab.Hosts()
 	guestIP := lab.GuestAddr(0)
+	// Secure by default, as a pool is: each host holds a certificate of
+	// one CA, and every migration is mutual TLS between them.
+	tlsDirs, err := demoCredentials(tmp, hosts)
+	if err != nil {
+		return err
+	}
+	say("migrations are mutual TLS 1.3 between host certificates of one CA (in %s)", tmp)
 
 	con := guest.NewConsole(nil)
 	var mu sync.Mutex
@@ -113,7 +122,7 @@ func run(godwit, elf, mem string, cpus int, workload, accelName string) error {
 	start := func(h *netlab.Host, tag string, args ...string) (*vmm, error) {
 		m := &vmm{name: tag, sock: filepath.Join(tmp, tag+".sock"), done: make(chan error, 1)}
 		full := append([]string{"run", "--name", "demo", "--api-socket", m.sock, "--log-level", "warn", "--accel", accelName,
-			"--tap", "gwdemo0", "--bridge", h.Bridge, "--mac", "52:54:00:de:30:01"}, args...)
+			"--tap", "gwdemo0", "--bridge", h.Bridge, "--mac", "52:54:00:de:30:01", "--migration-tls-dir", tlsDirs[h]}, args...)
 		m.cmd = h.Command(godwit, full...)
 		m.cmd.Stdout = &prefixed{con: con, tag: tag}
 		m.cmd.Stderr = os.Stderr
@@ -325,4 +334,27 @@ func accelDesc(a string) string {
 		return "emu (Godwit's software x86-64 CPU; no /dev/kvm here)"
 	}
 	return a
+}
+
+// demoCredentials makes a CA in tmp/pki and a host credential per host,
+// naming its migration address; it returns each host's directory.
+func demoCredentials(tmp string, hosts []*netlab.Host) (map[*netlab.Host]string, error) {
+	ca, err := pki.Init(filepath.Join(tmp, "pki"), "demo")
+	if err != nil {
+		return nil, err
+	}
+	dirs := map[*netlab.Host]string{}
+	for i, h := range hosts {
+		name := string(rune('a' + i))
+		b, err := ca.Issue(pki.RoleHost, name, pki.IssueOptions{IPs: []net.IP{net.IP(h.MigAddr.AsSlice())}})
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(tmp, "hosts", name)
+		if err := b.Write(dir); err != nil {
+			return nil, err
+		}
+		dirs[h] = dir
+	}
+	return dirs, nil
 }
