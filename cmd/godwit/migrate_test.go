@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,13 +23,13 @@ import (
 type nsVMM struct {
 	cmd    *exec.Cmd
 	sock   string
-	stderr *bytes.Buffer
+	stderr *testenv.SyncBuffer
 	done   chan error
 }
 
 func startNS(t *testing.T, h *netlab.Host, con *guest.Console, sock string, args ...string) *nsVMM {
 	t.Helper()
-	m := &nsVMM{sock: sock, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	m := &nsVMM{sock: sock, stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	m.cmd = h.Command(godwitBin, append([]string{"run", "--api-socket", sock, "--log-level", "warn"}, args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = con, m.stderr
 	if err := m.cmd.Start(); err != nil {
@@ -43,7 +42,7 @@ func startNS(t *testing.T, h *netlab.Host, con *guest.Console, sock string, args
 			<-m.done
 		}
 		if t.Failed() {
-			t.Logf("vmm %s stderr: %s", sock, m.stderr)
+			t.Logf("vmm %s stderr: %s", sock, m.stderr.String())
 		}
 	})
 	return m
@@ -86,7 +85,7 @@ func (m *nsVMM) waitAPI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("VMM API %s did not come up: %s", m.sock, m.stderr)
+	t.Fatalf("VMM API %s did not come up: %s", m.sock, m.stderr.String())
 }
 
 // TestMigrateBetweenNamespaces moves the guest from host A to host B and

@@ -182,7 +182,7 @@ func newLab(t *testing.T, nhosts int) *lab {
 	l.ctl.start(t)
 	// The test reads and writes etcd as the controller does.
 	waitFor(t, 20*time.Second, "the controller's credential", func() bool {
-		_, err := os.Stat(filepath.Join(l.pki.Dir(), "controllers", "c1", pki.KeyFile))
+		_, err := pki.LoadCredential(filepath.Join(l.pki.Dir(), "controllers", "c1"))
 		return err == nil
 	})
 	l.st = l.connectStore()
