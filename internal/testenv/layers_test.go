@@ -46,6 +46,7 @@ func TestLayers(t *testing.T) {
 		"../migration/policy":   only(),
 		"../fence":              only(),
 		"../pki":                only(),
+		"../sandbox":            only(),
 		"../api":                only("vm", "migration"),
 		"../conformance":        only(),
 	})
