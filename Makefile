@@ -18,8 +18,11 @@ deps:
 bench-deps:
 	@bash scripts/deps.sh --bench
 
+# Without cgo: the VMM then sandboxes itself on every thread (internal/sandbox);
+# godwit-vmm is the VMM alone, what host agents start.
 build:
-	$(GO) build -o $(BIN) ./cmd/godwit
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/godwit
+	CGO_ENABLED=0 $(GO) build -o bin/godwit-vmm ./cmd/godwit-vmm
 
 guest:
 	$(MAKE) -C guest

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/vm"
+	"github.com/godwit-vmm/godwit/internal/vmmcmd"
 )
 
 const usage = `godwit: run and control Godwit virtual machines
@@ -91,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, versionText())
 		return nil
 	case "run":
-		return runVM(rest, stderr)
+		return vmmcmd.Run(rest, stderr)
 	case "status", "pause", "resume", "stop", "console":
 		return control(cmd, rest, stdout, stderr)
 	case "migrate":
@@ -211,4 +214,24 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
+	if asJSON {
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(s)
+	}
+	fmt.Fprintf(w, "name:    %s\nstate:   %s\naccel:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
+		s.Name, s.State, s.Accel, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
+	for _, d := range s.Devices {
+		fmt.Fprintf(w, "device:  %-8s %s\n", d.Kind, d.Detail)
+	}
+	if s.Stopped != "" {
+		fmt.Fprintf(w, "stopped: %s\n", s.Stopped)
+	}
+	if s.Error != "" {
+		fmt.Fprintf(w, "error:   %s\n", s.Error)
+	}
+	return nil
 }

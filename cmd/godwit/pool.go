@@ -18,6 +18,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/vmmcmd"
 )
 
 // The pool commands talk to the controller's API (package poolapi).
@@ -320,7 +321,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		if kernel == "" {
 			return errors.New("vm create: --kernel is required")
 		}
-		memBytes, err := parseSize(mem)
+		memBytes, err := vmmcmd.ParseSize(mem)
 		if err != nil {
 			return fmt.Errorf("vm create: --mem: %w", err)
 		}

@@ -145,6 +145,12 @@ func freePort(t *testing.T) int {
 
 func (p *pool) startAgent(t *testing.T, host string, ports string) *testAgent {
 	t.Helper()
+	return p.startAgentWith(t, host, ports)
+}
+
+// startAgentWith is startAgent with extra agent flags (later ones win).
+func (p *pool) startAgentWith(t *testing.T, host string, ports string, extra ...string) *testAgent {
+	t.Helper()
 	dir := t.TempDir()
 	a := &testAgent{t: t, host: host, dir: dir, listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "agent.log"), admin: p.admin}
 	a.args = []string{
@@ -153,6 +159,7 @@ func (p *pool) startAgent(t *testing.T, host string, ports string) *testAgent {
 		"--lease-ttl", "3s", "--lease-margin", "600ms", "--lease-renew", "600ms",
 		"--usage-every", "1s", "--sync-every", "1s", "--godwit", godwitBin, "--vmm-log-level", "debug", "--verify-migrations",
 	}
+	a.args = append(a.args, extra...)
 	t.Cleanup(func() {
 		a.kill9()
 		killVMMs(dir)
@@ -629,4 +636,64 @@ func TestAgentLeaseLost(t *testing.T) {
 	if b, _ := os.ReadFile(a.log); !strings.Contains(string(b), "host lease lost") {
 		t.Error("the agent log does not report the lost lease")
 	}
+}
+
+// TestAgentSandboxedVMM: the agent's VMM runs under its seccomp filter
+// and without capabilities (/proc/PID/status), its guest working and
+// pausing and resuming through the pool's stop/start; a VMM that makes a
+// forbidden system call (the --seccomp-selftest aid, through a wrapper
+// around the VMM binary) dies by SIGSYS and the agent reports why.
+func TestAgentSandboxedVMM(t *testing.T) {
+	p := newPool(t)
+	dir := t.TempDir()
+	wrapper := filepath.Join(dir, "vmm-selftest")
+	script := "#!/bin/sh\ncase \"$*\" in *--name\\ bad*) exec " + godwitBin + " \"$@\" --seccomp-selftest 3s;; esac\nexec " + godwitBin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := p.startAgentWith(t, "h1", "4400-4419", "--godwit", wrapper)
+	h := p.waitHost(t, "h1")
+	p.placeVM(t, "good", h, "cpus=1")
+	st := p.waitStatus(t, "good", store.VMRunning)
+	status, err := sandboxStatus(st.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status, "Seccomp:\t2") || !strings.Contains(status, "NoNewPrivs:\t1") || !strings.Contains(status, "CapEff:\t0000000000000000") {
+		t.Errorf("the VMM is not sandboxed:\n%s", status)
+	}
+	console := filepath.Join(a.vmDir("good"), "console.log")
+	waitFor(t, 10*time.Second, "heartbeats", func() bool { return len(heartbeats(console)) > 10 })
+	sock := filepath.Join(a.vmDir("good"), "api.sock")
+	ctx := context.Background()
+	c := api.NewClient(sock)
+	if _, err := c.Pause(ctx); err != nil {
+		t.Fatalf("pause under the sandbox: %v", err)
+	}
+	if _, err := c.Resume(ctx); err != nil {
+		t.Fatalf("resume under the sandbox: %v", err)
+	}
+	n := len(heartbeats(console))
+	waitFor(t, 10*time.Second, "heartbeats after resume", func() bool { return len(heartbeats(console)) > n+5 })
+
+	p.placeVM(t, "bad", h, "cpus=1")
+	p.waitStatus(t, "bad", store.VMRunning)
+	var failed store.VMStatus
+	waitFor(t, 20*time.Second, "the VMM that made a forbidden call to be reported", func() bool {
+		var err error
+		failed, _, err = p.st.GetVMStatus(ctx, "bad")
+		return err == nil && failed.Phase == store.VMFailed
+	})
+	t.Logf("reported: %s", failed.Reason)
+	if !strings.Contains(failed.Reason, "bad system call") || !strings.Contains(failed.Reason, "seccomp") {
+		t.Errorf("status of the VM whose VMM made a forbidden call: %+v", failed)
+	}
+	if s, _, err := p.st.GetVMStatus(ctx, "good"); err != nil || s.Phase != store.VMRunning {
+		t.Errorf("the other VM: %+v %v", s, err)
+	}
+}
+
+func sandboxStatus(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return string(b), err
 }

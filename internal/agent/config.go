@@ -136,7 +136,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	renew := fs.Duration("lease-renew", 0, "renewal period (default TTL/5)")
 	usageEvery := fs.Duration("usage-every", DefaultUsageEvery, "host usage report period")
 	syncEvery := fs.Duration("sync-every", DefaultSyncEvery, "full reconcile period")
-	godwit := fs.String("godwit", "", "godwit binary started as VMM (default: this executable)")
+	godwit := fs.String("godwit", "", "binary started as VMM with \"run\" (default: godwit-vmm beside this executable, else this executable)")
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
 	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
 	accelName := fs.String("accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
@@ -186,8 +186,8 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		c.Bridges[network] = br
 	}
 	if c.Godwit == "" {
-		if c.Godwit, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("agent: --godwit not given and no executable path: %w", err)
+		if c.Godwit, err = defaultVMM(); err != nil {
+			return nil, err
 		}
 	}
 	if c.StateDir, err = filepath.Abs(c.StateDir); err != nil {
@@ -212,6 +212,24 @@ func parsePorts(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("agent: --migrate-ports %q: want LO-HI, e.g. %s", s, DefaultPorts)
 	}
 	return lo, hi, nil
+}
+
+// defaultVMM is godwit-vmm beside this executable (the VMM alone, built
+// without cgo so that it can sandbox itself), else this executable.
+func defaultVMM() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("agent: --godwit not given and no executable path: %w", err)
+	}
+	if vmm := filepath.Join(filepath.Dir(exe), "godwit-vmm"); fileExists(vmm) {
+		return vmm, nil
+	}
+	return exe, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // Storage is one storage ID's mount on this host.

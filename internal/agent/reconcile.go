@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/api"
@@ -88,6 +90,9 @@ func (a *Agent) forget(p *vmmProc, v *store.VM) {
 		reason := "the VMM exited"
 		if p.exitErr != nil {
 			reason += ": " + p.exitErr.Error()
+		}
+		if killedBySeccomp(p.exitErr) {
+			reason += " (its seccomp filter killed it: a system call a VMM does not make at run time)"
 		}
 		if last := lastLine(filepath.Join(a.vmDir(v.Name), "vmm.log")); last != "" {
 			reason += ": " + last
@@ -354,4 +359,15 @@ func lastLine(path string) string {
 		b = b[i+1:]
 	}
 	return string(b)
+}
+
+// killedBySeccomp reports whether a VMM's exit was SIGSYS, the signal of
+// its seccomp filter (package sandbox).
+func killedBySeccomp(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGSYS
 }

@@ -104,17 +104,21 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// BuildGodwit builds the godwit binary (./cmd/godwit) into dir and returns
-// its path (a plain go build: no race detector, even under go test -race).
-// A failed build is an error holding go build's output.
+// BuildGodwit builds the godwit and godwit-vmm binaries (./cmd/godwit,
+// ./cmd/godwit-vmm) into dir and returns godwit's path. They are built as
+// `make build` does: no race detector, even under go test -race, and
+// without cgo, so that the VMM can sandbox itself (package sandbox). A
+// failed build is an error holding go build's output.
 func BuildGodwit(dir string) (string, error) {
-	bin := filepath.Join(dir, "godwit")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/godwit")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build godwit: %v\n%s", err, out)
+	for _, cmd := range []string{"godwit", "godwit-vmm"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "./cmd/"+cmd)
+		build.Dir = repoRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %v\n%s", cmd, err, out)
+		}
 	}
-	return bin, nil
+	return filepath.Join(dir, "godwit"), nil
 }
 
 // RunWithGodwit is the body of a TestMain whose tests run the godwit

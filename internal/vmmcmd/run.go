@@ -1,8 +1,7 @@
-package main
+package vmmcmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,8 +27,9 @@ import (
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
-// runVM is `godwit run`: one VM in this process until it stops.
-func runVM(args []string, stderr io.Writer) error {
+// Run is `godwit run` (and `godwit-vmm run`): one VM in this process
+// until it stops.
+func Run(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	name := fs.String("name", "", "VM name (logs, default API socket /run/godwit/NAME.sock)")
@@ -57,6 +57,8 @@ func runVM(args []string, stderr io.Writer) error {
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
 	credential := fs.String("credential", "", "pool member: the host's credential directory (godwit pki); etcd and migrations use it, and each migration accepts only its peer host")
 	migrationPeer := fs.String("migration-peer", "", "with --incoming and --credential: the only host whose certificate may send the VM")
+	noSandbox := fs.Bool("no-sandbox", false, "do not install the seccomp filter nor drop capabilities once the VM runs (debugging only)")
+	selftest := fs.Duration("seccomp-selftest", 0, "test aid: this long after the sandbox is on, make a forbidden system call (the VMM must die by SIGSYS)")
 	insecure := fs.Bool("insecure-migration", false, "allow --incoming without TLS on an address other than loopback: anyone who reaches the port can supply the VM")
 	accelName := fs.String("accel", accel.Auto, "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used; a VM with a disk needs --disk, this host's path to its image)")
@@ -75,7 +77,7 @@ func runVM(args []string, stderr io.Writer) error {
 	if err := checkVMName(*name); err != nil {
 		return fmt.Errorf("run: --name %q: %w", *name, err)
 	}
-	memBytes, err := parseSize(*mem)
+	memBytes, err := ParseSize(*mem)
 	if err != nil {
 		return fmt.Errorf("run: --mem: %w", err)
 	}
@@ -173,6 +175,13 @@ func runVM(args []string, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if !*noSandbox {
+		if err := enterSandbox(*selftest, log); err != nil {
+			v.Stop(err.Error())
+			v.Wait()
+			return fmt.Errorf("run: %w (or pass --no-sandbox)", err)
+		}
 	}
 	log.Info("vm running", "api_socket", *sock)
 	if *fenceFile != "" {
@@ -437,6 +446,8 @@ func (c *vmm) SetMigrationLimits(l api.MigrationLimits) (api.MigrationLimits, er
 	return api.MigrationLimits{DowntimeMs: &down, MaxDowntimeMs: &maxDown, Bandwidth: &cur.BandwidthLimit}, nil
 }
 
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 func (c *vmm) CancelMigration() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -507,8 +518,8 @@ func filterEscape(in []byte, escape bool) (out []byte, stillEscape, quit bool) {
 	return out, escape, false
 }
 
-// parseSize parses "256M", "1G", "1024" (MiB) into bytes.
-func parseSize(s string) (uint64, error) {
+// ParseSize parses "256M", "1G", "1024" (MiB) into bytes.
+func ParseSize(s string) (uint64, error) {
 	s = strings.TrimSpace(strings.ToUpper(s))
 	mult := uint64(1 << 20)
 	switch {
@@ -525,26 +536,6 @@ func parseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("%q is not a size: use e.g. 512M or 2G", s)
 	}
 	return n * mult, nil
-}
-
-func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
-	if asJSON {
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(s)
-	}
-	fmt.Fprintf(w, "name:    %s\nstate:   %s\naccel:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
-		s.Name, s.State, s.Accel, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
-	for _, d := range s.Devices {
-		fmt.Fprintf(w, "device:  %-8s %s\n", d.Kind, d.Detail)
-	}
-	if s.Stopped != "" {
-		fmt.Fprintf(w, "stopped: %s\n", s.Stopped)
-	}
-	if s.Error != "" {
-		fmt.Fprintf(w, "error:   %s\n", s.Error)
-	}
-	return nil
 }
 
 // checkVMName refuses a VM name that is not a plain identifier: it names

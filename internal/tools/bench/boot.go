@@ -60,29 +60,44 @@ type bootSide struct {
 
 type bootResult struct {
 	MemMiB int       `json:"mem_mib"`
-	Godwit *bootSide `json:"godwit"`
-	QEMU   *bootSide `json:"qemu,omitempty"`
+	Godwit *bootSide `json:"godwit"` // godwit-vmm, sandboxed: what agents start
+	// Unhardened is the all-in-one `godwit run --no-sandbox` (etcd
+	// server, controller, agent and Prometheus linked in; no seccomp, all
+	// capabilities): the VMM before the hardening, for its memory.
+	Unhardened *bootSide `json:"godwit_unhardened,omitempty"`
+	QEMU       *bootSide `json:"qemu,omitempty"`
 }
 
 // benchBoot measures launch -> first heartbeat / READY and the memory
 // overhead, for Godwit and (if available) QEMU.
 func benchBoot(e *env) (*bootResult, error) {
-	res := &bootResult{MemMiB: bootMemMiB, Godwit: &bootSide{}}
+	res := &bootResult{MemMiB: bootMemMiB, Godwit: &bootSide{}, Unhardened: &bootSide{}}
 	var errs []string
+	vmm := filepath.Join(filepath.Dir(e.godwit), "godwit-vmm")
 	for i := 1; i <= e.bootRuns; i++ {
-		name := fmt.Sprintf("godwit-boot%d", i)
-		sock := filepath.Join(e.tmpDir, name+".sock")
-		argv := []string{e.godwit, "run", "--name", name, "--kernel", e.guestELF, "--mem", "1G", "--cpus", "1",
-			"--api-socket", sock, "--log-level", "warn", "--accel", e.accel}
-		r := bootOnce(e, name, argv, i)
-		progress("boot: Godwit run %d: first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
-			i, r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
-		if r.Error != "" {
-			errs = append(errs, fmt.Sprintf("godwit run %d: %s", i, r.Error))
+		for _, side := range []struct {
+			what string
+			bin  []string
+			into *bootSide
+		}{
+			{"godwit-vmm (sandboxed)", []string{vmm, "run"}, res.Godwit},
+			{"godwit run --no-sandbox", []string{e.godwit, "run", "--no-sandbox"}, res.Unhardened},
+		} {
+			name := fmt.Sprintf("godwit-boot%d", i)
+			sock := filepath.Join(e.tmpDir, name+".sock")
+			argv := append(side.bin, "--name", name, "--kernel", e.guestELF, "--mem", "1G", "--cpus", "1",
+				"--api-socket", sock, "--log-level", "warn", "--accel", e.accel)
+			r := bootOnce(e, name, argv, i)
+			progress("boot: %s run %d: first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
+				side.what, i, r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
+			if r.Error != "" {
+				errs = append(errs, fmt.Sprintf("%s %d: %s", side.what, i, r.Error))
+			}
+			side.into.Runs = append(side.into.Runs, r)
 		}
-		res.Godwit.Runs = append(res.Godwit.Runs, r)
 	}
 	res.Godwit.summarize()
+	res.Unhardened.summarize()
 
 	if e.qemuOK {
 		res.QEMU = qemuBoot(e)

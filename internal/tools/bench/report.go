@@ -123,6 +123,13 @@ func renderBoot(b *strings.Builder, br *bootResult) {
 	w("| of it anonymous (per-VMM; the rest is file pages shared by every VMM), MiB | %s | %s | %s |\n", g.AnonMiB.mmm(), q.AnonMiB.mmm(), ratio(g.AnonMiB, q.AnonMiB))
 	w("| total RSS, MiB | %s | %s | %s |\n", g.TotalMiB.mmm(), q.TotalMiB.mmm(), ratio(g.TotalMiB, q.TotalMiB))
 	w("| guest-RAM mapping Rss, MiB | %s | %s | %s |\n\n", g.GuestMiB.mmm(), q.GuestMiB.mmm(), ratio(g.GuestMiB, q.GuestMiB))
+	if u := br.Unhardened; u != nil {
+		w("The hardened VMM against the VMM before hardening (`godwit-vmm run`, sandboxed and without the pool's servers, against `godwit run --no-sandbox`, everything linked in):\n\n")
+		w("| | godwit-vmm | godwit run, unhardened | ratio |\n|---|---|---|---|\n")
+		w("| VMM RSS overhead, MiB | %s | %s | %s |\n", g.OverheadMiB.mmm(), u.OverheadMiB.mmm(), ratio(g.OverheadMiB, u.OverheadMiB))
+		w("| anonymous beyond guest RAM, MiB | %s | %s | %s |\n", g.AnonMiB.mmm(), u.AnonMiB.mmm(), ratio(g.AnonMiB, u.AnonMiB))
+		w("| launch → READY, s | %s | %s | %s |\n\n", g.Ready.mmm(), u.Ready.mmm(), ratio(g.Ready, u.Ready))
+	}
 	if q.Error != "" || g.Error != "" {
 		w("Boot problems: %s\n\n", joinErr(g.Error, q.Error))
 	}
