@@ -29,6 +29,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	sock := fs.String("api-socket", "", "API socket of the VM (default /run/godwit/NAME.sock)")
 	to := fs.String("to", "", "destination HOST:PORT (a `godwit run --incoming tcp:HOST:PORT`)")
 	streams := fs.Int("streams", 0, "TCP data connections (default 2)")
+	peer := fs.String("peer", "", "for a VMM run with --credential: the destination's host name; only its certificate is accepted")
 	verify := fs.Bool("verify", false, "check a CRC32C of all guest RAM on the destination before commit")
 	downtime := fs.Duration("downtime", 0, "downtime target (default 50ms)")
 	maxDown := fs.Duration("max-downtime", 0, "longest downtime accepted when the guest does not converge (default 200ms)")
@@ -94,7 +95,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("migrate: --bandwidth: %w", err)
 	}
-	req := api.MigrateRequest{To: *to, Streams: *streams, Verify: *verify, Bandwidth: bw, MaxRounds: *maxRounds,
+	req := api.MigrateRequest{To: *to, Peer: *peer, Streams: *streams, Verify: *verify, Bandwidth: bw, MaxRounds: *maxRounds,
 		DowntimeMs: ms(*downtime), MaxDownMs: ms(*maxDown), MaxSeconds: maxTime.Seconds(), NoThrottle: *noThrottle}
 	c := api.NewClient(*sock)
 	ctx := context.Background()

@@ -82,6 +82,9 @@ func (f *poolFlags) client() (*poolapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r := cred.Peer().Role; r != pki.RoleUser && r != pki.RoleController {
+		return nil, fmt.Errorf("--credential %s is %s's: the controller takes a user's (godwit pki issue --role user)", f.credential, cred.Peer())
+	}
 	u := strings.TrimRight(f.controller, "/")
 	if !strings.Contains(u, "://") {
 		u = "https://" + u

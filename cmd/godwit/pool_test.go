@@ -196,6 +196,18 @@ func TestPoolCLI(t *testing.T) {
 		}
 	}
 	waitRefused("a revoked user", carol)
+	expired, err := l.pki.CA.Issue(pki.RoleUser, "dave", pki.IssueOptions{NotBefore: time.Now().Add(-48 * time.Hour), Validity: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredDir := filepath.Join(t.TempDir(), "dave")
+	if err := expired.Write(expiredDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", expiredDir}, &o, &e); err == nil || !strings.Contains(err.Error(), "expired") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("an expired certificate: %v, want one line saying so", err)
+	}
+	waitRefused("another CA's user", testenv.NewPoolPKI(t, controller.DefaultPool).Issue(t, pki.RoleUser, "alice"))
 	waitRefused("a host's credential", l.pki.Issue(t, pki.RoleHost, "h1"))
 	if err := vmCmd([]string{"list", "--controller", strings.Replace(l.c.URL(), "https:", "http:", 1), "--credential", l.user}, &o, &e); err == nil || !strings.Contains(err.Error(), "HTTPS only") {
 		t.Errorf("plaintext controller URL: %v", err)

@@ -311,6 +311,9 @@ func (c *Client) send(ctx context.Context, base, method, path string, body []byt
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
+	if err != nil && isTLSRefusal(err) {
+		return fmt.Errorf("controller %s: the TLS handshake failed (a revoked, expired or foreign certificate on either side, or one whose role may not call it): %w", base, err)
+	}
 	if err != nil {
 		return fmt.Errorf("controller %s unreachable (is godwit controller running? --controller or $GODWIT_CONTROLLER names it): %w", base, err)
 	}
@@ -333,4 +336,12 @@ func (c *Client) send(ctx context.Context, base, method, path string, body []byt
 		return fmt.Errorf("controller %s: decode answer to %s %s: %w", base, method, path, err)
 	}
 	return nil
+}
+
+// isTLSRefusal reports whether err is a refused TLS handshake, by either
+// side, rather than a controller that cannot be reached.
+func isTLSRefusal(err error) bool {
+	var alert tls.AlertError
+	var cv *tls.CertificateVerificationError
+	return errors.As(err, &alert) || errors.As(err, &cv) || strings.Contains(err.Error(), "pki: ") || strings.Contains(err.Error(), "remote error: tls")
 }
