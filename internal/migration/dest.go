@@ -59,6 +59,12 @@ type Destination struct {
 	acceptErr chan error    // the listener failed
 	committed chan struct{} // closed once a VM runs here
 	startOnce sync.Once     // starts the accept loop
+	started   atomic.Bool
+	loopDone  chan struct{} // closed when the accept loop and every greeter have ended
+
+	gmu      sync.Mutex // guards greeting
+	greeting map[net.Conn]bool
+	greeters sync.WaitGroup
 }
 
 // greeted is a connection past its handshake and HELLO (and, for a
@@ -92,7 +98,8 @@ func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destinat
 		HelloTimeout: 10 * time.Second, Announce: vm.DefaultAnnounce,
 		sessions: map[wire.SessionID]wire.CommitState{},
 		controls: make(chan *greeted), data: make(chan *greeted),
-		acceptErr: make(chan error, 1), committed: make(chan struct{})}
+		acceptErr: make(chan error, 1), committed: make(chan struct{}), loopDone: make(chan struct{}),
+		greeting: map[net.Conn]bool{}}
 }
 
 // Receive waits until one migration commits, and returns the running VM.
@@ -102,6 +109,7 @@ func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destinat
 // After the commit the listener keeps answering QUERY until ctx ends.
 func (d *Destination) Receive(ctx context.Context) (*vm.VM, error) {
 	d.startOnce.Do(func() {
+		d.started.Store(true)
 		context.AfterFunc(ctx, func() { d.ln.Close() })
 		go d.acceptLoop()
 	})
@@ -128,15 +136,42 @@ func (d *Destination) Receive(ctx context.Context) (*vm.VM, error) {
 }
 
 // acceptLoop greets every connection on its own goroutine until the
-// listener closes.
+// listener closes; then it closes the connections still being greeted and
+// waits for their greeters.
 func (d *Destination) acceptLoop() {
+	defer close(d.loopDone)
 	for {
 		nc, err := d.ln.Accept()
 		if err != nil {
+			d.gmu.Lock()
+			for c := range d.greeting {
+				c.Close()
+			}
+			d.greeting = nil
+			d.gmu.Unlock()
+			d.greeters.Wait()
 			d.acceptErr <- err
 			return
 		}
-		go d.greet(nc)
+		d.gmu.Lock()
+		d.greeting[nc] = true
+		d.greeters.Add(1)
+		d.gmu.Unlock()
+		go func() {
+			defer d.greeters.Done()
+			d.greet(nc)
+			d.gmu.Lock()
+			delete(d.greeting, nc)
+			d.gmu.Unlock()
+		}()
+	}
+}
+
+// Wait waits, after the Receive context has ended, until the listener is
+// closed and no goroutine of d runs any more.
+func (d *Destination) Wait() {
+	if d.started.Load() {
+		<-d.loopDone
 	}
 }
 
@@ -200,6 +235,8 @@ func (d *Destination) greet(nc net.Conn) {
 		refuse(errors.New("migration: this destination already received its VM"))
 	case <-wait.C:
 		refuse(errors.New("migration: no session took this connection in time"))
+	case <-d.loopDone:
+		nc.Close()
 	}
 }
 

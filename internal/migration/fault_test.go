@@ -102,6 +102,7 @@ func newFaultPairOn(t *testing.T, cfg vm.Config, base vm.Config, wrap func(net.L
 		if r := fp.result(30 * time.Second); r != nil && r.v != nil {
 			r.v.Stop("test over")
 		}
+		p.dst.Wait() // no greeter logs after the test
 	})
 	return fp
 }

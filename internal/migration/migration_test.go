@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,6 +79,7 @@ func newPairDisk(t *testing.T, cfg vm.Config, dstDisk *vm.DiskConfig) *pair {
 	}
 	p.dst = migration.NewDestination(p.ln, vm.Config{Name: "dst", Console: p.con, Disk: dstDisk}, testenv.Logger(t))
 	p.dst.AcceptTimeout = 10 * time.Second
+	t.Cleanup(func() { p.dst.Wait() }) // no greeter logs after the test
 	return p
 }
 
@@ -287,12 +289,19 @@ func TestMigrateDiskRefusals(t *testing.T) {
 // resumes only once its own take-back wins.
 func TestOwnershipGates(t *testing.T) {
 	p := newPair(t, vm.Config{})
+	// The gates run on the destination's and the source's goroutines,
+	// ordered only through the network.
+	var mu sync.Mutex
 	var asked []string
 	p.dst.CommitGate = func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
 		asked = append(asked, "commit")
 		return errors.New("the handover lost")
 	}
 	gate := func(context.Context) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		asked = append(asked, "resume")
 		return true, nil
 	}
@@ -300,6 +309,8 @@ func TestOwnershipGates(t *testing.T) {
 	if err == nil {
 		t.Fatal("migration completed although the destination's handover lost")
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if fmt.Sprint(asked) != "[commit resume]" {
 		t.Errorf("gates asked in order %v", asked)
 	}
