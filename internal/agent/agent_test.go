@@ -271,6 +271,10 @@ func (p *pool) placeVM(t *testing.T, vm string, h store.Host, cmdline string) in
 	if _, err := p.st.PutVMSpec(ctx, vm, spec, 0, store.Guard{}); err != nil {
 		t.Fatal(err)
 	}
+	// As the controller does: the host may write the VM's keys.
+	if err := store.GrantVM(ctx, p.st.Client(), h.Name, vm); err != nil {
+		t.Fatal(err)
+	}
 	res, err := p.st.CreateOwner(ctx, vm, h.Name, clientv3.LeaseID(h.Alive.Lease), store.Guard{})
 	if err != nil || !res.Won {
 		t.Fatalf("create owner: %v %v", res, err)
@@ -514,6 +518,11 @@ func TestAgentMigration(t *testing.T) {
 	began := time.Now()
 	rec := store.Migration{ID: "m-test-1", VM: "vm1", Src: "h1", Dst: "h2", Reason: "user",
 		ExpectOwnerRev: ownerRev, Phase: store.MigrationRequested, Started: began.UTC()}
+	for _, h := range []string{rec.Src, rec.Dst} {
+		if err := store.GrantVM(ctx, p.st.Client(), h, rec.VM); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := p.st.PutMigration(ctx, rec, 0, store.Guard{}); err != nil {
 		t.Fatal(err)
 	}

@@ -361,6 +361,9 @@ func (c *Controller) place(ctx context.Context, name string, spec store.VMSpec, 
 		return err
 	}
 	defer c.release(d)
+	if err := c.grantVM(ctx, d.host, name); err != nil {
+		return err
+	}
 	rev, err := c.st.PlaceVM(ctx, name, spec, specRev, d.host, d.lease, g)
 	if err != nil {
 		c.metrics.placements.WithLabelValues("failed").Inc()
@@ -489,6 +492,9 @@ func (c *Controller) migrateVM(ctx context.Context, r *http.Request) (int, any, 
 		if _, recRev, err = c.st.GetMigration(ctx, v.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return 0, nil, unavailable(err)
 		}
+	}
+	if err := c.grantMigration(ctx, m); err != nil {
+		return 0, nil, err
 	}
 	if _, err := c.st.RequestMigration(ctx, m, recRev, g); err != nil {
 		c.metrics.migrations.WithLabelValues("failed").Inc()

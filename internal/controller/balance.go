@@ -278,6 +278,9 @@ func (c *Controller) requestMove(ctx context.Context, g store.Guard, mv balance.
 			return "", unavailable(err)
 		}
 	}
+	if err := c.grantMigration(ctx, m); err != nil {
+		return "", err
+	}
 	if _, err := c.st.RequestMigration(ctx, m, recRev, g); err != nil {
 		c.metrics.migrations.WithLabelValues("failed").Inc()
 		return "", c.writeFailed(ctx, fmt.Sprintf("request migration of vm %s", v.Name), err)

@@ -157,6 +157,10 @@ type Controller struct {
 	ca        *pki.CA
 	cred      *pki.Credential // this controller's
 
+	grantMu   sync.Mutex
+	hostUsers []string             // hosts with an etcd user
+	granted   map[string]time.Time // "host/vm" -> when grantVM granted it
+
 	stop     context.CancelFunc
 	loopDone chan struct{}
 	srvDone  chan struct{}
@@ -197,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{},
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{}, granted: map[string]time.Time{},
 		loopDone: make(chan struct{}), srvDone: make(chan struct{}), ops: newOps(), bal: newBalancerState(cfg)}
 	defer func() {
 		if err != nil {

@@ -681,11 +681,31 @@ func TestEtcdAccess(t *testing.T) {
 	if _, err := cli.Put(ctx, store.HostInfoKey("h1"), "{}"); err != nil {
 		t.Errorf("h1 writes its own record: %v", err)
 	}
-	for _, key := range []string{store.HostInfoKey("h2"), store.HostAliveKey("h2"), store.RuleKey("r1"), store.ConfigKey, store.CRLKey} {
-		if _, err := cli.Put(ctx, key, "{}"); err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("h1 writes %s: %v, want permission denied", key, err)
+	denied := func(keys ...string) {
+		t.Helper()
+		for _, key := range keys {
+			if _, err := cli.Put(ctx, key, "{}"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("h1 writes %s: %v, want permission denied", key, err)
+			}
 		}
 	}
+	denied(store.HostInfoKey("h2"), store.HostAliveKey("h2"), store.RuleKey("r1"), store.ConfigKey, store.CRLKey,
+		store.OwnerKey("vm1"), store.VMStatusKey("vm1"), store.MigrationKey("vm1"), store.VMSpecKey("vm1"))
+	// Running (or receiving) vm1, h1 writes its owner, status and
+	// migration keys, never its spec; once it no longer does, not even those.
+	if err := c.grantVM(ctx, "h1", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{store.OwnerKey("vm1"), store.VMStatusKey("vm1"), store.MigrationKey("vm1")} {
+		if _, err := cli.Put(ctx, key, "{}"); err != nil {
+			t.Errorf("h1 writes %s of a VM it runs: %v", key, err)
+		}
+	}
+	denied(store.VMSpecKey("vm1"), store.OwnerKey("vm2"))
+	if err := store.SyncVMGrants(ctx, c.cli, map[string]map[string]bool{"h1": {}}); err != nil {
+		t.Fatal(err)
+	}
+	denied(store.OwnerKey("vm1"), store.VMStatusKey("vm1"), store.MigrationKey("vm1"))
 	if _, err := p.CA.Revoke(pki.RoleHost, "h1"); err != nil {
 		t.Fatal(err)
 	}

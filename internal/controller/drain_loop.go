@@ -342,6 +342,9 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
+			if err := c.grantMigration(ctx, s.m); err != nil {
+				return err
+			}
 			_, err := c.st.RequestMigration(ctx, s.m, recRev, g)
 			return err
 		}()

@@ -287,6 +287,11 @@ func (c *Controller) haPass(ctx context.Context) {
 			}
 			continue
 		}
+		if err := c.grantVM(rctx, best, v.Name); err != nil {
+			c.release(d)
+			c.log.Warn("ha: cannot grant the vm's keys to its new host", "vm", v.Name, "host", best, "err", err)
+			continue
+		}
 		r, err := c.st.CreateOwner(rctx, v.Name, best, lease, g)
 		c.release(d)
 		if err != nil || !r.Won {

@@ -167,7 +167,8 @@ func (c *Controller) etcdIsTLS() bool {
 }
 
 // pkiLoop mirrors the CA into etcd and this controller's CRL at start and
-// whenever the CA's index or CRL changes, until ctx ends.
+// whenever the CA's index or CRL changes, and keeps the per-VM grants, until
+// ctx ends.
 func (c *Controller) pkiLoop(ctx context.Context) {
 	var seen string
 	for {
@@ -182,6 +183,11 @@ func (c *Controller) pkiLoop(ctx context.Context) {
 				c.log.Warn("mirror the CA into etcd", "err", err)
 			}
 		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := c.syncVMGrants(sctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("per-VM etcd grants", "err", err)
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
@@ -228,12 +234,70 @@ func (c *Controller) syncPKI(ctx context.Context) error {
 	if err := store.SyncHosts(ctx, c.cli, hosts); err != nil {
 		return err
 	}
+	c.grantMu.Lock()
+	c.hostUsers = hosts
+	c.grantMu.Unlock()
 	if _, err := c.cli.Put(ctx, store.CRLKey, string(crl)); err != nil {
 		return fmt.Errorf("publish the CRL: %w", err)
 	}
 	c.log.Debug("CA mirrored into etcd", "hosts", hosts)
 	return nil
 }
+
+// grantVM lets host write VM vm's owner, status and migration keys in
+// etcd, before the controller writes what makes host run or receive it.
+func (c *Controller) grantVM(ctx context.Context, host, vm string) error {
+	if !c.etcdIsTLS() {
+		return nil
+	}
+	c.grantMu.Lock()
+	c.granted[host+"/"+vm] = time.Now()
+	c.grantMu.Unlock()
+	if err := store.GrantVM(ctx, c.cli, host, vm); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// grantMigration lets both ends of migration m write the VM's keys.
+func (c *Controller) grantMigration(ctx context.Context, m store.Migration) error {
+	for _, h := range []string{m.Src, m.Dst} {
+		if err := c.grantVM(ctx, h, m.VM); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncVMGrants makes the per-VM grants follow the pool: each host may
+// write the keys of the VMs it owns, reports or is migrating. A grant made
+// in the last grantHold is kept even if the snapshot does not show it yet.
+func (c *Controller) syncVMGrants(ctx context.Context) error {
+	if !c.etcdIsTLS() {
+		return nil
+	}
+	began := time.Now()
+	vms, _, err := c.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	c.grantMu.Lock()
+	want := store.VMHosts(vms, c.hostUsers)
+	for k, at := range c.granted {
+		host, vm, _ := strings.Cut(k, "/")
+		if began.Sub(at) > grantHold {
+			delete(c.granted, k)
+		} else if m, ok := want[host]; ok {
+			m[vm] = true
+		}
+	}
+	c.grantMu.Unlock()
+	return store.SyncVMGrants(ctx, c.cli, want)
+}
+
+// grantHold is how long a fresh grant is kept before the pool's state
+// must show why.
+const grantHold = 30 * time.Second
 
 // apiTLS is the API's server side: users (the CLI) and peer controllers.
 func (c *Controller) apiTLS() *tls.Config {

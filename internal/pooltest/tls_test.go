@@ -25,7 +25,9 @@ import (
 // TestPoolAttacker: host c sits on the pool network with no agent and
 // tries what an attacker there would. With no certificate, or another
 // CA's, it reaches neither etcd, the controller nor an agent; with a valid
-// user certificate etcd's access control refuses it. Then, while the VM
+// user certificate etcd's access control refuses it; with a valid
+// certificate of host c it cannot write vm1's owner key, migration record
+// or spec, nor get b to receive vm1 for it. Then, while the VM
 // migrates from a to b, it holds connections open on every migration
 // port of b (a stall) and offers each a valid certificate of host c (a
 // hijack): every handshake is refused, and the real migration commits
@@ -117,10 +119,46 @@ func TestPoolAttacker(t *testing.T) {
 	}
 	// A valid user certificate passes TLS, and etcd's access control
 	// refuses it: users have no etcd role.
-	if err := attackerEtcd(attacker, l.etcdURL(), user.ClientConfig("", nil)); err == nil {
+	read := func(cli *clientv3.Client, ctx context.Context) error {
+		_, err := cli.Get(ctx, store.Prefix)
+		return err
+	}
+	if err := attackerEtcd(attacker, l.etcdURL(), user.ClientConfig("", nil), read); err == nil {
 		t.Error("a user's certificate read etcd")
 	} else {
 		t.Logf("etcd with a user's certificate: %v", err)
+	}
+	// A valid certificate of another host (c) cannot take vm1 over: etcd
+	// refuses its writes to vm1's owner key and migration record, and
+	// b's agent refuses to receive vm1 for it.
+	waitFor(t, 10*time.Second, "host c's etcd user", func() bool {
+		_, err := l.st.Client().UserGet(context.Background(), store.HostRole("c"))
+		return err == nil
+	})
+	for _, key := range []string{store.OwnerKey("vm1"), store.MigrationKey("vm1"), store.VMSpecKey("vm1")} {
+		put := func(cli *clientv3.Client, ctx context.Context) error {
+			_, err := cli.Put(ctx, key, `{"host":"c"}`)
+			return err
+		}
+		if err := attackerEtcd(attacker, l.etcdURL(), hostC.ClientConfig("", nil), put); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("host c writes %s: %v, want permission denied", key, err)
+		}
+	}
+	if err := attackerEtcd(attacker, l.etcdURL(), hostC.ClientConfig("", nil), read); err != nil {
+		t.Errorf("host c cannot even read the pool (the refusals above prove nothing): %v", err)
+	}
+	body := `{"vm":"vm1","src":"c","migration_id":"m-fake","owner_rev":1}`
+	if c, err := dial(bAddr + ":7480"); err == nil {
+		tc := tls.Client(c, hostC.ClientConfig("", pki.AllowPeer(pki.RoleHost, "b")))
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(tc, "POST /v1/incoming HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		reply, _ := io.ReadAll(tc)
+		tc.Close()
+		if first, _, _ := strings.Cut(string(reply), "\r\n"); !strings.Contains(first, " 409 ") && !strings.Contains(first, " 403 ") {
+			t.Errorf("b's agent, asked by host c for an incoming vm1: %q, want 409 or 403", first)
+		} else {
+			t.Logf("b's agent to host c asking for vm1: %s", first)
+		}
 	}
 
 	// The migration, under a stall and a hijack attempt on every port.
@@ -208,8 +246,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// attackerEtcd tries one read of the pool's keys from namespace ns.
-func attackerEtcd(ns, endpoint string, cfg *tls.Config) error {
+// attackerEtcd runs op on an etcd client dialling from namespace ns.
+func attackerEtcd(ns, endpoint string, cfg *tls.Config, op func(*clientv3.Client, context.Context) error) error {
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		if i := strings.Index(addr, "://"); i >= 0 {
 			addr = addr[i+3:]
@@ -231,6 +269,5 @@ func attackerEtcd(ns, endpoint string, cfg *tls.Config) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = cli.Get(ctx, store.Prefix)
-	return err
+	return op(cli, ctx)
 }

@@ -18,12 +18,13 @@ import (
 // controller's API.
 //
 // The controller holds etcd's root role. A host's role reads the pool's
-// keys and writes only what an agent writes: its own host record and
-// lease-bound keys (HostsPrefix+NAME+"/"), the VMs' owner and status keys,
-// and migration records. etcd grants by key range, and a VM's keys are not
-// under its host's, so a host can still write another host's VMs' keys;
-// it cannot touch another host's record or lease, the controllers' keys,
-// the rules or the pool configuration.
+// keys and writes its own host record and lease-bound keys
+// (HostsPrefix+NAME+"/"); and, granted per VM by the controller while the
+// host runs or receives that VM (GrantVM, SyncVMGrants), the VM's owner
+// and status keys and its migration record: the keys the agent and the
+// VMM's handover write. A host cannot touch another host's record or
+// lease, a VM it neither runs nor receives, any VM's spec, the
+// controllers' keys, the rules or the pool configuration.
 
 // RootUser is etcd's built-in administrator, which must exist before
 // authentication is turned on. It gets no password and no certificate of
@@ -33,19 +34,128 @@ const RootUser = "root"
 // HostRole is the etcd role (and user) of host name.
 func HostRole(name string) string { return "host:" + name }
 
-// hostPerms are the key ranges a host's role may read or write.
+// hostPerms are the key ranges a host's role always has.
 func hostPerms(name string) []perm {
 	return []perm{
-		{Prefix, clientv3.PermissionType(clientv3.PermRead)},
-		{HostsPrefix + name + "/", clientv3.PermissionType(clientv3.PermReadWrite)},
-		{VMsPrefix, clientv3.PermissionType(clientv3.PermReadWrite)},
-		{MigrationsPrefix, clientv3.PermissionType(clientv3.PermReadWrite)},
+		{Prefix, true, clientv3.PermissionType(clientv3.PermRead)},
+		{HostsPrefix + name + "/", true, clientv3.PermissionType(clientv3.PermReadWrite)},
 	}
 }
 
+func isHostPerm(host, key string) bool {
+	for _, p := range hostPerms(host) {
+		if p.key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// vmKeys are the keys of VM vm that the host running or receiving it
+// writes.
+func vmKeys(vm string) []string { return []string{OwnerKey(vm), VMStatusKey(vm), MigrationKey(vm)} }
+
 type perm struct {
-	prefix string
+	key    string
+	prefix bool // the range is every key under key
 	typ    clientv3.PermissionType
+}
+
+func (p perm) rangeEnd() string {
+	if p.prefix {
+		return clientv3.GetPrefixRangeEnd(p.key)
+	}
+	return ""
+}
+
+// GrantVM lets host write VM vm's owner, status and migration keys.
+func GrantVM(ctx context.Context, cli *clientv3.Client, host, vm string) error {
+	for _, k := range vmKeys(vm) {
+		if _, err := cli.RoleGrantPermission(ctx, HostRole(host), k, "", clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+			return fmt.Errorf("store: grant %s %s: %w", HostRole(host), k, err)
+		}
+	}
+	return nil
+}
+
+// revokeVM takes GrantVM back.
+func revokeVM(ctx context.Context, cli *clientv3.Client, host, vm string) error {
+	for _, k := range vmKeys(vm) {
+		_, err := cli.RoleRevokePermission(ctx, HostRole(host), k, "")
+		if err != nil && !errors.Is(err, rpctypes.ErrPermissionNotGranted) {
+			return fmt.Errorf("store: revoke %s %s: %w", HostRole(host), k, err)
+		}
+	}
+	return nil
+}
+
+// vmGrants lists the VMs whose owner key host may write.
+func vmGrants(ctx context.Context, cli *clientv3.Client, host string) (map[string]bool, error) {
+	r, err := cli.RoleGet(ctx, HostRole(host))
+	if err != nil {
+		return nil, fmt.Errorf("store: etcd role %s: %w", HostRole(host), err)
+	}
+	vms := map[string]bool{}
+	for _, p := range r.Perm {
+		if name, leaf, ok := splitKey(VMsPrefix, string(p.Key)); ok && leaf == "owner" && len(p.RangeEnd) == 0 {
+			vms[name] = true
+		}
+	}
+	return vms, nil
+}
+
+// SyncVMGrants makes each host's per-VM grants equal want (host -> VMs):
+// missing grants are added, others revoked.
+func SyncVMGrants(ctx context.Context, cli *clientv3.Client, want map[string]map[string]bool) error {
+	for host, vms := range want {
+		have, err := vmGrants(ctx, cli, host)
+		if err != nil {
+			return err
+		}
+		for vm := range vms {
+			if !have[vm] {
+				if err := GrantVM(ctx, cli, host, vm); err != nil {
+					return err
+				}
+			}
+		}
+		for vm := range have {
+			if !vms[vm] {
+				if err := revokeVM(ctx, cli, host, vm); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// VMHosts are the hosts that may write each VM's keys now: its owner, the
+// host that last reported its status, and both ends of a migration under
+// way. hosts lists every host with an etcd user.
+func VMHosts(vms []VM, hosts []string) map[string]map[string]bool {
+	want := map[string]map[string]bool{}
+	for _, h := range hosts {
+		want[h] = map[string]bool{}
+	}
+	add := func(h, vm string) {
+		if m, ok := want[h]; ok {
+			m[vm] = true
+		}
+	}
+	for _, v := range vms {
+		if v.Owner != nil {
+			add(v.Owner.Host, v.Name)
+		}
+		if v.Status != nil {
+			add(v.Status.Host, v.Name)
+		}
+		if m := v.Migration; m != nil && !m.Phase.Terminal() {
+			add(m.Src, v.Name)
+			add(m.Dst, v.Name)
+		}
+	}
+	return want
 }
 
 // EnableAuth turns on etcd's authentication with user as root (the
@@ -108,9 +218,19 @@ func ensureHost(ctx context.Context, cli *clientv3.Client, host string) error {
 	if _, err := cli.RoleAdd(ctx, name); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
 		return fmt.Errorf("store: add etcd role %s: %w", name, err)
 	}
+	// Broad grants of an older Godwit (all VMs' keys) go.
+	if r, err := cli.RoleGet(ctx, name); err == nil {
+		for _, p := range r.Perm {
+			if len(p.RangeEnd) > 0 && !isHostPerm(host, string(p.Key)) {
+				if _, err := cli.RoleRevokePermission(ctx, name, string(p.Key), string(p.RangeEnd)); err != nil {
+					return fmt.Errorf("store: revoke %s on %s: %w", name, p.Key, err)
+				}
+			}
+		}
+	}
 	for _, p := range hostPerms(host) {
-		if _, err := cli.RoleGrantPermission(ctx, name, p.prefix, clientv3.GetPrefixRangeEnd(p.prefix), p.typ); err != nil {
-			return fmt.Errorf("store: grant %s on %s: %w", name, p.prefix, err)
+		if _, err := cli.RoleGrantPermission(ctx, name, p.key, p.rangeEnd(), p.typ); err != nil {
+			return fmt.Errorf("store: grant %s on %s: %w", name, p.key, err)
 		}
 	}
 	if err := addUser(ctx, cli, name); err != nil {
