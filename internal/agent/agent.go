@@ -117,6 +117,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(a.cfg.StateDir, "vms"), 0o750); err != nil {
 		return fmt.Errorf("agent: state dir: %w", err)
 	}
+	if err := a.checkVMMUser(); err != nil {
+		return err
+	}
 	cli, err := store.Connect(ctx, store.ClientConfig{Endpoints: a.cfg.Etcd, Logger: a.log, TLS: a.etcdTLS()})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -152,6 +152,12 @@ func (p *pool) startAgent(t *testing.T, host string, ports string) *testAgent {
 func (p *pool) startAgentWith(t *testing.T, host string, ports string, extra ...string) *testAgent {
 	t.Helper()
 	dir := t.TempDir()
+	// The VMMs drop to nobody and must still reach the fence file.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := &testAgent{t: t, host: host, dir: dir, listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "agent.log"), admin: p.admin}
 	a.args = []string{
 		"--host", host, "--listen", a.listen, "--migrate-ip", "127.0.0.1", "--migrate-ports", ports,
@@ -664,11 +670,15 @@ func TestAgentSandboxedVMM(t *testing.T) {
 	h := p.waitHost(t, "h1")
 	p.placeVM(t, "good", h, "cpus=1")
 	st := p.waitStatus(t, "good", store.VMRunning)
-	status, err := sandboxStatus(st.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(status, "Seccomp:\t2") || !strings.Contains(status, "NoNewPrivs:\t1") || !strings.Contains(status, "CapEff:\t0000000000000000") {
+	// The VMM answers its API (and so is reported running) a moment
+	// before its VM runs and it enters the sandbox.
+	var status string
+	waitFor(t, 10*time.Second, "the VMM to enter its sandbox", func() bool {
+		status, _ = sandboxStatus(st.PID)
+		return strings.Contains(status, "Seccomp:\t2")
+	})
+	if !strings.Contains(status, "Seccomp:\t2") || !strings.Contains(status, "NoNewPrivs:\t1") || !strings.Contains(status, "CapEff:\t0000000000000000") ||
+		!strings.Contains(status, "Uid:\t65534\t65534\t65534\t65534") {
 		t.Errorf("the VMM is not sandboxed:\n%s", status)
 	}
 	console := filepath.Join(a.vmDir("good"), "console.log")

@@ -51,6 +51,9 @@ type Config struct {
 	// VerifyMigrations makes every migration this agent drives check a
 	// CRC32C of all guest RAM on the destination before it commits.
 	VerifyMigrations bool
+	// VMMUser is the unprivileged user the VMMs switch to once their VM
+	// runs (their --run-as); "" keeps root (without capabilities).
+	VMMUser string
 	// Accel is the accelerator this host's VMs run on: "auto" (or ""),
 	// "kvm" or "emu" (package accel); the VMMs get it as --accel.
 	Accel string
@@ -139,6 +142,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 	godwit := fs.String("godwit", "", "binary started as VMM with \"run\" (default: godwit-vmm beside this executable, else this executable)")
 	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
 	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
+	vmmUser := fs.String("vmm-user", "nobody", "user the VMMs switch to once their VM runs (name or UID:GID; \"\" keeps root without capabilities)")
 	accelName := fs.String("accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -153,7 +157,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
 		LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
 		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		VerifyMigrations: *verify, Accel: *accelName, Credential: *credential,
+		VerifyMigrations: *verify, Accel: *accelName, Credential: *credential, VMMUser: *vmmUser,
 		Bridges: map[string]string{},
 	}
 	if c.Host == "" {

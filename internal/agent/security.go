@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
+	"github.com/godwit-vmm/godwit/internal/fence"
 	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/sandbox"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -17,6 +20,27 @@ import (
 // (store.HostRole); to other agents and the controller, whose certificates
 // it checks in turn; and through its VMMs, which migrate over mutual TLS
 // with it, each side accepting only the one peer host of that migration.
+
+// checkVMMUser makes sure the VMMs, once they run as cfg.VMMUser, can
+// still follow the fence (which fails closed): the state directory is
+// made searchable by others (its VM directories stay 0750), and every
+// directory above it must be too.
+func (a *Agent) checkVMMUser() error {
+	if a.cfg.VMMUser == "" {
+		return nil
+	}
+	uid, gid, err := sandbox.LookupUser(a.cfg.VMMUser)
+	if err != nil {
+		return fmt.Errorf("agent: --vmm-user: %w", err)
+	}
+	if err := os.Chmod(a.cfg.StateDir, 0o711); err != nil {
+		return fmt.Errorf("agent: state dir: %w", err)
+	}
+	if err := fence.CheckReadable(a.fencePath(), uid, gid); err != nil {
+		return fmt.Errorf("agent: --vmm-user %s: %w (or pass --vmm-user \"\")", a.cfg.VMMUser, err)
+	}
+	return nil
+}
 
 // loadCredential opens the host's credential and checks it names cfg.Host.
 func loadCredential(cfg Config) (*pki.Credential, error) {

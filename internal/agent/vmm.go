@@ -85,6 +85,9 @@ func (a *Agent) vmmArgs(vm string, lease int64) []string {
 	// The host's credential: the VMM's etcd client (the owner key) and its
 	// migrations, in and out, use it.
 	args = append(args, "--credential", a.cfg.Credential)
+	if a.cfg.VMMUser != "" {
+		args = append(args, "--run-as", a.cfg.VMMUser)
+	}
 	if a.cfg.Accel != "" {
 		args = append(args, "--accel", a.cfg.Accel)
 	}

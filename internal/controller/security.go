@@ -17,6 +17,7 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/pki"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // The controller is the pool's security anchor: it runs where the CA
@@ -246,6 +247,8 @@ func (c *Controller) syncPKI(ctx context.Context) error {
 
 // grantVM lets host write VM vm's owner, status and migration keys in
 // etcd, before the controller writes what makes host run or receive it.
+// A host without an etcd user (no certificate yet) cannot write anything
+// and is skipped.
 func (c *Controller) grantVM(ctx context.Context, host, vm string) error {
 	if !c.etcdIsTLS() {
 		return nil
@@ -253,7 +256,12 @@ func (c *Controller) grantVM(ctx context.Context, host, vm string) error {
 	c.grantMu.Lock()
 	c.granted[host+"/"+vm] = time.Now()
 	c.grantMu.Unlock()
-	if err := store.GrantVM(ctx, c.cli, host, vm); err != nil {
+	err := store.GrantVM(ctx, c.cli, host, vm)
+	if errors.Is(err, rpctypes.ErrRoleNotFound) {
+		c.log.Debug("no etcd role for the host; nothing to grant", "host", host, "vm", vm)
+		return nil
+	}
+	if err != nil {
 		return unavailable(err)
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +59,10 @@ func (p *Publisher) PublishAt(mono int64) error {
 	binary.LittleEndian.PutUint64(b[8:], uint64(mono))
 	tmp := p.path + ".tmp"
 	if err := os.WriteFile(tmp, b[:], 0o644); err != nil {
+		return fmt.Errorf("fence: %w", err)
+	}
+	// Readable by VMMs that dropped to another user, whatever the umask.
+	if err := os.Chmod(tmp, 0o644); err != nil {
 		return fmt.Errorf("fence: %w", err)
 	}
 	if err := os.Rename(tmp, p.path); err != nil {
@@ -125,4 +130,41 @@ func Follow(path string, interval time.Duration, update func(deadline int64), ex
 		}
 	}()
 	return func() { close(done) }
+}
+
+// CheckReadable checks, from permission bits, that a VMM running as
+// uid:gid can follow the fence at path: search permission on every
+// directory above it and, if the file exists yet, read permission on it.
+// A fence that cannot be read fails closed, so a VMM that is to drop to
+// another user checks first.
+func CheckReadable(path string, uid, gid int) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if err := permits(dir, uid, gid, 1, "search"); err != nil {
+			return err
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	if err := permits(abs, uid, gid, 4, "read"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// permits checks one permission bit (1 search, 4 read) of p for uid:gid.
+func permits(p string, uid, gid int, bit uint32, what string) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: p, Err: err}
+	}
+	m := st.Mode & 0o777
+	if int(st.Uid) == uid && m&(bit<<6) != 0 || int(st.Gid) == gid && m&(bit<<3) != 0 || m&bit != 0 {
+		return nil
+	}
+	return fmt.Errorf("fence: uid %d cannot %s %s (mode %#o, owner %d:%d): make it reachable (chmod o+x on the directories, o+r on the file)", uid, what, p, m, st.Uid, st.Gid)
 }

@@ -1,6 +1,7 @@
 package fence
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +77,31 @@ func TestWatchFailsClosed(t *testing.T) {
 		}
 	case <-time.After(time.Second):
 		t.Fatal("an unreadable fence did not stop the VM")
+	}
+}
+
+func TestCheckReadable(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o711)
+	os.Chmod(filepath.Dir(dir), 0o711)
+	f := filepath.Join(dir, "fence")
+	if err := CheckReadable(f, 65534, 65534); err != nil {
+		t.Errorf("not yet published, reachable directory: %v", err)
+	}
+	os.WriteFile(f, make([]byte, 16), 0o600)
+	os.Chmod(f, 0o600)
+	if err := CheckReadable(f, 65534, 65534); err == nil || !strings.Contains(err.Error(), "cannot read") {
+		t.Errorf("file 0600 of another user: %v", err)
+	}
+	os.Chmod(f, 0o644)
+	if err := CheckReadable(f, 65534, 65534); err != nil {
+		t.Errorf("file 0644: %v", err)
+	}
+	os.Chmod(dir, 0o700)
+	if err := CheckReadable(f, 65534, 65534); err == nil || !strings.Contains(err.Error(), "cannot search") {
+		t.Errorf("directory 0700 of another user: %v", err)
+	}
+	if err := CheckReadable(f, os.Getuid(), os.Getgid()); err != nil {
+		t.Errorf("its owner: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync"
 	"unsafe"
 
 	"github.com/godwit-vmm/godwit/internal/memory"
@@ -18,12 +19,33 @@ type pagemap struct {
 	buf []byte
 }
 
+// selfPagemap is /proc/self/pagemap, opened once for the process's life:
+// its permission is checked at open, and a VMM that later drops to another
+// user (and so stops being dumpable) could not open it again.
+var selfPagemap struct {
+	once sync.Once
+	f    *os.File
+	err  error
+}
+
+// OpenPagemap opens /proc/self/pagemap for the migrations to come; a VMM
+// calls it before it drops its privileges. Later calls return the first
+// result.
+func OpenPagemap() error {
+	selfPagemap.once.Do(func() {
+		selfPagemap.f, selfPagemap.err = os.Open("/proc/self/pagemap")
+		if selfPagemap.err != nil {
+			selfPagemap.err = fmt.Errorf("migration: %w", selfPagemap.err)
+		}
+	})
+	return selfPagemap.err
+}
+
 func openPagemap() (*pagemap, error) {
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		return nil, fmt.Errorf("migration: %w", err)
+	if err := OpenPagemap(); err != nil {
+		return nil, err
 	}
-	return &pagemap{f: f}, nil
+	return &pagemap{f: selfPagemap.f}, nil
 }
 
 const (
@@ -51,16 +73,17 @@ func (pm *pagemap) lookup(host []byte, firstPage uint64, out []bool) error {
 	return nil
 }
 
-func (pm *pagemap) Close() error { return pm.f.Close() }
+// Close releases pm; the file stays open for the next migration.
+func (pm *pagemap) Close() error { return nil }
 
 // untouchedSkipper returns a wire.PageSkipper over the given RAM regions
 // that reports pages not present in this process's page tables. Safe for
 // concurrent use.
 func untouchedSkipper(regions []*memory.Region) (wire.PageSkipper, func(), error) {
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		return nil, nil, fmt.Errorf("migration: %w", err)
+	if err := OpenPagemap(); err != nil {
+		return nil, nil, err
 	}
+	f := selfPagemap.f
 	skip := func(region, firstPage int, untouched []bool) {
 		pm := &pagemap{f: f}
 		present := make([]bool, len(untouched))
@@ -71,5 +94,5 @@ func untouchedSkipper(regions []*memory.Region) (wire.PageSkipper, func(), error
 			untouched[i] = !p
 		}
 	}
-	return skip, func() { f.Close() }, nil
+	return skip, func() {}, nil
 }

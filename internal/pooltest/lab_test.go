@@ -144,6 +144,11 @@ func newLab(t *testing.T, nhosts int) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agents' VMMs drop to nobody and must still reach their fence
+	// files in the state directories under dir.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	l := &lab{t: t, dir: dir, hosts: map[string]*netlab.Host{}, agents: map[string]*proc{}, elf: elf}
 	t.Cleanup(l.close)
 	// netlab names its client namespace and veth <p>-c and <p>c, the

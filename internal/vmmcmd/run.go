@@ -57,6 +57,7 @@ func Run(args []string, stderr io.Writer) error {
 	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
 	credential := fs.String("credential", "", "pool member: the host's credential directory (godwit pki); etcd and migrations use it, and each migration accepts only its peer host")
 	migrationPeer := fs.String("migration-peer", "", "with --incoming and --credential: the only host whose certificate may send the VM")
+	runAs := fs.String("run-as", "", "once the VM runs, switch to this unprivileged user: a name (nobody) or UID:GID; it must be able to read --fence-file")
 	noSandbox := fs.Bool("no-sandbox", false, "do not install the seccomp filter nor drop capabilities once the VM runs (debugging only)")
 	selftest := fs.Duration("seccomp-selftest", 0, "test aid: this long after the sandbox is on, make a forbidden system call (the VMM must die by SIGSYS)")
 	insecure := fs.Bool("insecure-migration", false, "allow --incoming without TLS on an address other than loopback: anyone who reaches the port can supply the VM")
@@ -177,7 +178,7 @@ func Run(args []string, stderr io.Writer) error {
 		return err
 	}
 	if !*noSandbox {
-		if err := enterSandbox(*selftest, log); err != nil {
+		if err := enterSandbox(*runAs, *fenceFile, *selftest, log); err != nil {
 			v.Stop(err.Error())
 			v.Wait()
 			return fmt.Errorf("run: %w (or pass --no-sandbox)", err)

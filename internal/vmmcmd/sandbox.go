@@ -1,26 +1,53 @@
 package vmmcmd
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/godwit-vmm/godwit/internal/fence"
+	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/sandbox"
 )
 
 // enterSandbox hardens the VMM once its VM runs and everything it needs
 // is open (guest RAM, the accelerator, TAP, disk, API socket, migration
-// listener): no new privileges, every capability dropped, and the seccomp
-// allow-list on every thread, so that a bug in a device model or a
-// decoder of guest or peer bytes cannot make the process do anything a
-// VMM at run time does not. A forbidden system call kills the process
-// with SIGSYS; the host agent reports it.
-func enterSandbox(selftest time.Duration, log *slog.Logger) error {
-	if err := sandbox.Apply(sandbox.Options{}); err != nil {
+// listener): no new privileges, every capability dropped, optionally an
+// unprivileged user (runAs), and the seccomp allow-list on every thread,
+// so that a bug in a device model or a decoder of guest or peer bytes
+// cannot make the process do anything a VMM at run time does not. A
+// forbidden system call kills the process with SIGSYS; the host agent
+// reports it.
+//
+// As another user the VMM still has every file it opened; by path it only
+// reads the fence file (checked here first, as the fence fails closed).
+// Its credential files stay root's: a rotated certificate reaches it at
+// its next start.
+func enterSandbox(runAs, fenceFile string, selftest time.Duration, log *slog.Logger) error {
+	var o sandbox.Options
+	if runAs != "" {
+		uid, gid, err := sandbox.LookupUser(runAs)
+		if err != nil {
+			return fmt.Errorf("--run-as: %w", err)
+		}
+		if fenceFile != "" {
+			if err := fence.CheckReadable(fenceFile, uid, gid); err != nil {
+				return fmt.Errorf("--run-as %s: %w", runAs, err)
+			}
+		}
+		o.UID, o.GID = uid, gid
+	}
+	// Migrations read /proc/self/pagemap, which a process that changed its
+	// user may no longer open.
+	if err := migration.OpenPagemap(); err != nil {
 		return err
 	}
-	log.Info("sandbox on: seccomp allow-list on every thread, no capabilities, no new privileges")
+	if err := sandbox.Apply(o); err != nil {
+		return err
+	}
+	log.Info("sandbox on: seccomp allow-list on every thread, no capabilities, no new privileges", "run_as", runAs)
 	if selftest > 0 {
 		go func() {
 			time.Sleep(selftest)

@@ -97,8 +97,10 @@ func TestRealClockPauseResume(t *testing.T) {
 		t.Fatalf("Now = %d", now)
 	}
 	fired := make(chan int64, 2)
-	c.AfterFunc(int64(2*time.Millisecond), func() { fired <- c.Now() })
+	// start is read before arming: read after, a preemption between the
+	// two would make a timer on time look early.
 	start := c.Now()
+	c.AfterFunc(int64(2*time.Millisecond), func() { fired <- c.Now() })
 	held := c.AfterFunc(int64(30*time.Millisecond), func() { fired <- c.Now() })
 	select {
 	case at := <-fired:
