@@ -238,17 +238,15 @@ func (l *lab) extraHost(i int) {
 	l.hosts[string(rune('a'+i))] = h
 }
 
-// connectStore opens an etcd client whose sockets live in the core
-// namespace.
-func (l *lab) connectStore() *store.Store {
-	l.t.Helper()
-	core := l.net.CoreNS()
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+// nsDialer dials gRPC addresses (scheme://host:port or host:port) from
+// network namespace ns.
+func nsDialer(ns string) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
 		if i := strings.Index(addr, "://"); i >= 0 {
 			addr = addr[i+3:]
 		}
 		var c net.Conn
-		err := netlab.InNamespace(core, func() error {
+		err := netlab.InNamespace(ns, func() error {
 			var d net.Dialer
 			var err error
 			c, err = d.DialContext(ctx, "tcp", addr)
@@ -256,6 +254,13 @@ func (l *lab) connectStore() *store.Store {
 		})
 		return c, err
 	}
+}
+
+// connectStore opens an etcd client whose sockets live in the core
+// namespace.
+func (l *lab) connectStore() *store.Store {
+	l.t.Helper()
+	dial := nsDialer(l.net.CoreNS())
 	bc := backoff.DefaultConfig
 	bc.BaseDelay, bc.MaxDelay = 50*time.Millisecond, 300*time.Millisecond
 	cred, err := pki.LoadCredential(filepath.Join(l.pki.Dir(), "controllers", "c1"))

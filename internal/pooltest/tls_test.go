@@ -248,19 +248,7 @@ func isTimeout(err error) bool {
 
 // attackerEtcd runs op on an etcd client dialling from namespace ns.
 func attackerEtcd(ns, endpoint string, cfg *tls.Config, op func(*clientv3.Client, context.Context) error) error {
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		if i := strings.Index(addr, "://"); i >= 0 {
-			addr = addr[i+3:]
-		}
-		var c net.Conn
-		err := netlab.InNamespace(ns, func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
+	dial := nsDialer(ns)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: cfg, DialTimeout: 3 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}, Logger: zap.NewNop()})
 	if err != nil {
