@@ -51,8 +51,12 @@ type Destination struct {
 	// decided), and the VM is discarded as if the source had aborted.
 	CommitGate func(ctx context.Context) error
 
-	mu       sync.Mutex // guards sessions
+	mu       sync.Mutex // guards sessions and running
 	sessions map[wire.SessionID]wire.CommitState
+	// running holds the session under way, closed when it has ended: a
+	// QUERY about it waits for the outcome (a source whose COMMIT was
+	// lost asks before this side has noticed).
+	running map[wire.SessionID]chan struct{}
 
 	controls  chan *greeted // control connections with their CONFIG
 	data      chan *greeted // data connections after HELLO
@@ -96,7 +100,7 @@ func NewDestination(ln net.Listener, base vm.Config, log *slog.Logger) *Destinat
 	}
 	return &Destination{ln: ln, base: base, log: log.With("vm", base.Name), AcceptTimeout: 30 * time.Second,
 		HelloTimeout: 10 * time.Second, Announce: vm.DefaultAnnounce,
-		sessions: map[wire.SessionID]wire.CommitState{},
+		sessions: map[wire.SessionID]wire.CommitState{}, running: map[wire.SessionID]chan struct{}{},
 		controls: make(chan *greeted), data: make(chan *greeted),
 		acceptErr: make(chan error, 1), committed: make(chan struct{}), loopDone: make(chan struct{}),
 		greeting: map[net.Conn]bool{}}
@@ -242,6 +246,17 @@ func (d *Destination) greet(nc net.Conn) {
 
 func (d *Destination) replyQuery(c *wire.Conn, id wire.SessionID) {
 	d.mu.Lock()
+	ended := d.running[id]
+	d.mu.Unlock()
+	if ended != nil {
+		wait := time.NewTimer(d.AcceptTimeout)
+		select {
+		case <-ended:
+		case <-wait.C:
+		}
+		wait.Stop()
+	}
+	d.mu.Lock()
 	st, ok := d.sessions[id]
 	d.mu.Unlock()
 	if !ok {
@@ -276,6 +291,16 @@ type incoming struct {
 // returns the VM once committed, or an error after discarding the VM.
 func (d *Destination) session(ctx context.Context, g *greeted) (*vm.VM, error) {
 	h, nc := g.hello, g.nc
+	ended := make(chan struct{})
+	d.mu.Lock()
+	d.running[h.Session] = ended
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.running, h.Session)
+		d.mu.Unlock()
+		close(ended)
+	}()
 	in := &incoming{d: d, ctrl: g.c, hello: h, errs: make(chan error, 1+int(h.Streams)), done: make(chan struct{})}
 	defer in.closeStreams()
 	// A Receive that ends (cancel, shutdown) abandons the migration under

@@ -46,7 +46,9 @@ var children = map[string]func(dir string) error{
 	"keepcap":        threadsChild(Options{KeepCaps: []uintptr{unix.CAP_NET_ADMIN}, Extra: threadExtra}),
 	"setuid":         threadsChild(Options{UID: 65534, GID: 65534, Extra: threadExtra}),
 	"setuid-keepcap": threadsChild(Options{UID: 65534, GID: 65534, KeepCaps: []uintptr{unix.CAP_NET_ADMIN}, Extra: threadExtra}),
-	"panic":          panicChild,
+	// Restrict first (as an incoming VMM does), then Apply on top.
+	"two-stage": threadsChild(Options{UID: 65534, GID: 65534, Extra: threadExtra}, Options{KeepCaps: SetupCaps, Extra: threadExtra}),
+	"panic":     panicChild,
 }
 
 // forbiddenCalls are system calls off the list (or off its argument
@@ -379,10 +381,15 @@ type threadsReport struct {
 // threadsChild returns a mode that locks 8 goroutines to threads, applies
 // o, and reports on the threads. Before a user switch it joins groups 0
 // and 1, which the switch must leave.
-func threadsChild(o Options) func(string) error {
+func threadsChild(o Options, restrict ...Options) func(string) error {
 	return func(string) error {
 		if o.UID != 0 {
 			if err := syscall.Setgroups([]int{0, 1}); err != nil {
+				return err
+			}
+		}
+		for _, r := range restrict {
+			if err := Restrict(r); err != nil {
 				return err
 			}
 		}

@@ -203,6 +203,13 @@ func checkThreads(t *testing.T, mode string, uid int, caps uint64) {
 		t.Errorf("locked threads %v before Apply, %v after; want the same 8", before, after)
 	}
 	for _, b := range r.Before {
+		if mode == "two-stage" {
+			// Restricted already: a filter, and only the setup capabilities.
+			if b.Status.Seccomp != 2 || b.Status.CapEff == 0 || b.Status.CapEff&(1<<unix.CAP_SYS_ADMIN) != 0 {
+				t.Errorf("thread %d after Restrict: %+v, want a filter and only SetupCaps", b.TID, b.Status)
+			}
+			continue
+		}
 		if b.Status.Seccomp != 0 || b.Status.CapEff == 0 {
 			t.Errorf("thread %d before Apply: %+v, want no filter and capabilities", b.TID, b.Status)
 		}
@@ -236,6 +243,10 @@ func TestApplyThreads(t *testing.T) { checkThreads(t, "threads", 0, 0) }
 func TestApplyKeepCaps(t *testing.T) { checkThreads(t, "keepcap", 0, 1<<unix.CAP_NET_ADMIN) }
 
 func TestApplySetuid(t *testing.T) { checkThreads(t, "setuid", 65534, 0) }
+
+// TestRestrictThenApply: an incoming VMM's two stages end as Apply alone
+// does, the user changed too, on every thread.
+func TestRestrictThenApply(t *testing.T) { checkThreads(t, "two-stage", 65534, 0) }
 
 func TestApplySetuidKeepCaps(t *testing.T) {
 	checkThreads(t, "setuid-keepcap", 65534, 1<<unix.CAP_NET_ADMIN)

@@ -24,6 +24,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/fence"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/migration/policy"
+	"github.com/godwit-vmm/godwit/internal/sandbox"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
@@ -112,6 +113,10 @@ func Run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	runAsUser, err := lookupRunAs(*runAs)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	var listenAddr string
 	if *incoming != "" {
 		addr, ok := strings.CutPrefix(*incoming, "tcp:")
@@ -170,6 +175,14 @@ func Run(args []string, stderr io.Writer) error {
 		if own != nil {
 			gate = own.commitGate(*ownerRev, *migrationID)
 		}
+		// The peer's stream is decoded before the VM exists: restrict
+		// the process now, and finish the sandbox once the VM runs.
+		if !*noSandbox {
+			if err := sandbox.Restrict(sandbox.Options{KeepCaps: sandbox.SetupCaps}); err != nil {
+				return fmt.Errorf("run: %w (or pass --no-sandbox)", err)
+			}
+			log.Debug("sandbox restricted for the incoming migration")
+		}
 		v, err = receiveVM(cfg, inLn, ann, gate, *migrationID, ctl, sigs, log)
 	} else {
 		v, err = startVM(cfg, ctl, log)
@@ -178,7 +191,7 @@ func Run(args []string, stderr io.Writer) error {
 		return err
 	}
 	if !*noSandbox {
-		if err := enterSandbox(*runAs, *fenceFile, *selftest, log); err != nil {
+		if err := enterSandbox(runAsUser, *fenceFile, *selftest, log); err != nil {
 			v.Stop(err.Error())
 			v.Wait()
 			return fmt.Errorf("run: %w (or pass --no-sandbox)", err)

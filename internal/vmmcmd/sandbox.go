@@ -25,19 +25,12 @@ import (
 // reads the fence file (checked here first, as the fence fails closed).
 // Its credential files stay root's: a rotated certificate reaches it at
 // its next start.
-func enterSandbox(runAs, fenceFile string, selftest time.Duration, log *slog.Logger) error {
-	var o sandbox.Options
-	if runAs != "" {
-		uid, gid, err := sandbox.LookupUser(runAs)
-		if err != nil {
-			return fmt.Errorf("--run-as: %w", err)
+func enterSandbox(runAs user, fenceFile string, selftest time.Duration, log *slog.Logger) error {
+	o := sandbox.Options{UID: runAs.uid, GID: runAs.gid}
+	if runAs.uid != 0 && fenceFile != "" {
+		if err := fence.CheckReadable(fenceFile, runAs.uid, runAs.gid); err != nil {
+			return fmt.Errorf("--run-as %s: %w", runAs.name, err)
 		}
-		if fenceFile != "" {
-			if err := fence.CheckReadable(fenceFile, uid, gid); err != nil {
-				return fmt.Errorf("--run-as %s: %w", runAs, err)
-			}
-		}
-		o.UID, o.GID = uid, gid
 	}
 	// Migrations read /proc/self/pagemap, which a process that changed its
 	// user may no longer open.
@@ -47,7 +40,7 @@ func enterSandbox(runAs, fenceFile string, selftest time.Duration, log *slog.Log
 	if err := sandbox.Apply(o); err != nil {
 		return err
 	}
-	log.Info("sandbox on: seccomp allow-list on every thread, no capabilities, no new privileges", "run_as", runAs)
+	log.Info("sandbox on: seccomp allow-list on every thread, no capabilities, no new privileges", "run_as", runAs.name)
 	if selftest > 0 {
 		go func() {
 			time.Sleep(selftest)
@@ -57,4 +50,22 @@ func enterSandbox(runAs, fenceFile string, selftest time.Duration, log *slog.Log
 		}()
 	}
 	return nil
+}
+
+// user is --run-as, resolved at start: looking a name up later, under
+// the incoming VMM's first filter, would ask for the current user.
+type user struct {
+	name     string
+	uid, gid int // 0: keep root
+}
+
+func lookupRunAs(name string) (user, error) {
+	if name == "" {
+		return user{}, nil
+	}
+	uid, gid, err := sandbox.LookupUser(name)
+	if err != nil {
+		return user{}, fmt.Errorf("--run-as: %w", err)
+	}
+	return user{name: name, uid: uid, gid: gid}, nil
 }
