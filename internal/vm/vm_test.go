@@ -398,7 +398,11 @@ func TestDeadlineFences(t *testing.T) {
 		t.Fatal("the VM still runs 5 s after its deadline")
 	}
 	time.Sleep(100 * time.Millisecond)
-	if extra := printed.n.Load() - at; extra > int64(cfg.VCPUs) {
+	// The UART hands output to the console on its own goroutine, so what
+	// the guest wrote just before the deadline may arrive after it: allow
+	// that (a line per vCPU) and one exit per vCPU in flight. The stop
+	// above proves the fence; this bounds what leaks past it.
+	if extra := printed.n.Load() - at; extra > int64(cfg.VCPUs)*32 {
 		t.Errorf("the guest printed %d bytes after its deadline", extra)
 	}
 	if r := v.Status().Stopped; !strings.Contains(r, "fence") {
