@@ -118,7 +118,8 @@ type lab struct {
 	dir     string
 	shared  string // the shared storage directory
 	pki     *testenv.PoolPKI
-	user    string // a pool user's credential directory, for the CLI
+	creds   map[string]string // host -> its agent's credential directory
+	user    string            // a pool user's credential directory, for the CLI
 	etcdDir string
 	ctl     *proc
 	agents  map[string]*proc
@@ -149,7 +150,7 @@ func newLab(t *testing.T, nhosts int) *lab {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, dir: dir, hosts: map[string]*netlab.Host{}, agents: map[string]*proc{}, elf: elf}
+	l := &lab{t: t, dir: dir, hosts: map[string]*netlab.Host{}, agents: map[string]*proc{}, elf: elf, creds: map[string]string{}}
 	t.Cleanup(l.close)
 	// netlab names its client namespace and veth <p>-c and <p>c, the
 	// names of its third host: it can make two hosts at most here, so the
@@ -318,6 +319,7 @@ func (l *lab) startAgent(h string, o agentOpts) *proc {
 	if o.credential == "" {
 		o.credential = l.hostCredential(h)
 	}
+	l.creds[h] = o.credential
 	args := []string{"agent", "--host", h, "--listen", ip + ":7480", "--migrate-ip", ip, "--migrate-ports", "4400-4440",
 		"--etcd", l.etcdURL(), "--state-dir", state, "--credential", o.credential,
 		"--lease-ttl", leaseTTL.String(), "--lease-margin", leaseMargin.String(),

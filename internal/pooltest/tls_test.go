@@ -31,7 +31,8 @@ import (
 // migrates from a to b, it holds connections open on every migration
 // port of b (a stall) and offers each a valid certificate of host c (a
 // hijack): every handshake is refused, and the real migration commits
-// with the guest's memory verified on b.
+// with the guest's memory verified on b. Last, b's certificate is rotated
+// in place: its agent presents the new one, and the VM migrates back to a.
 func TestPoolAttacker(t *testing.T) {
 	l := newLab(t, 3)
 	for _, h := range []string{"a", "b"} {
@@ -239,6 +240,44 @@ func TestPoolAttacker(t *testing.T) {
 	if o, _, err := l.owner("vm1"); err != nil || o.Host != "b" {
 		t.Errorf("owner after the migration: %+v %v", o, err)
 	}
+
+	// Rotation without stopping anything: b's certificate is issued
+	// again into its credential directory; b's agent presents the new
+	// one from its next handshake, and vm1 migrates back to a.
+	serial := func() string {
+		c, err := dial(bAddr + ":7480")
+		if err != nil {
+			return "no connection: " + err.Error()
+		}
+		defer c.Close()
+		tc := tls.Client(c, user.ClientConfig("", pki.AllowPeer(pki.RoleHost, "b")))
+		tc.SetDeadline(time.Now().Add(3 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return "handshake: " + err.Error()
+		}
+		return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	nb, err := l.pki.CA.Issue(pki.RoleHost, "b", pki.IssueOptions{IPs: []net.IP{net.ParseIP(bAddr)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nb.Write(l.creds["b"]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b's agent to present its new certificate", func() bool {
+		s := serial()
+		return s != before && !strings.Contains(s, " ")
+	})
+	out = l.mustCLI("vm", "migrate", "vm1", "--to", "a", "--wait")
+	if !strings.Contains(out, "now runs on a") {
+		t.Fatalf("migration back to a after b's rotation: %s", out)
+	}
+	l.waitRunning("vm1", "a")
+	if v := l.typeLine("a", "vm1", "V", "VERIFY ", 30*time.Second); !strings.HasPrefix(v, "VERIFY OK") {
+		t.Errorf("verify on a after the rotation: %q", v)
+	}
+	t.Logf("b rotated (serial %s -> %s) with vm1 running; vm1 migrated back to a", before, serial())
 }
 
 func isTimeout(err error) bool {
