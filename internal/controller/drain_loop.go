@@ -345,7 +345,10 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			if err := c.grantMigration(ctx, s.m); err != nil {
 				return err
 			}
-			_, err := c.st.RequestMigration(ctx, s.m, recRev, g)
+			// Only while the host is still draining as this pass read it:
+			// a cancel (or activate) written since changes its state key
+			// and stops the migrations not yet requested.
+			_, err := c.st.RequestMigrationIf(ctx, s.m, recRev, g, store.HostStateKey(h.Name), h.StateRev)
 			return err
 		}()
 		if err != nil {

@@ -589,17 +589,7 @@ func TestRevokeAtHandshake(t *testing.T) {
 	s, c := handshake(t, srv, h1.ClientConfig("", nil))
 	wantOK(t, "h1 before revocation", s, c, "host:h1", "controller:c1")
 
-	serials, err := ca.Revoke(RoleHost, "h1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	crl, err := ca.CRLPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ctl.SetCRL(crl); err != nil {
-		t.Fatal(err)
-	}
+	serials, _ := revokeInto(t, ca, ctl, RoleHost, "h1")
 	if !ctl.Revoked(h1.Peer().Serial) || ctl.Revoked(h2.Peer().Serial) || serials[0].Cmp(h1.Peer().Serial) != 0 {
 		t.Fatal("Revoked disagrees with the CRL")
 	}
@@ -825,21 +815,29 @@ func TestSetCRL(t *testing.T) {
 	}
 }
 
+// revokeInto revokes role:name in ca and gives the new CRL to c; it
+// returns the serials revoked and the CRL.
+func revokeInto(t testing.TB, ca *CA, c *Credential, role Role, name string) ([]*big.Int, []byte) {
+	t.Helper()
+	serials, err := ca.Revoke(role, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := ca.CRLPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetCRL(crl); err != nil {
+		t.Fatal(err)
+	}
+	return serials, crl
+}
+
 func FuzzSetCRL(f *testing.F) {
 	ca := testCA(f, testPool)
 	c := credential(f, ca, RoleController, "c1")
 	issue(f, ca, RoleHost, "h1", IssueOptions{})
-	serials, err := ca.Revoke(RoleHost, "h1")
-	if err != nil {
-		f.Fatal(err)
-	}
-	crl, err := ca.CRLPEM()
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := c.SetCRL(crl); err != nil {
-		f.Fatal(err)
-	}
+	serials, crl := revokeInto(f, ca, c, RoleHost, "h1")
 	start := c.revoked.Load()
 	f.Add(crl)
 	f.Add([]byte{})

@@ -123,6 +123,14 @@ var ErrOwnerChanged = errors.New("store: vm owner changed")
 // m.ExpectOwnerRev and the record's ModRevision is recRev (0: no record).
 // Failed compares are ErrOwnerChanged or a *ConflictError on the record.
 func (s *Store) RequestMigration(ctx context.Context, m Migration, recRev int64, g Guard) (int64, error) {
+	return s.RequestMigrationIf(ctx, m, recRev, g, "", 0)
+}
+
+// RequestMigrationIf is RequestMigration that also requires key's
+// ModRevision to be keyRev (0: absent): a drain requests its migrations
+// only while the host's state is the one it read, so that a cancel
+// written in between stops them. A failed condition is a ConflictError on key.
+func (s *Store) RequestMigrationIf(ctx context.Context, m Migration, recRev int64, g Guard, key string, keyRev int64) (int64, error) {
 	if err := ValidName("vm", m.VM); err != nil {
 		return 0, err
 	}
@@ -140,13 +148,16 @@ func (s *Store) RequestMigration(ctx context.Context, m Migration, recRev int64,
 	if err != nil {
 		return 0, err
 	}
-	r, err := s.txn(ctx, g,
-		[]clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(ok), "=", m.ExpectOwnerRev),
-			clientv3.Compare(clientv3.ModRevision(mk), "=", recRev),
-		},
-		[]clientv3.Op{clientv3.OpPut(mk, val)},
-		[]clientv3.Op{clientv3.OpGet(ok, clientv3.WithKeysOnly()), clientv3.OpGet(mk, clientv3.WithKeysOnly())})
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(ok), "=", m.ExpectOwnerRev),
+		clientv3.Compare(clientv3.ModRevision(mk), "=", recRev),
+	}
+	els := []clientv3.Op{clientv3.OpGet(ok, clientv3.WithKeysOnly()), clientv3.OpGet(mk, clientv3.WithKeysOnly())}
+	if key != "" {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", keyRev))
+		els = append(els, clientv3.OpGet(key, clientv3.WithKeysOnly()))
+	}
+	r, err := s.txn(ctx, g, cmps, []clientv3.Op{clientv3.OpPut(mk, val)}, els)
 	what := fmt.Sprintf("store: request migration %s of vm %s", m.ID, m.VM)
 	if errors.Is(err, ErrNotLeader) {
 		return 0, fmt.Errorf("%s: %w", what, err)
@@ -158,7 +169,10 @@ func (s *Store) RequestMigration(ctx context.Context, m Migration, recRev int64,
 		if got := modRevOf(r.responses[0]); got != m.ExpectOwnerRev {
 			return 0, fmt.Errorf("%s: %w (expected owner revision %d, found %d)", what, ErrOwnerChanged, m.ExpectOwnerRev, got)
 		}
-		return 0, &ConflictError{Key: mk, ExpectRev: recRev, ActualRev: modRevOf(r.responses[1])}
+		if got := modRevOf(r.responses[1]); got != recRev {
+			return 0, &ConflictError{Key: mk, ExpectRev: recRev, ActualRev: got}
+		}
+		return 0, &ConflictError{Key: key, ExpectRev: keyRev, ActualRev: modRevOf(r.responses[2])}
 	}
 	return r.rev, nil
 }
