@@ -89,6 +89,19 @@ func (c *Controller) consoleHost(ctx context.Context, name string, running bool)
 // and API address.
 type agentRef struct{ host, addr string }
 
+// agentHTTP is the client of host's agent, made once so that a console
+// follower's requests reuse one TLS connection instead of a handshake each.
+func (c *Controller) agentHTTP(host string) *http.Client {
+	c.agentMu.Lock()
+	defer c.agentMu.Unlock()
+	hc, ok := c.agentClients[host]
+	if !ok {
+		hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: c.agentTLS(host)}}
+		c.agentClients[host] = hc
+	}
+	return hc
+}
+
 // callAgent sends one request to the agent ag; an agent error comes back
 // as the same status and message.
 func (c *Controller) callAgent(ctx context.Context, ag agentRef, method, path string, body []byte, out any) error {
@@ -101,9 +114,7 @@ func (c *Controller) callAgent(ctx context.Context, ag agentRef, method, path st
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: c.agentTLS(ag.host)}}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Do(req)
+	resp, err := c.agentHTTP(ag.host).Do(req)
 	if err != nil {
 		return agentDown(addr, err)
 	}

@@ -156,6 +156,10 @@ type Controller struct {
 	metrics   *metrics
 	ca        *pki.CA
 	cred      *pki.Credential // this controller's
+	caSeen    string          // the CA's stamp when Start mirrored it
+
+	agentMu      sync.Mutex
+	agentClients map[string]*http.Client // by host: agentHTTP
 
 	grantMu   sync.Mutex
 	hostUsers []string             // hosts with an etcd user
@@ -201,7 +205,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{}, granted: map[string]time.Time{},
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{}, granted: map[string]time.Time{}, agentClients: map[string]*http.Client{},
 		loopDone: make(chan struct{}), srvDone: make(chan struct{}), ops: newOps(), bal: newBalancerState(cfg)}
 	defer func() {
 		if err != nil {
@@ -262,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	go c.electLoop(lctx)
 	go c.runOps(lctx)
 	go c.balanceLoop(lctx)
-	go c.pkiLoop(lctx)
+	go c.pkiLoop(lctx, c.caSeen)
 	c.log.Info("controller started", "pool", cfg.Pool, "api", c.url, "etcd", c.endpoints, "embedded", c.etcd != nil)
 	return c, nil
 }

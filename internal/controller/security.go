@@ -46,6 +46,7 @@ func (c *Controller) loadCredential() error {
 		return fmt.Errorf("controller: the CA in %s is pool %q's, not pool %q's", c.cfg.PKIDir, ca.Pool(), c.cfg.Pool)
 	}
 	c.ca = ca
+	c.caSeen = c.caStamp() // before the CRL is read: a later change is seen
 	ips := c.serveIPs()
 	dir := c.credDir()
 	if !certCovers(filepath.Join(dir, pki.CertFile), ips) {
@@ -170,10 +171,9 @@ func (c *Controller) etcdIsTLS() bool {
 // pkiLoop mirrors the CA into etcd and this controller's CRL at start and
 // whenever the CA's index or CRL changes, and keeps the per-VM grants, until
 // ctx ends.
-func (c *Controller) pkiLoop(ctx context.Context) {
-	var seen string
+func (c *Controller) pkiLoop(ctx context.Context, seen string) {
 	for {
-		stamp := fileStamp(filepath.Join(c.ca.Dir(), "index.json")) + fileStamp(filepath.Join(c.ca.Dir(), pki.CRLFile))
+		stamp := c.caStamp()
 		if stamp != seen {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := c.syncPKI(sctx)
@@ -195,6 +195,11 @@ func (c *Controller) pkiLoop(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// caStamp changes whenever the CA's index or CRL does.
+func (c *Controller) caStamp() string {
+	return fileStamp(filepath.Join(c.ca.Dir(), "index.json")) + fileStamp(filepath.Join(c.ca.Dir(), pki.CRLFile))
 }
 
 func fileStamp(path string) string {
