@@ -341,24 +341,6 @@ func TestCommandLineHabits(t *testing.T) {
 	}
 }
 
-func TestParseBytes(t *testing.T) {
-	tests := []struct {
-		in   string
-		want uint64
-		ok   bool
-	}{
-		{"0", 0, true}, {"", 0, true}, {"4096", 4096, true}, {"4K", 4 << 10, true}, {"200m", 200 << 20, true},
-		{"1G", 1 << 30, true}, {"12abc", 0, false}, {"M", 0, false}, {"-1M", 0, false}, {"1.5G", 0, false},
-		{"99999999999G", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := parseBytes(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("parseBytes(%q) = %d, %v", tt.in, got, err)
-		}
-	}
-}
-
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // TestMigrateInterruptCancels: Ctrl-C on `godwit migrate` cancels the

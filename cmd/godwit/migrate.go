@@ -7,10 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
@@ -61,7 +60,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 			l.MaxDowntimeMs = &v
 		}
 		if flagSet(fs, "bandwidth") {
-			bw, err := parseBytes(*bandwidth)
+			bw, err := limits.ParseBandwidth(*bandwidth)
 			if err != nil {
 				return fmt.Errorf("migrate --set: --bandwidth: %w", err)
 			}
@@ -91,7 +90,7 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	if *to == "" {
 		return errors.New("migrate: --to HOST:PORT is required")
 	}
-	bw, err := parseBytes(*bandwidth)
+	bw, err := limits.ParseBandwidth(*bandwidth)
 	if err != nil {
 		return fmt.Errorf("migrate: --bandwidth: %w", err)
 	}
@@ -201,28 +200,6 @@ func humanBytes(b uint64) string {
 		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", b)
-}
-
-// parseBytes parses "0", "500M", "1G", "12345".
-func parseBytes(s string) (uint64, error) {
-	if s == "0" || s == "" {
-		return 0, nil
-	}
-	u := strings.ToUpper(strings.TrimSpace(s))
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(u, "K"):
-		mult, u = 1<<10, strings.TrimSuffix(u, "K")
-	case strings.HasSuffix(u, "M"):
-		mult, u = 1<<20, strings.TrimSuffix(u, "M")
-	case strings.HasSuffix(u, "G"):
-		mult, u = 1<<30, strings.TrimSuffix(u, "G")
-	}
-	n, err := strconv.ParseUint(u, 10, 64)
-	if err != nil || n == 0 || n > math.MaxUint64/mult {
-		return 0, fmt.Errorf("%q is not a byte count: use e.g. 500M or 1G", s)
-	}
-	return n * mult, nil
 }
 
 // bandwidthText prints a bandwidth cap.

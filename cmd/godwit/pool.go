@@ -17,8 +17,8 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/pki"
-	"github.com/godwit-vmm/godwit/internal/vmmcmd"
 )
 
 // The pool commands talk to the controller's API (package poolapi).
@@ -324,7 +324,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		if kernel == "" {
 			return errors.New("vm create: --kernel is required")
 		}
-		memBytes, err := vmmcmd.ParseSize(mem)
+		memBytes, err := limits.ParseMem(mem)
 		if err != nil {
 			return fmt.Errorf("vm create: --mem: %w", err)
 		}
@@ -402,7 +402,7 @@ func vmCmd(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "migrate":
 		var m store.Migration
-		bw, err := parseBytes(bandwidth)
+		bw, err := limits.ParseBandwidth(bandwidth)
 		if err != nil {
 			return fmt.Errorf("vm migrate: --bandwidth: %w", err)
 		}

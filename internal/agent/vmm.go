@@ -121,6 +121,9 @@ func probeVMM(bin string) (handover bool, err error) {
 // deviceArgs are the NIC and disk arguments of spec, checked against what
 // this host has.
 func (a *Agent) deviceArgs(vm string, spec *store.VMSpec) (args []string, tap string, err error) {
+	if err := spec.Shape(vm).Check(); err != nil {
+		return nil, "", fmt.Errorf("vm %s cannot run: %s", vm, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
 	if len(spec.NICs) > 1 {
 		return nil, "", fmt.Errorf("vm %s has %d NICs; a Godwit VMM has at most one", vm, len(spec.NICs))
 	}

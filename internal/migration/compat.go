@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/memory"
 	"github.com/godwit-vmm/godwit/internal/migration/wire"
 	"github.com/godwit-vmm/godwit/internal/vm"
@@ -129,6 +130,12 @@ func incomingConfig(base vm.Config, cfg wire.Config) (vm.Config, error) {
 	}
 	// The layout must be the one this VMM builds for that size.
 	c.MemBytes = size
+	if err := limits.CheckMem(size); err != nil {
+		return c, fmt.Errorf("migration: the source's VM cannot run here: %w", err)
+	}
+	if err := limits.CheckVCPUs(c.VCPUs); err != nil {
+		return c, fmt.Errorf("migration: the source's VM cannot run here: %w", err)
+	}
 	want := vmLayout(c.MemBytes)
 	if len(want) != len(cfg.RAM) {
 		return c, fmt.Errorf("migration: source RAM layout %v is not one this VMM builds", cfg.RAM)

@@ -62,7 +62,7 @@ type IssueOptions struct {
 // key and certificate valid 10 years, an empty CRL and an empty index. It
 // refuses a dir that already holds a CA.
 func Init(dir, pool string) (*CA, error) {
-	if err := validName("pool name", pool); err != nil {
+	if err := validName("pool", pool); err != nil {
 		return nil, err
 	}
 	if err := refuseCA(dir); err != nil {

@@ -20,6 +20,7 @@ package pki
 import (
 	"crypto/x509"
 	"fmt"
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"math/big"
 	"slices"
 	"strings"
@@ -53,19 +54,13 @@ func checkRole(r Role) error {
 // 1-63 characters of lower-case letters, digits, '.', '_' and '-',
 // starting with a letter or digit.
 func ValidName(name string) error {
-	return validName("name", name)
+	return validName("holder", name)
 }
 
 // validName is ValidName with the kind of name in its error.
 func validName(kind, name string) error {
-	if name == "" || len(name) > 63 {
-		return fmt.Errorf("pki: %s %q: want 1-63 characters", kind, name)
-	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && (r == '.' || r == '_' || r == '-')
-		if !ok {
-			return fmt.Errorf("pki: %s %q: want lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
-		}
+	if err := limits.CheckName(kind, name); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
 }

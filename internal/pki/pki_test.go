@@ -246,8 +246,8 @@ func TestIssueRefuses(t *testing.T) {
 		want string
 	}{
 		{"admin", "a1", IssueOptions{}, `unknown role "admin"`},
-		{RoleHost, "", IssueOptions{}, "want 1-63 characters"},
-		{RoleHost, "H1", IssueOptions{}, "want lower-case letters"},
+		{RoleHost, "", IssueOptions{}, "a holder name is required"},
+		{RoleHost, "H1", IssueOptions{}, "lower-case letters"},
 		{RoleHost, "h1", IssueOptions{Validity: -time.Hour}, "negative"},
 		{RoleHost, "h1", IssueOptions{Validity: 20 * 365 * 24 * time.Hour}, "outlive the CA"},
 	} {

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestLayers keeps the VMM's layers pointing one way (STYLE.md): the seam
+// TestLayers keeps the VMM's layers pointing one way : the seam
 // (hv) → the accelerators (kvm, the software CPU) → arch → vm/devices →
 // migration → agent/controller; a lower layer never imports a higher one,
 // and nothing above accel names a backend.
@@ -40,12 +40,13 @@ func TestLayers(t *testing.T) {
 		"../devices/virtio":     only("devices", "memory"),
 		"../devices/virtio/net": only("devices", "memory"),
 		"../devices/virtio/blk": only("devices", "memory"),
-		"../vm":                 only("hv", "accel", "memory", "arch", "devices"),
-		"../migration":          only("hv", "memory", "arch", "devices", "vm", "migration"),
+		"../vm":                 only("hv", "accel", "memory", "arch", "devices", "limits"),
+		"../migration":          only("hv", "memory", "arch", "devices", "vm", "migration", "limits"),
 		"../migration/wire":     only(),
 		"../migration/policy":   only(),
 		"../fence":              only(),
-		"../pki":                only(),
+		"../pki":                only("limits"),
+		"../limits":             only(),
 		"../sandbox":            only(),
 		"../api":                only("vm", "migration"),
 		"../conformance":        only(),

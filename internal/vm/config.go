@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 
-	"github.com/godwit-vmm/godwit/internal/memory"
+	"github.com/godwit-vmm/godwit/internal/limits"
 )
 
 // Config describes a VM. Validate checks it before anything is created.
@@ -43,12 +43,11 @@ type DiskConfig struct {
 	ReadOnly bool
 }
 
-// MaxVCPUs is the most vCPUs a VM may have.
-const MaxVCPUs = 16
+// MaxVCPUs is the most vCPUs a VM may have (package limits).
+const MaxVCPUs = limits.MaxVCPUs
 
-// MinMemBytes is the least RAM a VM may have: the multiboot structures and a
-// test guest's 16 MiB workload base need it.
-const MinMemBytes = 32 << 20
+// MinMemBytes is the least RAM a VM may have (package limits).
+const MinMemBytes = limits.MinMemBytes
 
 // Validate checks the configuration and says what to change.
 func (c Config) Validate() error { return c.validate(true) }
@@ -56,25 +55,17 @@ func (c Config) Validate() error { return c.validate(true) }
 // ValidateIncoming checks a configuration for a VM that arrives by
 // migration: no kernel is needed, and RAM and vCPUs come from the source.
 func (c Config) ValidateIncoming() error {
-	c.MemBytes, c.VCPUs = MinMemBytes, 1
 	return c.validate(false)
 }
 
 func (c Config) validate(needKernel bool) error {
+	shape := limits.VM{Name: c.Name, MemBytes: c.MemBytes, VCPUs: c.VCPUs, Cmdline: c.Cmdline, Incoming: !needKernel}
+	if c.Net != nil {
+		shape.TAP, shape.MAC = c.Net.TAP, c.Net.MAC
+	}
 	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("a VM name is required (--name)"))
-	}
-	switch {
-	case c.MemBytes < MinMemBytes:
-		errs = append(errs, fmt.Errorf("memory %d MiB is too little: give at least %d MiB (--mem)", c.MemBytes>>20, MinMemBytes>>20))
-	case c.MemBytes > memory.MaxSize:
-		errs = append(errs, fmt.Errorf("memory %d GiB is too much: at most %d GiB (--mem)", c.MemBytes>>30, memory.MaxSize>>30))
-	case c.MemBytes%(2<<20) != 0:
-		errs = append(errs, fmt.Errorf("memory must be a multiple of 2 MiB, not %d bytes (--mem)", c.MemBytes))
-	}
-	if c.VCPUs < 1 || c.VCPUs > MaxVCPUs {
-		errs = append(errs, fmt.Errorf("vcpus must be 1 to %d, not %d (--cpus)", MaxVCPUs, c.VCPUs))
+	if err := shape.Check(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Kernel == "" {
 		if needKernel {
@@ -85,13 +76,8 @@ func (c Config) validate(needKernel bool) error {
 	} else if !st.Mode().IsRegular() {
 		errs = append(errs, fmt.Errorf("guest kernel %s is not a regular file", c.Kernel))
 	}
-	if c.Net != nil {
-		if c.Net.TAP == "" || len(c.Net.TAP) >= 16 {
-			errs = append(errs, fmt.Errorf("TAP name %q must be 1 to 15 characters (--tap)", c.Net.TAP))
-		}
-		if c.Net.MAC != nil && (len(c.Net.MAC) != 6 || c.Net.MAC[0]&1 != 0) {
-			errs = append(errs, fmt.Errorf("MAC %s must be a 6-byte unicast address (--mac)", c.Net.MAC))
-		}
+	if c.Net != nil && c.Net.TAP == "" {
+		errs = append(errs, errors.New("a NIC needs a TAP name (--tap)"))
 	}
 	if c.Disk != nil {
 		if st, err := os.Stat(c.Disk.Path); err != nil {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/fence"
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/sandbox"
@@ -36,7 +36,7 @@ func Run(args []string, stderr io.Writer) error {
 	name := fs.String("name", "", "VM name (logs, default API socket /run/godwit/NAME.sock)")
 	kernel := fs.String("kernel", "", "multiboot v1 ELF guest kernel")
 	cmdline := fs.String("cmdline", "", "guest kernel command line")
-	mem := fs.String("mem", "256M", "guest RAM: a number with M or G (MiB if no suffix)")
+	mem := fs.String("mem", "256M", "guest RAM, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
 	cpus := fs.Int("cpus", 1, "number of vCPUs")
 	tap := fs.String("tap", "", "add a virtio-net device on this TAP interface (created by the VMM)")
 	mac := fs.String("mac", "", "guest MAC address for --tap (default: derived from --name)")
@@ -76,10 +76,12 @@ func Run(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if err := checkVMName(*name); err != nil {
-		return fmt.Errorf("run: --name %q: %w", *name, err)
+	if *name != "" {
+		if err := limits.CheckName("VM", *name); err != nil {
+			return fmt.Errorf("run: --name: %w", err)
+		}
 	}
-	memBytes, err := ParseSize(*mem)
+	memBytes, err := limits.ParseBytes(*mem, 1<<20)
 	if err != nil {
 		return fmt.Errorf("run: --mem: %w", err)
 	}
@@ -530,43 +532,4 @@ func filterEscape(in []byte, escape bool) (out []byte, stillEscape, quit bool) {
 		}
 	}
 	return out, escape, false
-}
-
-// ParseSize parses "256M", "1G", "1024" (MiB) into bytes.
-func ParseSize(s string) (uint64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	mult := uint64(1 << 20)
-	switch {
-	case strings.HasSuffix(s, "G"), strings.HasSuffix(s, "GIB"):
-		mult = 1 << 30
-	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "MIB"):
-	default:
-		if _, err := strconv.ParseUint(s, 10, 64); err != nil {
-			return 0, fmt.Errorf("%q is not a size: use e.g. 512M or 2G", s)
-		}
-	}
-	n, err := strconv.ParseUint(strings.TrimRight(s, "GMIB"), 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("%q is not a size: use e.g. 512M or 2G", s)
-	}
-	return n * mult, nil
-}
-
-// checkVMName refuses a VM name that is not a plain identifier: it names
-// the API socket (/run/godwit/NAME.sock), logs and TAP devices, so a '/'
-// or '..' must not reach a path. Empty is left to the config check, which
-// says the name is required.
-func checkVMName(name string) error {
-	if name == "" {
-		return nil
-	}
-	if len(name) > 63 {
-		return errors.New("at most 63 characters")
-	}
-	for i, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && (r == '.' || r == '_' || r == '-')) {
-			return errors.New("use letters, digits, '.', '_' and '-', starting with a letter or digit")
-		}
-	}
-	return nil
 }

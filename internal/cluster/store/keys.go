@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"github.com/godwit-vmm/godwit/internal/limits"
 	"strings"
 )
 
@@ -58,18 +59,13 @@ const (
 	RulesPrefix      = Prefix + "rules/"
 )
 
-// ValidName checks a host, VM, or rule name: 1–63 characters of [a-z0-9._-],
-// starting with a letter or digit. Names become key segments, so '/' and
-// anything that would need escaping are refused.
+// ValidName checks a host, VM, or rule name (limits.CheckName: 1-63
+// characters of [a-z0-9._-], starting with a letter or digit). Names
+// become key segments, so '/' and anything that would need escaping are
+// refused.
 func ValidName(kind, name string) error {
-	if name == "" || len(name) > 63 {
-		return fmt.Errorf("store: %s name %q: want 1-63 characters", kind, name)
-	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (i > 0 && (r == '.' || r == '_' || r == '-'))
-		if !ok {
-			return fmt.Errorf("store: %s name %q: want lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
-		}
+	if err := limits.CheckName(kind, name); err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
 	return nil
 }

@@ -3,7 +3,10 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/limits"
 )
 
 // SchemaVersion is the version written into every value. Decoding refuses a
@@ -290,4 +293,17 @@ func decode(key string, data []byte, v value) error {
 		return fmt.Errorf("%w: %s has version %d, this build reads up to %d (upgrade this program)", ErrSchema, key, ver, SchemaVersion)
 	}
 	return nil
+}
+
+// Shape is the part of the spec that the controller, the agent and the VMM
+// check the same way (package limits), so the pool stores no VM its VMM
+// would refuse.
+func (s VMSpec) Shape(name string) limits.VM {
+	v := limits.VM{Name: name, MemBytes: s.MemBytes, VCPUs: s.VCPUs, Cmdline: s.Cmdline}
+	if len(s.NICs) > 0 {
+		if mac, err := net.ParseMAC(s.NICs[0].MAC); err == nil {
+			v.MAC = mac
+		}
+	}
+	return v
 }
