@@ -1,10 +1,19 @@
 // Command testsummary reads `go test -json` on stdin, prints the tests'
-// output as `go test -v` would, and ends with counts: all tests passed,
-// failed and skipped, and separately the tests that need host facilities
-// (an accelerator to run a VM on, /dev/kvm itself, root, network
-// namespaces, the built guest; see internal/testenv) that ran and that
-// skipped, by facility, with the skip reasons and the accelerator the VM
-// tests ran on.
+// output (and any build errors) as `go test -v` would, and ends with
+// counts:
+//
+//   - top-level tests and subtests, each passed, failed and skipped; a test
+//     that started but never reported (its test binary died) counts as
+//     failed and is named;
+//   - every skipped test and subtest with its reason (its last message,
+//     which is the t.Skip one), grouped by reason;
+//   - the tests and subtests that need host facilities (an accelerator to
+//     run a VM on, /dev/kvm itself, root, network namespaces, the built
+//     guest, QEMU; see internal/testenv, whose Require helpers log the
+//     "testenv: requires" lines counted here), by facility, and the
+//     accelerators the VM tests ran on. A subtest that asked for a facility
+//     is its own entry: it skips or runs apart from its parent.
+//
 // A failed test's last messages are repeated at the very end, so the reason
 // is found even when the log above is long or cut. It exits non-zero if any
 // test or package failed.
@@ -23,20 +32,42 @@ import (
 	"strings"
 )
 
-// message matches the first line of a t.Log or t.Error message.
+// message matches the file:line prefix of the first line of a t.Log,
+// t.Error or t.Skip message.
 var message = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
+
+// marker starts the line a testenv Require helper logs.
+const marker = "testenv: requires "
 
 // digestLines is how many of a failed test's last messages are repeated.
 const digestLines = 12
 
 type event struct {
-	Action  string
-	Package string
-	Test    string
-	Output  string
+	Action      string
+	Package     string
+	Test        string
+	Output      string
+	FailedBuild string
 }
 
 type testKey struct{ pkg, name string }
+
+// test is what the stream said about one test or subtest.
+type test struct {
+	result string          // pass, fail, skip; "" if it never reported
+	last   string          // its last message, without the file:line prefix
+	digest []string        // its last messages, for the failure digest
+	needs  map[string]bool // facility → available
+	accel  string          // the accelerator its VM ran on
+}
+
+// stream is everything summarize gathers from a `go test -json` stream.
+type stream struct {
+	tests     map[testKey]*test
+	order     []testKey // as they started
+	failed    []testKey // as they failed
+	pkgFailed []string
+}
 
 func main() {
 	os.Exit(summarize(os.Stdin, os.Stdout))
@@ -45,161 +76,271 @@ func main() {
 // summarize copies the output of the `go test -json` stream r to w, then
 // the digest and counts; it returns the exit code.
 func summarize(r io.Reader, w io.Writer) int {
-	var (
-		passed, failed, skipped int
-		pkgFailed               []string
-		envTests                = map[testKey]bool{} // test → true when it needs the host
-		envSkip                 = map[testKey]string{}
-		facilities              = map[testKey]map[string]bool{} // test → facility → available
-		accels                  = map[string]int{}              // accelerator → VM tests that ran on it
-		vmTests                 = map[testKey]string{}          // test → accelerator
-		result                  = map[testKey]string{}          // top-level tests
-		anyResult               = map[testKey]string{}          // every test and subtest, by full name
-		subResults              = map[string]int{}              // subtests by result
-		messages                = map[testKey][]string{}        // by full test name
-		failedTests             []testKey
-	)
+	s, err := read(r, w)
+	if err != nil {
+		fmt.Fprintf(w, "testsummary: reading the test stream: %v (is a line over 16 MiB?)\n", err)
+		return 1
+	}
+	s.printDigest(w)
+	s.printSkips(w)
+	s.printFacilities(w)
+	return s.printTotals(w)
+}
+
+// read copies r's output to w as it parses it.
+func read(r io.Reader, w io.Writer) (*stream, error) {
+	s := &stream{tests: map[testKey]*test{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
-		line := sc.Bytes()
 		var e event
-		if json.Unmarshal(line, &e) != nil {
-			fmt.Fprintln(w, string(line)) // build errors and the like
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			fmt.Fprintln(w, sc.Text()) // the go command's own complaints
 			continue
 		}
-		// The pass/fail/skip totals count top-level tests (a subtest's
-		// failure fails its parent); what a test needs of the host is
-		// counted by the test or subtest that asked for it, so that a
-		// skipped subtest shows as skipped, with its reason.
-		top, _, _ := strings.Cut(e.Test, "/")
-		k := testKey{e.Package, top}
-		full := testKey{e.Package, e.Test}
-		switch e.Action {
-		case "output":
-			fmt.Fprint(w, e.Output)
-			if e.Test != "" && message.MatchString(e.Output) &&
-				!strings.Contains(e.Output, "testenv: requires ") {
-				m := append(messages[full], strings.TrimRight(e.Output, "\n"))
-				if len(m) > digestLines {
-					m = m[len(m)-digestLines:]
-				}
-				messages[full] = m
+		s.add(e, w)
+	}
+	return s, sc.Err()
+}
+
+// add takes one event, echoing its output to w.
+func (s *stream) add(e event, w io.Writer) {
+	switch e.Action {
+	case "build-output", "output":
+		fmt.Fprint(w, e.Output)
+	}
+	if e.Test == "" {
+		if e.Action == "fail" {
+			p := e.Package
+			if e.FailedBuild != "" {
+				p += " (build failed)"
 			}
-			if i := strings.Index(e.Output, "testenv: requires "); e.Test != "" && i >= 0 {
-				envTests[full] = true
-				rest := strings.TrimSpace(e.Output[i+len("testenv: requires "):])
-				facility, detail, _ := strings.Cut(rest, ": ")
-				if facilities[full] == nil {
-					facilities[full] = map[string]bool{}
-				}
-				avail := strings.HasPrefix(detail, "available")
-				facilities[full][facility] = avail
-				if !avail {
-					envSkip[full] = rest
-				} else if a, ok := strings.CutPrefix(detail, "available (accel "); ok && facility == "vm" {
-					vmTests[full] = strings.TrimSuffix(a, ")")
-				}
-			}
-		case "pass", "fail", "skip":
-			if e.Test == "" {
-				if e.Action == "fail" {
-					pkgFailed = append(pkgFailed, e.Package)
-				}
-				continue
-			}
-			if e.Action == "fail" {
-				failedTests = append(failedTests, full)
-			}
-			anyResult[full] = e.Action
-			if strings.Contains(e.Test, "/") {
-				subResults[e.Action]++
-				continue // the totals count top-level tests
-			}
-			result[k] = e.Action
+			s.pkgFailed = append(s.pkgFailed, p)
+		}
+		return
+	}
+	k := testKey{e.Package, e.Test}
+	t := s.tests[k]
+	if t == nil {
+		t = &test{}
+		s.tests[k] = t
+		s.order = append(s.order, k)
+	}
+	switch e.Action {
+	case "output":
+		t.output(e.Output)
+	case "pass", "skip":
+		t.result = e.Action
+	case "fail":
+		t.result = e.Action
+		s.failed = append(s.failed, k)
+	}
+}
+
+// output takes one line the test printed.
+func (t *test) output(line string) {
+	line = strings.TrimRight(line, "\n")
+	loc := message.FindStringIndex(line)
+	if loc == nil {
+		if strings.HasPrefix(line, "panic: ") {
+			t.note(line)
+		}
+		return
+	}
+	text := line[loc[1]:]
+	t.last = text
+	rest, ok := strings.CutPrefix(text, marker)
+	if !ok {
+		t.note(line)
+		return
+	}
+	facility, detail, _ := strings.Cut(rest, ": ")
+	if t.needs == nil {
+		t.needs = map[string]bool{}
+	}
+	avail := strings.HasPrefix(detail, "available")
+	t.needs[facility] = avail
+	if !avail {
+		t.note(line) // the reason a strict run failed
+	} else if a, ok := strings.CutPrefix(detail, "available (accel "); ok && facility == "vm" {
+		t.accel = strings.TrimSuffix(a, ")")
+	}
+}
+
+func (t *test) note(line string) {
+	t.digest = append(t.digest, line)
+	if len(t.digest) > digestLines {
+		t.digest = t.digest[len(t.digest)-digestLines:]
+	}
+}
+
+// unfinished returns the tests that started and never reported.
+func (s *stream) unfinished() []testKey {
+	var u []testKey
+	for _, k := range s.order {
+		if s.tests[k].result == "" {
+			u = append(u, k)
 		}
 	}
-	for _, r := range result {
-		switch r {
-		case "pass":
-			passed++
-		case "fail":
-			failed++
-		case "skip":
-			skipped++
+	return u
+}
+
+func (s *stream) printDigest(w io.Writer) {
+	unfinished := s.unfinished()
+	if len(s.failed)+len(unfinished) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nfailed tests, with their last messages:\n")
+	for _, k := range s.failed {
+		fmt.Fprintf(w, "--- FAIL: %s (%s)\n", k.name, k.pkg)
+		for _, m := range s.tests[k].digest {
+			fmt.Fprintln(w, m)
 		}
 	}
-	envRan, envSkipped := 0, 0
+	for _, k := range unfinished {
+		fmt.Fprintf(w, "--- DID NOT FINISH: %s (%s)\n", k.name, k.pkg)
+		for _, m := range s.tests[k].digest {
+			fmt.Fprintln(w, m)
+		}
+	}
+}
+
+// printSkips lists every skipped test and subtest under its reason, the
+// most common reason first.
+func (s *stream) printSkips(w io.Writer) {
+	byReason := map[string]map[string][]string{} // reason → package → tests
+	count := map[string]int{}
+	for _, k := range s.order {
+		t := s.tests[k]
+		if t.result != "skip" {
+			continue
+		}
+		reason := t.last
+		if reason == "" {
+			reason = "(no reason given)"
+		}
+		if byReason[reason] == nil {
+			byReason[reason] = map[string][]string{}
+		}
+		byReason[reason][k.pkg] = append(byReason[reason][k.pkg], k.name)
+		count[reason]++
+	}
+	if len(count) == 0 {
+		return
+	}
 	var reasons []string
-	byFacility := map[string][2]int{} // facility → {ran, skipped}
-	for k := range envTests {
-		r, ok := anyResult[k]
-		if !ok {
-			continue // no result: a test binary that died is a package failure
+	for r := range count {
+		reasons = append(reasons, r)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if count[reasons[i]] != count[reasons[j]] {
+			return count[reasons[i]] > count[reasons[j]]
 		}
-		for f := range facilities[k] {
-			n := byFacility[f]
-			if r == "skip" {
-				n[1]++
-			} else {
-				n[0]++
+		return reasons[i] < reasons[j]
+	})
+	fmt.Fprintln(w, "\nskipped tests and subtests, by reason:")
+	for _, r := range reasons {
+		fmt.Fprintf(w, "  [%d] %s\n", count[r], r)
+		for _, p := range sortedKeys(byReason[r]) {
+			names := byReason[r][p]
+			sort.Strings(names)
+			fmt.Fprintf(w, "      %s: %s\n", p, strings.Join(names, ", "))
+		}
+	}
+}
+
+// tally counts results: passed, failed (of which did not finish), skipped.
+type tally struct{ passed, failed, unfinished, skipped int }
+
+func (n *tally) add(result string) {
+	switch result {
+	case "pass":
+		n.passed++
+	case "fail":
+		n.failed++
+	case "skip":
+		n.skipped++
+	default:
+		n.failed++
+		n.unfinished++
+	}
+}
+
+func (n tally) String() string {
+	f := fmt.Sprintf("%d failed", n.failed)
+	if n.unfinished > 0 {
+		f += fmt.Sprintf(" (%d did not finish)", n.unfinished)
+	}
+	return fmt.Sprintf("%d passed, %s, %d skipped", n.passed, f, n.skipped)
+}
+
+// printFacilities counts the tests and subtests that logged a testenv
+// marker, each by its own result.
+func (s *stream) printFacilities(w io.Writer) {
+	var all tally
+	by := map[string]*tally{}
+	accels := map[string]int{} // accelerator → VM tests that ran on it
+	for _, k := range s.order {
+		t := s.tests[k]
+		if len(t.needs) == 0 {
+			continue
+		}
+		all.add(t.result)
+		for f := range t.needs {
+			if by[f] == nil {
+				by[f] = &tally{}
 			}
-			byFacility[f] = n
+			by[f].add(t.result)
 		}
-		if a, ok := vmTests[k]; ok && r != "skip" {
-			accels[a]++
-		}
-		if r == "skip" {
-			envSkipped++
-			reasons = append(reasons, fmt.Sprintf("  %s %s: %s", k.pkg, k.name, envSkip[k]))
-		} else {
-			envRan++
+		if t.accel != "" && t.result != "skip" {
+			accels[t.accel]++
 		}
 	}
-	sort.Strings(reasons)
-	if len(failedTests) > 0 {
-		fmt.Fprintf(w, "\nfailed tests, with their last messages:\n")
-		for _, k := range failedTests {
-			fmt.Fprintf(w, "--- FAIL: %s (%s)\n", k.name, k.pkg)
-			for _, m := range messages[k] {
-				fmt.Fprintln(w, m)
-			}
-		}
+	if len(by) == 0 {
+		return
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "host-facility tests and subtests (vm, kvm, root, netns, guest, qemu): %d ran, %d skipped\n", envRan, envSkipped)
-	var names []string
-	for f := range byFacility {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		n := byFacility[f]
-		line := fmt.Sprintf("  %s: %d ran, %d skipped", f, n[0], n[1])
+	fmt.Fprintf(w, "\ntests and subtests that need host facilities (internal/testenv): %s\n", all)
+	for _, f := range sortedKeys(by) {
+		line := fmt.Sprintf("  %s: %s", f, by[f])
 		if f == "vm" && len(accels) > 0 {
 			var on []string
-			for a, c := range accels {
-				on = append(on, fmt.Sprintf("%s %d", a, c))
+			for _, a := range sortedKeys(accels) {
+				on = append(on, fmt.Sprintf("%s %d", a, accels[a]))
 			}
-			sort.Strings(on)
 			line += " (ran on accelerator: " + strings.Join(on, ", ") + ")"
 		}
 		fmt.Fprintln(w, line)
 	}
-	if len(reasons) > 0 {
-		fmt.Fprintln(w, "skipped, and why:")
-	}
-	for _, r := range reasons {
-		fmt.Fprintln(w, r)
-	}
+}
 
-	for _, p := range pkgFailed {
+// printTotals prints the failed packages and the counts of tests and
+// subtests, and returns the exit code.
+func (s *stream) printTotals(w io.Writer) int {
+	var top, sub tally
+	for _, k := range s.order {
+		if strings.Contains(k.name, "/") {
+			sub.add(s.tests[k].result)
+		} else {
+			top.add(s.tests[k].result)
+		}
+	}
+	fmt.Fprintln(w)
+	for _, p := range s.pkgFailed {
 		fmt.Fprintf(w, "package failed: %s\n", p)
 	}
-	fmt.Fprintf(w, "subtests: %d passed, %d failed, %d skipped\n", subResults["pass"], subResults["fail"], subResults["skip"])
-	fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", passed, failed, skipped)
-	if failed > 0 || len(pkgFailed) > 0 {
+	fmt.Fprintf(w, "top-level tests: %s\n", top)
+	fmt.Fprintf(w, "subtests: %s\n", sub)
+	if top.failed+sub.failed > 0 || len(s.pkgFailed) > 0 {
 		return 1
 	}
 	return 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
