@@ -48,20 +48,24 @@ check:
 unit:
 	$(GO) test -short ./...
 
-# Benchmarks against QEMU on the same test guest (docs/BENCHMARKS.md); results
-# in $BENCH_OUT/godwit-bench-<time>/ (default /tmp/godwit-bench).
+# Benchmarks against QEMU on the same test guest (docs/BENCHMARKS.md): both
+# VMMs started and measured from Go; results in $BENCH_OUT/godwit-bench-<time>/
+# (default /tmp/godwit-bench). BENCH_FLAGS go to the tool, e.g.
+# BENCH_FLAGS="--save docs/results" to keep the JSON and the table there.
+BENCH_FLAGS ?=
 bench-boot: bench-deps build guest
-	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST)
+	$(GO) run ./internal/tools/bench boot --godwit $(BIN) --guest $(GUEST) $(BENCH_FLAGS)
 
 # The guest's own CPU work on each VMM's CPU: the W 64 64 0 dirty rate and
-# the V time, Godwit and QEMU on the same kind of accelerator.
+# the V time and the LOOP rates, Godwit and QEMU on the same kind of
+# accelerator.
 .PHONY: bench-cpu
 bench-cpu: bench-deps build guest
-	$(GO) run ./internal/tools/bench cpu --godwit $(BIN) --guest $(GUEST)
+	$(GO) run ./internal/tools/bench cpu --godwit $(BIN) --guest $(GUEST) $(BENCH_FLAGS)
 
 .PHONY: bench-migrate
 bench-migrate: bench-deps build guest
-	$(GO) run ./internal/tools/bench migrate --godwit $(BIN) --guest $(GUEST)
+	$(GO) run ./internal/tools/bench migrate --godwit $(BIN) --guest $(GUEST) $(BENCH_FLAGS)
 
 # Network blackout during live migration, Godwit vs QEMU, between network
 # namespaces (docs/NETWORK.md); results in $BENCH_OUT/godwit-netbench-<time>/.

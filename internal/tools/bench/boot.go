@@ -52,9 +52,6 @@ type bootSide struct {
 	AnonMiB     *stat     `json:"anon_overhead_mib,omitempty"`
 	TotalMiB    *stat     `json:"rss_total_mib,omitempty"`
 	GuestMiB    *stat     `json:"rss_guest_ram_mib,omitempty"`
-	// QEMU only: the harness's boot_time.py runs and where they are.
-	HarnessDir  string    `json:"harness_result_dir,omitempty"`
-	HarnessRuns []bootRun `json:"harness_runs,omitempty"`
 	Error       string    `json:"error,omitempty"`
 }
 
@@ -141,58 +138,23 @@ func bootOnce(e *env, name string, argv []string, run int) bootRun {
 	return r
 }
 
-// qemuBoot runs the harness's boot_time.py for the boot time, then starts
-// one QEMU with the harness's command line for the memory overhead.
+// qemuBoot launches QEMU e.bootRuns times on the same guest, memory and
+// vCPU count as Godwit, measuring each launch as bootOnce does Godwit's.
 func qemuBoot(e *env) *bootSide {
 	q := &bootSide{}
-	progress("boot: QEMU: boot_time.py --runs %d (harness)", e.bootRuns)
-	dir, err := runHarness(e, "qemu-boot", time.Duration(e.bootRuns)*3*time.Minute,
-		"boot_time.py", "--runs", strconv.Itoa(e.bootRuns), "--mem", strconv.Itoa(bootMemMiB), "--timeout", "300")
-	q.HarnessDir = dir
-	if err != nil {
-		q.Error = err.Error()
-	}
-	if dir != "" {
-		var hr struct {
-			Runs []struct {
-				Run       int     `json:"run"`
-				OK        bool    `json:"ok"`
-				FirstHB   float64 `json:"boot_to_first_hb_s"`
-				FirstLine float64 `json:"first_serial_line_s"`
-			} `json:"runs"`
+	var errs []string
+	for i := 1; i <= e.bootRuns; i++ {
+		argv := e.qemuConfig(bootMemMiB, 1).Args()
+		r := bootOnce(e, fmt.Sprintf("qemu-boot%d", i), argv, i)
+		progress("boot: QEMU (%s) run %d: first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
+			e.qemuAccel(), i, r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("run %d: %s", i, r.Error))
 		}
-		if err := readJSON(filepath.Join(dir, "result.json"), &hr); err != nil {
-			q.Error = joinErr(q.Error, err.Error())
-		}
-		var v []float64
-		for _, r := range hr.Runs {
-			br := bootRun{Run: r.Run, FirstHBS: r.FirstHB}
-			if !r.OK {
-				br.Error = "no heartbeat"
-			} else {
-				v = append(v, r.FirstHB)
-			}
-			q.HarnessRuns = append(q.HarnessRuns, br)
-		}
-		q.FirstHB = summarize(v)
+		q.Runs = append(q.Runs, r)
 	}
-	// The memory overhead (and READY) from one QEMU started here with the
-	// harness's command line (vmctl.py, without the QMP socket).
-	argv := append(append([]string{"qemu-system-x86_64"}, e.qemuAccelArgs()...), "-m", strconv.Itoa(bootMemMiB),
-		"-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-kernel", e.guestELF, "-nic", "none")
-	r := bootOnce(e, "qemu-rss", argv, 1)
-	progress("boot: QEMU (started here): first heartbeat %.3f s, READY %.3f s, RSS overhead %s%s",
-		r.FirstHBS, r.ReadyS, rssText(r.RSS), errText(r.Error))
-	if r.Error != "" {
-		q.Error = joinErr(q.Error, r.Error)
-	}
-	q.Runs = []bootRun{r}
-	fh := q.FirstHB
+	q.Error = strings.Join(errs, "; ")
 	q.summarize()
-	if fh != nil {
-		q.FirstHB = fh // the harness's runs are the boot-time figure
-	}
 	return q
 }
 

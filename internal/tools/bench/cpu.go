@@ -156,10 +156,9 @@ func benchCPU(e *env) (*cpuResult, error) {
 	if e.qemuOK {
 		res.QEMU = &cpuSide{Accel: e.qemuAccel()}
 		side(res.QEMU, "qemu", func(name string, n int) []string {
-			return append(append([]string{"qemu-system-x86_64"}, e.qemuAccelArgs()...), "-m", "1024",
-				"-smp", strconv.Itoa(n), "-append", fmt.Sprintf("cpus=%d", n),
-				"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-				"-kernel", e.guestELF, "-nic", "none")
+			c := e.qemuConfig(1024, n)
+			c.Append = fmt.Sprintf("cpus=%d", n)
+			return c.Args()
 		})
 	}
 	if len(errs) > 0 {

@@ -1,39 +1,39 @@
-// Command bench measures Godwit against QEMU/KVM on this host, with the very
-// same test guest (guest/build/guest.elf) in both VMMs:
+// Command bench measures Godwit against QEMU on this host, with the very
+// same test guest (guest/build/guest.elf) in both VMMs, on the same kind of
+// accelerator (KVM against KVM, Godwit's software CPU against QEMU's TCG):
 //
 //	go run ./internal/tools/bench boot     [flags]   boot time and VMM memory overhead
+//	go run ./internal/tools/bench cpu      [flags]   the guest's CPU and memory work
 //	go run ./internal/tools/bench migrate  [flags]   live migration (and the loopback limit)
 //	go run ./internal/tools/bench loopback [flags]   plain loopback TCP throughput only
 //	go run ./internal/tools/bench all      [flags]   boot, then migrate
 //
-// What is measured, and how:
+// Both VMMs are started and measured here, the same way (QEMU through
+// internal/tools/qemu: -kernel on the guest ELF, QMP, the serial console
+// on stdio read line by line with host arrival times):
 //
 //   - boot: wall time from launching the VMM process to the host receiving
 //     the guest's first heartbeat line (`HB 0 ...`) and its `READY` line, for a
-//     1 GiB, 1 vCPU guest, median of --boot-runs launches. Godwit is launched
-//     here (`godwit run ...`); QEMU by the QEMU harness's boot_time.py (the
-//     baseline's own script). VMM memory overhead: one second after READY,
-//     the process's resident memory (sum of Rss in /proc/PID/smaps) minus the
-//     Rss of the guest-RAM mapping (the anonymous mapping whose size equals
-//     the guest RAM size), and the anonymous part of it (Σ Anonymous minus
-//     the guest mapping's): file pages of the binary and libraries are page
-//     cache that every VMM on a host shares, anonymous memory is each VMM's
-//     own. QEMU's is measured on a QEMU started here with the harness's
-//     command line.
-//   - migrate: the harness's scenarios idle, ws64, ws512 (1 GiB) and idle4g
-//     (4 GiB). Godwit: boot once per scenario, start the workload
-//     (`W alloc wset rate`), let it run --settle, then migrate ping-pong
-//     --runs times, each time to a fresh `godwit run --incoming` on a new
-//     loopback port (the destination of one run is the source of the next),
-//     with Godwit's default migration settings. Per run: Godwit's report
-//     (total, downtime, bytes, rounds, throttle), and from the console the
-//     guest-visible pause (host arrival time of the destination's first
-//     heartbeat minus that of the source's last one, as the harness measures
-//     QEMU) and whether the heartbeat sequence number continues by exactly
-//     one. After the last run the guest must answer `V` with VERIFY OK. QEMU:
-//     the harness's migrate.py for the same scenarios, once with QEMU's
-//     defaults (128 MiB/s bandwidth cap) and once with the cap lifted
-//     (max-bandwidth=10 GiB/s); its result.json is read back.
+//     1 GiB, 1 vCPU guest, median of --boot-runs launches per VMM. VMM
+//     memory overhead: one second after READY, the process's resident
+//     memory (sum of Rss in /proc/PID/smaps) minus the Rss of the guest-RAM
+//     mapping (the anonymous mapping whose size equals the guest RAM size),
+//     and the anonymous part of it (Σ Anonymous minus the guest mapping's):
+//     file pages of the binary and libraries are page cache that every VMM
+//     on a host shares, anonymous memory is each VMM's own.
+//   - migrate: the scenarios idle, ws64, ws512 (1 GiB) and idle4g (4 GiB).
+//     Per VMM setting (Godwit with its defaults; QEMU with its defaults,
+//     128 MiB/s bandwidth cap, and with max-bandwidth=10 GiB/s): boot once
+//     per scenario, start the workload (`W alloc wset rate`), let it run
+//     --settle, then migrate ping-pong --runs times, each time to a fresh
+//     destination in incoming mode on a new loopback port (the destination
+//     of one run is the source of the next). Per run: the VMM's report
+//     (Godwit's migration report; QEMU's query-migrate, polled every 50 ms,
+//     the pre-copy cancelled after --qemu-timeout), and from the consoles
+//     the guest-visible pause (host arrival time of the destination's first
+//     heartbeat minus that of the source's last one) and whether the
+//     heartbeat sequence number continues by exactly one. After the last
+//     run the guest must answer `V` with VERIFY OK.
 //   - loopback: the plain TCP limit of this host: a re-executed copy of this
 //     program writes --loopback-gib GiB from a prefaulted mmap'd buffer in
 //     4 MiB writes to this process, which reads into another; median GB/s of
@@ -41,14 +41,16 @@
 //     pre-copy round of ws512 and ws64) is reported as a share of it.
 //
 // Progress goes to stderr, the markdown report to stdout, and the JSON
-// results, the markdown, every VMM's console (with host arrival times) and
-// stderr, and the harness's own result directories to
-// $BENCH_OUT/godwit-bench-<time>/ (BENCH_OUT defaults to /tmp/godwit-bench).
+// results, the markdown, and every VMM's console (with host arrival times)
+// and stderr to $BENCH_OUT/godwit-bench-<time>/ (BENCH_OUT defaults to
+// /tmp/godwit-bench); --save DIR also writes the JSON and the markdown as
+// DIR/<date>-bench-<mode>.json and .md (docs/results holds those kept).
 // Every process started here is stopped by its pid on exit, failure or
 // Ctrl-C. The tool installs nothing: without qemu-system-x86_64 it says so
 // and reports Godwit alone.
 //
-// Who may import: nobody; `make bench-boot` and `make bench-migrate` run it.
+// Who may import: nobody; `make bench-boot`, `make bench-cpu` and
+// `make bench-migrate` run it.
 package main
 
 import (
@@ -56,11 +58,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
@@ -68,44 +70,31 @@ import (
 type config struct {
 	godwit      string
 	guestELF    string
-	harness     string
 	outBase     string
 	bootRuns    int
 	runs        int
 	scenarios   []string
 	settle      time.Duration
-	qemuTimeout int // s, the harness's --timeout (pre-copy cancelled after it)
+	qemuTimeout int // s: a QEMU pre-copy still running after it is cancelled
 	noQEMU      bool
 	loopback    bool
 	loopbackGiB int
 	tlsDir      string // migrate: Godwit VMMs migrate over TLS with this directory
 	accel       string // Godwit's accelerator: kvm or emu (auto resolved)
+	save        string // also write the results as SAVE/<date>-bench-<mode>.json and .md
 }
 
-// qemuAccel is the QEMU accelerator of the same kind as Godwit's: KVM
-// against KVM, TCG against the software CPU.
-func (c *config) qemuAccel() string {
-	if c.accel == "emu" {
-		return "tcg"
-	}
-	return "kvm"
-}
-
-// qemuAccelArgs are QEMU's accelerator and CPU arguments, as the harness
-// uses them (ACCEL=tcg: -accel tcg,thread=multi -cpu max).
-func (c *config) qemuAccelArgs() []string {
-	if c.accel == "emu" {
-		return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
-	}
-	return []string{"-enable-kvm", "-cpu", "host,-arch-capabilities"}
-}
+// qemuAccel is the QEMU accelerator of the same kind as Godwit's.
+func (c *config) qemuAccel() string { return qemu.AccelFor(c.accel) }
 
 // env is one invocation: its configuration and where it writes.
 type env struct {
 	config
 	outDir string // $BENCH_OUT/godwit-bench-<time>
 	tmpDir string // API sockets
-	qemuOK bool   // qemu-system-x86_64 and python3 are there
+	qemuOK bool   // qemu-system-x86_64 is there and not --no-qemu
+	// qemuDefaults is query-migrate-parameters of the first QEMU booted.
+	qemuDefaults json.RawMessage
 }
 
 const usageText = `usage: go run ./internal/tools/bench <boot|cpu|migrate|loopback|all> [flags]
@@ -142,17 +131,17 @@ func run(args []string) int {
 	var scen string
 	fs.StringVar(&c.godwit, "godwit", filepath.Join(root, "bin", "godwit"), "godwit binary (make build)")
 	fs.StringVar(&c.guestELF, "guest", filepath.Join(root, "guest", "build", "guest.elf"), "test guest ELF (make guest)")
-	fs.StringVar(&c.harness, "qemu-harness", filepath.Join(root, "..", "shared", "bench", "qemu"), "QEMU baseline harness directory")
 	fs.StringVar(&c.outBase, "out", envOr("BENCH_OUT", "/tmp/godwit-bench"), "results go to OUT/godwit-bench-<time>/ (default $BENCH_OUT)")
 	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot: launches per VMM")
 	fs.IntVar(&c.runs, "runs", 3, "migrate: migrations per scenario and VMM")
 	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated")
 	fs.DurationVar(&c.settle, "settle", 3*time.Second, "migrate: run the workload this long before the first migration")
-	fs.IntVar(&c.qemuTimeout, "qemu-timeout", 45, "migrate: seconds after which the harness cancels a QEMU pre-copy")
+	fs.IntVar(&c.qemuTimeout, "qemu-timeout", 45, "migrate: seconds after which a QEMU pre-copy is cancelled")
 	fs.BoolVar(&c.noQEMU, "no-qemu", false, "measure Godwit only")
 	fs.BoolVar(&c.loopback, "loopback", true, "migrate: also measure the loopback TCP limit")
 	fs.IntVar(&c.loopbackGiB, "loopback-gib", 2, "loopback: GiB per run")
 	fs.StringVar(&c.accel, "accel", "auto", "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu; QEMU runs the same kind (KVM or TCG)")
+	fs.StringVar(&c.save, "save", "", "also write the results as DIR/<date>-bench-<mode>.json and .md (e.g. docs/results)")
 	fs.StringVar(&c.tlsDir, "tls-dir", "", "migrate: Godwit migrates over TLS with this --migration-tls-dir (ca.pem, cert.pem and key.pem naming 127.0.0.1); QEMU stays plain")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fs.Usage()
@@ -227,6 +216,7 @@ func run(args []string) int {
 			failed = append(failed, "loopback: "+err.Error())
 		}
 	}
+	res.QEMUDefaults = e.qemuDefaults
 	res.Finished = time.Now().Format(time.RFC3339)
 	res.HostAfter = hostInfo()
 	res.Errors = failed
@@ -251,7 +241,7 @@ func run(args []string) int {
 func newEnv(c config, mode string) (*env, error) {
 	e := &env{config: c}
 	if mode != "loopback" {
-		for _, p := range []*string{&e.godwit, &e.guestELF, &e.harness} {
+		for _, p := range []*string{&e.godwit, &e.guestELF} {
 			a, err := filepath.Abs(*p)
 			if err != nil {
 				return nil, err
@@ -279,7 +269,13 @@ func newEnv(c config, mode string) (*env, error) {
 			return nil, fmt.Errorf("--accel %q: want auto, kvm or emu", e.accel)
 		}
 		progress("accelerators: Godwit %s, QEMU %s", e.accel, e.qemuAccel())
-		e.qemuOK = !e.noQEMU && checkQEMU(e.harness)
+		if !e.noQEMU {
+			if err := qemu.Check(); err != nil {
+				progress("%v: the QEMU baseline is skipped", err)
+			} else {
+				e.qemuOK = true
+			}
+		}
 	}
 	stamp := time.Now().Format("20060102-150405")
 	e.outDir = filepath.Join(e.outBase, "godwit-bench-"+stamp)
@@ -295,28 +291,9 @@ func newEnv(c config, mode string) (*env, error) {
 	return e, nil
 }
 
-// checkQEMU says whether the QEMU side can run, and why not if it cannot.
-func checkQEMU(harness string) bool {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		progress("qemu-system-x86_64 not found: the QEMU baseline is skipped. Install it with `apt-get install qemu-system-x86`.")
-		return false
-	}
-	if _, err := exec.LookPath("python3"); err != nil {
-		progress("python3 not found: the QEMU harness cannot run, the QEMU baseline is skipped (apt-get install python3).")
-		return false
-	}
-	for _, f := range []string{"boot_time.py", "migrate.py", "vmctl.py"} {
-		if _, err := os.Stat(filepath.Join(harness, f)); err != nil {
-			progress("QEMU harness incomplete (%v): the QEMU baseline is skipped; pass --qemu-harness DIR.", err)
-			return false
-		}
-	}
-	return true
-}
-
 func (e *env) describe() map[string]any {
 	return map[string]any{
-		"godwit": e.godwit, "guest": e.guestELF, "qemu_harness": e.harness, "qemu": e.qemuOK,
+		"godwit": e.godwit, "guest": e.guestELF, "qemu": e.qemuOK,
 		"boot_runs": e.bootRuns, "runs": e.runs, "scenarios": e.scenarios, "settle_s": e.settle.Seconds(),
 		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir, "godwit_tls": e.tlsDir != "",
 		"godwit_accel": e.accel, "qemu_accel": e.qemuAccel(),
@@ -335,7 +312,9 @@ type results struct {
 	CPU       *cpuResult      `json:"cpu,omitempty"`
 	Migrate   *migrateResult  `json:"migrate,omitempty"`
 	Loopback  *loopbackResult `json:"loopback,omitempty"`
-	Errors    []string        `json:"errors,omitempty"`
+	// QEMUDefaults is a fresh QEMU's query-migrate-parameters.
+	QEMUDefaults json.RawMessage `json:"qemu_migrate_parameters_default,omitempty"`
+	Errors       []string        `json:"errors,omitempty"`
 }
 
 func writeResults(e *env, res *results, md string) error {
@@ -346,7 +325,18 @@ func writeResults(e *env, res *results, md string) error {
 	if err := os.WriteFile(filepath.Join(e.outDir, "result.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(e.outDir, "report.md"), []byte(md), 0o644)
+	if err := os.WriteFile(filepath.Join(e.outDir, "report.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if e.save == "" {
+		return nil
+	}
+	base := filepath.Join(e.save, time.Now().Format("2006-01-02")+"-bench-"+res.Mode)
+	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	progress("results saved as %s.json and .md", base)
+	return os.WriteFile(base+".md", []byte(md), 0o644)
 }
 
 // hostInfo records what may explain noisy figures: CPUs, load, versions.
@@ -370,8 +360,8 @@ func hostInfo() map[string]any {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h["kernel"] = strings.TrimSpace(string(b))
 	}
-	if out, err := exec.Command("qemu-system-x86_64", "--version").Output(); err == nil {
-		h["qemu"] = strings.SplitN(string(out), "\n", 2)[0]
+	if v := qemu.Version(); v != "" {
+		h["qemu"] = v
 	}
 	return h
 }

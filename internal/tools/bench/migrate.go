@@ -10,12 +10,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
-// scenario is one migration scenario of the QEMU harness (migrate.py SCEN).
+// scenario is one migration scenario: a guest size and a workload.
 type scenario struct {
 	Name     string
 	MemMiB   int
@@ -38,34 +39,14 @@ func scenarioByName(n string) (scenario, bool) {
 	return scenario{}, false
 }
 
-// migReport is the part of what `godwit migrate --json` prints
-// (migration.Report) that the results keep; its rounds are
-// migration.Round as they are.
-type migReport struct {
-	Result       string            `json:"result"`
-	Error        string            `json:"error,omitempty"`
-	TotalMs      float64           `json:"total_ms"`
-	DowntimeMs   float64           `json:"downtime_ms"`
-	SetupMs      float64           `json:"setup_ms"`
-	Bytes        uint64            `json:"bytes"`
-	DataPages    uint64            `json:"data_pages"`
-	ZeroPages    uint64            `json:"zero_pages"`
-	SkippedPages uint64            `json:"skipped_pages"`
-	StateBytes   int               `json:"state_bytes"`
-	Streams      int               `json:"streams"`
-	MaxThrottle  int               `json:"max_throttle_pct"`
-	Forced       bool              `json:"forced_switchover,omitempty"`
-	Rounds       []migration.Round `json:"rounds"`
-}
-
 // migRun is one Godwit migration.
 type migRun struct {
-	Run    int        `json:"run"`
-	To     string     `json:"to"`
-	Status string     `json:"status"` // "completed" or what went wrong
-	Error  string     `json:"error,omitempty"`
-	WallMs float64    `json:"wall_ms"` // `godwit migrate` command, start to exit
-	Report *migReport `json:"report,omitempty"`
+	Run    int               `json:"run"`
+	To     string            `json:"to"`
+	Status string            `json:"status"` // "completed" or what went wrong
+	Error  string            `json:"error,omitempty"`
+	WallMs float64           `json:"wall_ms"` // `godwit migrate` command, start to exit
+	Report *migration.Report `json:"report,omitempty"`
 
 	// From the consoles (host arrival times).
 	GuestPauseMs  float64  `json:"guest_pause_ms"`
@@ -114,38 +95,29 @@ type godwitScenario struct {
 
 type migrateResult struct {
 	Godwit []*godwitScenario `json:"godwit"`
-	QEMU   []*qemuMigrate    `json:"qemu,omitempty"`
+	QEMU   []*qemuScenario   `json:"qemu,omitempty"`
 }
 
-// benchMigrate runs the scenarios on Godwit, then the QEMU harness, one
-// guest size at a time.
+// benchMigrate runs each scenario on Godwit, then on QEMU with its
+// defaults and uncapped.
 func benchMigrate(e *env) (*migrateResult, error) {
 	res := &migrateResult{}
 	var errs []string
-	for _, mem := range []int{1024, 4096} {
-		var names []string
-		for _, n := range e.scenarios {
-			if s, _ := scenarioByName(n); s.MemMiB == mem {
-				names = append(names, n)
-			}
+	for _, n := range e.scenarios {
+		s, _ := scenarioByName(n)
+		g := godwitScenarioRun(e, s)
+		res.Godwit = append(res.Godwit, g)
+		if g.Error != "" {
+			errs = append(errs, fmt.Sprintf("godwit %s: %s", n, g.Error))
 		}
-		if len(names) == 0 {
+		if !e.qemuOK {
 			continue
 		}
-		for _, n := range names {
-			s, _ := scenarioByName(n)
-			g := godwitScenarioRun(e, s)
-			res.Godwit = append(res.Godwit, g)
-			if g.Error != "" {
-				errs = append(errs, fmt.Sprintf("godwit %s: %s", n, g.Error))
-			}
-		}
-		if e.qemuOK {
-			for _, q := range qemuMigrations(e, names, mem) {
-				res.QEMU = append(res.QEMU, q)
-				if q.Error != "" {
-					errs = append(errs, fmt.Sprintf("qemu %s %s: %s", strings.Join(names, "+"), q.Label, q.Error))
-				}
+		for _, v := range qemuVariants {
+			q := qemuScenarioRun(e, s, v)
+			res.QEMU = append(res.QEMU, q)
+			if q.Error != "" {
+				errs = append(errs, fmt.Sprintf("qemu %s %s: %s", v.Label, n, q.Error))
 			}
 		}
 	}
@@ -203,7 +175,7 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 			g.Error = fmt.Sprintf("run %d: no VM left running (%s)", i, r.Status)
 			return g
 		}
-		time.Sleep(2 * time.Second) // as the harness does between runs
+		time.Sleep(2 * time.Second) // the destination's first ~2.5 s, for its longest heartbeat gap
 		if dst != nil {
 			// The destination's own heartbeat record since it resumed.
 			hbs := dst.Con.Heartbeats()
@@ -266,10 +238,7 @@ func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.P
 	t0 := time.Now()
 	out, err := toolkit.Run(5*time.Minute, e.godwit, "migrate", "--api-socket", e.sock(src.Name), "--to", r.To, "--json")
 	r.WallMs = ms(time.Since(t0))
-	var reply struct {
-		Report *migReport `json:"report"`
-		Error  string     `json:"error"`
-	}
+	var reply api.MigrateReply
 	if jerr := json.Unmarshal(out, &reply); jerr == nil {
 		r.Report = reply.Report
 	}

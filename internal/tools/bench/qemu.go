@@ -1,93 +1,84 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/guest"
+	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
-// runHarness runs one script of the QEMU harness (read-only directory) with
-// BENCH_OUT in our output directory and GUEST_ELF = our guest, echoes its
-// output to stderr, and returns the directory it printed after
-// "results in ". The harness and the QEMUs it starts form their own process
-// group, which is killed as a whole on timeout or interrupt.
-func runHarness(e *env, tag string, timeout time.Duration, script string, args ...string) (string, error) {
-	var (
-		mu  sync.Mutex
-		dir string
-	)
-	out := &lineScanner{prefix: "    [" + tag + "]", fn: func(l string) {
-		if d, ok := strings.CutPrefix(l, "results in "); ok {
-			mu.Lock()
-			dir = strings.TrimSpace(d)
-			mu.Unlock()
-		}
-	}}
-	argv := append([]string{"python3", filepath.Join(e.harness, script)}, args...)
-	env := []string{"BENCH_OUT=" + filepath.Join(e.outDir, "qemu"), "GUEST_ELF=" + e.guestELF, "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"}
-	if e.qemuAccel() == "tcg" {
-		env = append(env, "ACCEL=tcg")
-	}
-	p, err := toolkit.Start(tag, argv, toolkit.Options{Dir: e.harness, Env: env, Group: true, Stdout: out, LogDir: e.logDir()})
-	if err != nil {
-		return "", err
-	}
-	if !p.WaitExit(timeout) {
-		p.Stop(5 * time.Second)
-		err = fmt.Errorf("%s %s: %w after %v", script, strings.Join(args, " "), toolkit.ErrTimeout, timeout)
-	} else if p.Err() != nil {
-		err = fmt.Errorf("%s %s: %v (see %s.stderr.log)", script, strings.Join(args, " "), p.Err(), tag)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if dir == "" {
-		// killed before it printed: take the newest result directory
-		dir = newestDir(filepath.Join(e.outDir, "qemu", "results"))
-	}
-	return dir, err
+// qemuUncappedBandwidth lifts QEMU's default 128 MiB/s bandwidth cap
+// (max-bandwidth, bytes/s): 10 GiB/s is far above this host's loopback.
+const qemuUncappedBandwidth = 10 << 30
+
+// qemuVariant is a QEMU migration setting: its own defaults, or the
+// bandwidth cap lifted.
+type qemuVariant struct {
+	Label      string         `json:"label"` // "default" or "uncapped"
+	Parameters map[string]any `json:"parameters,omitempty"`
 }
 
-func newestDir(parent string) string {
-	ents, err := os.ReadDir(parent)
-	if err != nil {
-		return ""
-	}
-	var best string
-	var bestT time.Time
-	for _, d := range ents {
-		if i, err := d.Info(); err == nil && d.IsDir() && i.ModTime().After(bestT) {
-			best, bestT = filepath.Join(parent, d.Name()), i.ModTime()
-		}
-	}
-	return best
+var qemuVariants = []qemuVariant{
+	{Label: "default"},
+	{Label: "uncapped", Parameters: map[string]any{"max-bandwidth": qemuUncappedBandwidth}},
 }
 
-// qemuMigrate is one migrate.py invocation.
-type qemuMigrate struct {
-	Label      string                   `json:"label"` // "default" or "uncapped"
-	Args       []string                 `json:"args"`
-	MemMiB     int                      `json:"mem_mib"`
-	ResultDir  string                   `json:"result_dir"`
-	Version    string                   `json:"qemu_version,omitempty"`
-	Scenarios  map[string]*qemuScenario `json:"scenarios"`
-	Error      string                   `json:"error,omitempty"`
-	LoadBefore string                   `json:"loadavg_before"`
-	LoadAfter  string                   `json:"loadavg_after"`
+// qemuConfig is the QEMU of the benchmarks on the test guest: mem MiB,
+// vcpus vCPUs, the accelerator of the same kind as Godwit's.
+func (e *env) qemuConfig(mem, vcpus int) qemu.Config {
+	c := qemu.Config{Kernel: e.guestELF, MemMiB: mem, CPUs: vcpus, Accel: e.qemuAccel()}
+	if vcpus > 1 {
+		c.Append = fmt.Sprintf("cpus=%d", vcpus)
+	}
+	return c
 }
 
-// qemuScenario is one scenario of migrate.py, summarised over the
-// completed runs only (a cancelled pre-copy has no downtime or pause).
+// qemuRun is one QEMU migration.
+type qemuRun struct {
+	Run    int     `json:"run"`
+	To     string  `json:"to"`
+	Status string  `json:"status"` // QEMU's final status, cancelled(timeout), or what went wrong
+	Error  string  `json:"error,omitempty"`
+	WallMs float64 `json:"wall_ms"` // migrate command to the final status
+	// Stats is the final query-migrate reply.
+	Stats          *qemu.MigrationStats `json:"query_migrate,omitempty"`
+	MaxThrottlePct float64              `json:"max_throttle_pct"`
+	DstStatus      string               `json:"dst_status,omitempty"` // query-status on the destination once it printed 50 heartbeats
+
+	// From the consoles (host arrival times), as for Godwit.
+	GuestPauseMs  float64  `json:"guest_pause_ms"`
+	SrcLastSeq    uint64   `json:"src_last_seq"`
+	DstFirstSeq   uint64   `json:"dst_first_seq"`
+	SeqContinuous bool     `json:"seq_continuous"`
+	SplitLine     bool     `json:"split_line,omitempty"`
+	SrcMaxGapMs   float64  `json:"src_max_hb_gap_ms"` // during pre-copy
+	DstMaxGapMs   float64  `json:"dst_max_hb_gap_ms"` // first ~2.5 s on the destination
+	DstSeqErrors  []string `json:"dst_seq_errors,omitempty"`
+}
+
+// qemuScenario is one scenario on QEMU in one variant: its runs and their
+// statistics over the completed runs (a cancelled pre-copy has no
+// downtime or pause), plus what every run sent.
 type qemuScenario struct {
+	Scenario   string         `json:"scenario"`
+	Variant    string         `json:"variant"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+	MemMiB     int            `json:"mem_mib"`
+	Workload   string         `json:"workload"`
+	BootS      float64        `json:"boot_to_ready_s"`
+	Runs       []qemuRun      `json:"runs"`
+	Verify     string         `json:"verify"`
+	VerifyOK   bool           `json:"verify_ok"`
+	Error      string         `json:"error,omitempty"`
+	LoadBefore string         `json:"loadavg_before"`
+	LoadAfter  string         `json:"loadavg_after"`
+
 	Statuses  []string `json:"statuses"`
 	Completed int      `json:"completed"`
+	SeqOK     int      `json:"seq_continuous_runs"`
 	TotalMs   *stat    `json:"total_ms,omitempty"`
 	DownMs    *stat    `json:"downtime_ms,omitempty"`
 	PauseMs   *stat    `json:"guest_pause_ms,omitempty"`
@@ -95,144 +86,209 @@ type qemuScenario struct {
 	Mbps      *stat    `json:"mbps,omitempty"`
 	Syncs     *stat    `json:"dirty_syncs,omitempty"`
 	Throttle  *stat    `json:"throttle_pct,omitempty"`
-	SeqOK     int      `json:"seq_continuous_runs"`
-	SrcGapMs  *stat    `json:"src_max_hb_gap_ms,omitempty"` // during pre-copy
-	DstGapMs  *stat    `json:"dst_max_hb_gap_ms,omitempty"` // first 10 s on the destination
+	SrcGapMs  *stat    `json:"src_max_hb_gap_ms,omitempty"`
+	DstGapMs  *stat    `json:"dst_max_hb_gap_ms,omitempty"`
 	AllSent   *stat    `json:"sent_mib_all_runs,omitempty"` // including cancelled runs
 	AllWallS  *stat    `json:"wall_s_all_runs,omitempty"`
 	AllMbps   *stat    `json:"mbps_all_runs,omitempty"`
 	Cancelled bool     `json:"any_cancelled"`
 }
 
-// qemuMigrations runs migrate.py for the scenarios of one guest size, with
-// QEMU's defaults and with the bandwidth cap lifted.
-func qemuMigrations(e *env, names []string, memMiB int) []*qemuMigrate {
-	var out []*qemuMigrate
-	for _, v := range []struct {
-		label string
-		extra []string
-	}{{"default", nil}, {"uncapped", []string{"--param", "max-bandwidth=10737418240"}}} {
-		args := append(append([]string{}, names...), "--runs", strconv.Itoa(e.runs), "--timeout", strconv.Itoa(e.qemuTimeout))
-		args = append(args, v.extra...)
-		q := &qemuMigrate{Label: v.label, Args: args, MemMiB: memMiB, Scenarios: map[string]*qemuScenario{}, LoadBefore: loadavg()}
-		progress("migrate: QEMU %s: migrate.py %s", v.label, strings.Join(args, " "))
-		budget := 2*time.Minute + time.Duration(len(names)*e.runs)*(time.Duration(e.qemuTimeout)*time.Second+40*time.Second)
-		dir, err := runHarness(e, "qemu-migrate-"+strings.Join(names, "+")+"-"+v.label, budget, "migrate.py", args...)
-		q.ResultDir, q.LoadAfter = dir, loadavg()
-		if err != nil {
-			q.Error = err.Error()
-			progress("migrate: QEMU %s: %v", v.label, err)
-		}
-		if dir != "" {
-			if err := q.parse(filepath.Join(dir, "result.json")); err != nil {
-				q.Error = joinErr(q.Error, err.Error())
-			}
-		}
-		out = append(out, q)
+// qemuScenarioRun boots one QEMU, starts the workload and migrates it
+// ping-pong e.runs times with the variant's parameters, each time to a
+// fresh QEMU in incoming mode on a new loopback port, then verifies the
+// guest's memory: what godwitScenarioRun does for Godwit.
+func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
+	q := &qemuScenario{Scenario: s.Name, Variant: v.Label, Parameters: v.Parameters, MemMiB: s.MemMiB,
+		Workload: s.Workload, LoadBefore: loadavg()}
+	defer func() { q.LoadAfter = loadavg() }()
+	defer q.summarize()
+	gen := 1
+	name := func() string { return fmt.Sprintf("qemu-%s-%s-vm%d", s.Name, v.Label, gen) }
+	cfg := func() qemu.Config {
+		c := e.qemuConfig(s.MemMiB, 1)
+		c.QMP = e.sock(name())
+		return c
 	}
-	return out
-}
-
-// parse reads migrate.py's result.json.
-func (q *qemuMigrate) parse(path string) error {
-	var hr struct {
-		Qemu      string `json:"qemu"`
-		Scenarios map[string]struct {
-			Statuses []string         `json:"statuses"`
-			Runs     []map[string]any `json:"runs"`
-		} `json:"scenarios"`
-	}
-	if err := readJSON(path, &hr); err != nil {
-		return err
-	}
-	q.Version = hr.Qemu
-	for name, sc := range hr.Scenarios {
-		s := &qemuScenario{Statuses: sc.Statuses}
-		var total, down, pause, sent, mbps, syncs, thr, sgap, dgap, allSent, allWall, allMbps []float64
-		for _, r := range sc.Runs {
-			if v, ok := num(r, "transferred_bytes"); ok {
-				allSent = append(allSent, v/(1<<20))
-			}
-			if v, ok := num(r, "wall_s"); ok {
-				allWall = append(allWall, v)
-			}
-			if v, ok := num(r, "mbps"); ok {
-				allMbps = append(allMbps, v)
-			}
-			if r["status"] != "completed" {
-				s.Cancelled = true
-				continue
-			}
-			s.Completed++
-			if b, _ := r["seq_continuous"].(bool); b {
-				s.SeqOK++
-			}
-			for _, x := range []struct {
-				key   string
-				dst   *[]float64
-				scale float64
-			}{{"total_time_ms", &total, 1}, {"downtime_ms", &down, 1}, {"guest_pause_ms", &pause, 1},
-				{"transferred_bytes", &sent, 1.0 / (1 << 20)}, {"mbps", &mbps, 1}, {"dirty_sync_count", &syncs, 1},
-				{"cpu_throttle_pct_max", &thr, 1}, {"src_max_hb_gap_ms_during_precopy", &sgap, 1},
-				{"dst_max_hb_gap_ms_first_10s", &dgap, 1}} {
-				if v, ok := num(r, x.key); ok {
-					*x.dst = append(*x.dst, v*x.scale)
-				}
-			}
-		}
-		s.TotalMs, s.DownMs, s.PauseMs, s.SentMiB = summarize(total), summarize(down), summarize(pause), summarize(sent)
-		s.Mbps, s.Syncs, s.Throttle = summarize(mbps), summarize(syncs), summarize(thr)
-		s.SrcGapMs, s.DstGapMs = summarize(sgap), summarize(dgap)
-		s.AllSent, s.AllWallS, s.AllMbps = summarize(allSent), summarize(allWall), summarize(allMbps)
-		q.Scenarios[name] = s
-	}
-	return nil
-}
-
-func num(m map[string]any, k string) (float64, bool) {
-	v, ok := m[k].(float64)
-	return v, ok
-}
-
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	progress("migrate: QEMU %s %s: booting a %d MiB guest", v.Label, s.Name, s.MemMiB)
+	src, err := qemu.Start(name(), cfg(), e.procOptions())
 	if err != nil {
-		return err
+		q.Error = err.Error()
+		return q
 	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	defer func() { src.Stop(5 * time.Second) }()
+	ready, err := src.WaitPrefix(0, "READY", 120*time.Second)
+	if err != nil {
+		q.Error = err.Error()
+		return q
 	}
-	return nil
+	q.BootS = ready.At.Sub(src.Launched).Seconds()
+	if e.qemuDefaults == nil {
+		e.qemuDefaults, _ = src.MigrationParameters()
+	}
+	mark := src.Con.Mark()
+	if err := src.Send("W " + s.Workload + "\n"); err != nil {
+		q.Error = err.Error()
+		return q
+	}
+	if _, err := src.WaitPrefix(mark, "ACK W "+s.Workload, 300*time.Second); err != nil {
+		q.Error = err.Error()
+		return q
+	}
+	time.Sleep(e.settle)
+
+	for i := 1; i <= e.runs; i++ {
+		gen++
+		dst, r := qemuMigrateOnce(e, src, name(), cfg(), v, i)
+		q.Runs = append(q.Runs, r)
+		progress("migrate: QEMU %s %s run %d: %s", v.Label, s.Name, i, qemuRunText(r))
+		if dst != nil {
+			src = dst
+		}
+		if src.Exited() {
+			q.Error = fmt.Sprintf("run %d: no VM left running (%s)", i, r.Status)
+			return q
+		}
+		time.Sleep(2 * time.Second)
+		if dst != nil {
+			c := guest.CheckHeartbeats(dst.Con.Heartbeats())
+			q.Runs[len(q.Runs)-1].DstMaxGapMs = ms(c.LongestGap)
+			q.Runs[len(q.Runs)-1].DstSeqErrors = c.SeqErrors
+		}
+	}
+
+	mark = src.Con.Mark()
+	if err := src.Send("V\n"); err != nil {
+		q.Error = err.Error()
+		return q
+	}
+	if l, err := src.WaitPrefix(mark, "VERIFY ", 600*time.Second); err != nil {
+		q.Error = err.Error()
+	} else {
+		// A failed verify is QEMU's result, reported beside its times.
+		q.Verify, q.VerifyOK = l.Text, strings.HasPrefix(l.Text, "VERIFY OK")
+	}
+	progress("migrate: QEMU %s %s: %s", v.Label, s.Name, q.Verify)
+	return q
 }
 
-// lineScanner copies a child's output to stderr line by line with a prefix
-// and calls fn for each line (the harness's progress).
-type lineScanner struct {
-	prefix string
-	fn     func(string)
-	mu     sync.Mutex
-	part   []byte
-}
-
-func (s *lineScanner) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.part = append(s.part, b...)
-	consumed := 0
-	for {
-		i := bytes.IndexByte(s.part[consumed:], '\n')
-		if i < 0 {
-			break
-		}
-		line := string(s.part[consumed : consumed+i])
-		consumed += i + 1
-		if s.fn != nil {
-			s.fn(line)
-		}
-		if s.prefix != "" {
-			fmt.Fprintf(os.Stderr, "%s %s\n", s.prefix, toolkit.Shorten(line, 300))
+// qemuMigrateOnce starts a destination QEMU (-incoming defer, then
+// migrate-incoming on a free loopback port) and migrates src to it,
+// cancelling after --qemu-timeout. It returns the destination (nil if
+// the migration did not complete; src then keeps running).
+func qemuMigrateOnce(e *env, src *qemu.VM, dstName string, c qemu.Config, v qemuVariant, run int) (*qemu.VM, qemuRun) {
+	r := qemuRun{Run: run}
+	port, err := freePort()
+	if err != nil {
+		r.Status, r.Error = "setup failed", err.Error()
+		return nil, r
+	}
+	r.To = fmt.Sprintf("127.0.0.1:%d", port)
+	c.Incoming = "defer"
+	dst, err := qemu.Start(dstName, c, e.procOptions())
+	if err == nil {
+		if err = dst.Incoming("tcp:" + r.To); err != nil {
+			dst.Stop(5 * time.Second)
 		}
 	}
-	s.part = append(s.part[:0], s.part[consumed:]...)
-	return len(b), nil
+	if err != nil {
+		r.Status, r.Error = "setup failed", err.Error()
+		return nil, r
+	}
+	res, err := qemu.Migrate(src, dst, qemu.MigrateOptions{
+		URI:          "tcp:" + r.To,
+		Capabilities: map[string]bool{"auto-converge": false, "postcopy-ram": false},
+		Parameters:   v.Parameters,
+		Timeout:      time.Duration(e.qemuTimeout) * time.Second,
+	})
+	r.Status, r.MaxThrottlePct = res.Status, res.MaxThrottlePct
+	if !res.Started.IsZero() {
+		r.WallMs = ms(res.Ended.Sub(res.Started))
+	}
+	if res.Samples > 0 {
+		st := res.Final
+		r.Stats = &st
+	}
+	if err != nil {
+		r.Error = err.Error()
+		hbs := src.Con.Heartbeats()
+		r.SrcMaxGapMs = ms(qemu.LongestGap(hbs, res.Started, time.Now()))
+		dst.Stop(5 * time.Second)
+		return nil, r
+	}
+	if err := dst.WaitHeartbeats(len(dst.Con.Heartbeats())+50, 30*time.Second); err != nil {
+		r.Status, r.Error = "no heartbeats on the destination", err.Error()
+		src.Stop(5 * time.Second)
+		return dst, r
+	}
+	if r.DstStatus, err = dst.Status(); err != nil {
+		r.Error = err.Error()
+	}
+	sw, err := qemu.MeasureSwitchover(src.Con.Heartbeats(), src.Unfinished(), dst.Con.Lines())
+	src.Stop(5 * time.Second) // paused in postmigrate: quit it, as a manager would
+	if err != nil {
+		r.Status, r.Error = "no heartbeats", err.Error()
+		return dst, r
+	}
+	r.SrcLastSeq, r.DstFirstSeq, r.SplitLine = sw.SrcLast.Seq, sw.DstFirst.Seq, sw.Split
+	r.SeqContinuous, r.GuestPauseMs = sw.SeqContinuous, ms(sw.Pause)
+	r.SrcMaxGapMs = ms(qemu.LongestGap(src.Con.Heartbeats(), res.Started.Add(-20*time.Millisecond), sw.SrcLast.At))
+	return dst, r
 }
+
+// summarize fills the statistics: over completed runs, and what every
+// run sent.
+func (q *qemuScenario) summarize() {
+	var total, down, pause, sent, mbps, syncs, thr, sgap, dgap, allSent, allWall, allMbps []float64
+	q.Statuses, q.Completed, q.SeqOK, q.Cancelled = nil, 0, 0, false
+	for _, r := range q.Runs {
+		q.Statuses = append(q.Statuses, r.Status)
+		if r.Stats != nil {
+			allSent = append(allSent, float64(r.Stats.RAM.Transferred)/(1<<20))
+			allWall = append(allWall, r.WallMs/1000)
+			allMbps = append(allMbps, r.Stats.RAM.Mbps)
+		}
+		if r.Status == "cancelled(timeout)" {
+			q.Cancelled = true
+		}
+		if r.Status != "completed" || r.Stats == nil {
+			continue
+		}
+		q.Completed++
+		if r.SeqContinuous {
+			q.SeqOK++
+		}
+		st := r.Stats
+		total = append(total, st.TotalMs)
+		down = append(down, st.DowntimeMs)
+		pause = append(pause, r.GuestPauseMs)
+		sent = append(sent, float64(st.RAM.Transferred)/(1<<20))
+		mbps = append(mbps, st.RAM.Mbps)
+		syncs = append(syncs, float64(st.RAM.DirtySyncCount))
+		thr = append(thr, r.MaxThrottlePct)
+		sgap = append(sgap, r.SrcMaxGapMs)
+		dgap = append(dgap, r.DstMaxGapMs)
+	}
+	q.TotalMs, q.DownMs, q.PauseMs, q.SentMiB = summarize(total), summarize(down), summarize(pause), summarize(sent)
+	q.Mbps, q.Syncs, q.Throttle = summarize(mbps), summarize(syncs), summarize(thr)
+	q.SrcGapMs, q.DstGapMs = summarize(sgap), summarize(dgap)
+	q.AllSent, q.AllWallS, q.AllMbps = summarize(allSent), summarize(allWall), summarize(allMbps)
+}
+
+func qemuRunText(r qemuRun) string {
+	if r.Status != "completed" || r.Stats == nil {
+		s := fmt.Sprintf("%s: %s", r.Status, r.Error)
+		if r.Stats != nil {
+			s += fmt.Sprintf(" (%.1f MiB sent in %.1f s)", float64(r.Stats.RAM.Transferred)/(1<<20), r.WallMs/1000)
+		}
+		return s
+	}
+	st := r.Stats
+	return fmt.Sprintf("total %.0f ms, downtime %.0f ms, guest pause %.1f ms, %.1f MiB, %d dirty syncs, %.0f Mbit/s, seq %d->%d",
+		st.TotalMs, st.DowntimeMs, r.GuestPauseMs, float64(st.RAM.Transferred)/(1<<20), st.RAM.DirtySyncCount, st.RAM.Mbps,
+		r.SrcLastSeq, r.DstFirstSeq)
+}
+
+// procOptions are how the VMMs started here log: console and stderr in
+// the results' logs directory.
+func (e *env) procOptions() toolkit.Options { return toolkit.Options{LogDir: e.logDir()} }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -117,8 +116,8 @@ func renderBoot(b *strings.Builder, br *bootResult) {
 	}
 	w("### Boot and memory overhead (%d MiB guest, 1 vCPU; median [min..max])\n\n", br.MemMiB)
 	w("| | Godwit | QEMU | Godwit/QEMU |\n|---|---|---|---|\n")
-	w("| launch → first heartbeat, s (runs: %d each; QEMU: boot_time.py) | %s | %s | %s |\n", len(g.Runs), g.FirstHB.mmm(), q.FirstHB.mmm(), ratio(g.FirstHB, q.FirstHB))
-	w("| launch → READY, s (QEMU: %d run(s) started here) | %s | %s | %s |\n", len(q.Runs), g.Ready.mmm(), q.Ready.mmm(), ratio(g.Ready, q.Ready))
+	w("| launch → first heartbeat, s (runs: Godwit %d, QEMU %d) | %s | %s | %s |\n", len(g.Runs), len(q.Runs), g.FirstHB.mmm(), q.FirstHB.mmm(), ratio(g.FirstHB, q.FirstHB))
+	w("| launch → READY, s | %s | %s | %s |\n", g.Ready.mmm(), q.Ready.mmm(), ratio(g.Ready, q.Ready))
 	w("| VMM RSS overhead (RSS − guest-RAM Rss), MiB | %s | %s | %s |\n", g.OverheadMiB.mmm(), q.OverheadMiB.mmm(), ratio(g.OverheadMiB, q.OverheadMiB))
 	w("| of it anonymous (per-VMM; the rest is file pages shared by every VMM), MiB | %s | %s | %s |\n", g.AnonMiB.mmm(), q.AnonMiB.mmm(), ratio(g.AnonMiB, q.AnonMiB))
 	w("| total RSS, MiB | %s | %s | %s |\n", g.TotalMiB.mmm(), q.TotalMiB.mmm(), ratio(g.TotalMiB, q.TotalMiB))
@@ -133,44 +132,35 @@ func renderBoot(b *strings.Builder, br *bootResult) {
 	if q.Error != "" || g.Error != "" {
 		w("Boot problems: %s\n\n", joinErr(g.Error, q.Error))
 	}
-	if q.HarnessDir != "" {
-		w("QEMU boot_time.py results: `%s`\n\n", q.HarnessDir)
-	}
 }
 
 // qemuCell is one QEMU variant of one scenario for the main table.
-func qemuCell(q *qemuMigrate, scen string, timeout any) string {
-	if q == nil {
+func qemuCell(s *qemuScenario, timeout any) string {
+	if s == nil {
 		return "not run"
 	}
-	s := q.Scenarios[scen]
-	if s == nil {
-		if q.Error != "" {
-			return "failed: " + toolkit.Shorten(q.Error, 60)
-		}
-		return "–"
-	}
-	n := len(s.Statuses)
+	n := len(s.Runs)
 	if s.Completed == 0 {
+		if n == 0 {
+			return "failed: " + toolkit.Shorten(s.Error, 60)
+		}
 		return fmt.Sprintf("**not converged** 0/%d (cancelled @%v s, %s MiB sent)", n, timeout, s.AllSent.med())
 	}
 	c := fmt.Sprintf("%s / %s / %s / %s", s.TotalMs.med(), s.DownMs.med(), s.PauseMs.med(), s.SentMiB.med())
 	if s.Completed < n {
 		c += fmt.Sprintf(" (only %d/%d converged)", s.Completed, n)
 	}
+	if s.Verify != "" && !s.VerifyOK {
+		c += " (**verify failed**)"
+	}
 	return c
 }
 
 func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	qemu := func(label, scen string) *qemuMigrate {
+	qemu := func(label, scen string) *qemuScenario {
 		for _, q := range m.QEMU {
-			if q.Label == label && q.Scenarios[scen] != nil {
-				return q
-			}
-		}
-		for _, q := range m.QEMU {
-			if q.Label == label && q.Error != "" {
+			if q.Variant == label && q.Scenario == scen {
 				return q
 			}
 		}
@@ -180,7 +170,7 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 	if cfg["godwit_tls"] == true {
 		w("**Godwit migrates over TLS** (--tls-dir: mutual TLS 1.3); QEMU in plain TCP.\n\n")
 	}
-	w("Godwit with its defaults. QEMU cells: total / downtime / guest pause / MiB sent, medians over converged runs; QEMU default = 128 MiB/s cap, 300 ms downtime limit; uncapped = `--param max-bandwidth=10737418240`; QEMU pre-copy cancelled after %v s. Ratios: Godwit / QEMU uncapped (< 1: Godwit is faster).\n\n", cfg["qemu_timeout_s"])
+	w("Godwit with its defaults. QEMU cells: total / downtime / guest pause / MiB sent, medians over converged runs; QEMU default = 128 MiB/s cap, 300 ms downtime limit; uncapped = max-bandwidth %d bytes/s; QEMU pre-copy cancelled after %v s. Ratios: Godwit / QEMU uncapped (< 1: Godwit is faster).\n\n", qemuUncappedBandwidth, cfg["qemu_timeout_s"])
 	w("| scenario | Godwit total | Godwit downtime | Godwit guest pause | Godwit MiB sent | QEMU default | QEMU uncapped | total ratio | pause ratio |\n")
 	w("|---|---|---|---|---|---|---|---|---|\n")
 	for _, g := range m.Godwit {
@@ -189,17 +179,13 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 			gt += fmt.Sprintf(" (**%d/%d completed**)", g.Completed, len(g.Runs))
 		}
 		qu := qemu("uncapped", g.Scenario)
-		var qs *qemuScenario
-		if qu != nil {
-			qs = qu.Scenarios[g.Scenario]
-		}
 		tr, pr := "–", "–"
-		if qs != nil && qs.Completed > 0 {
-			tr, pr = ratio(g.TotalMs, qs.TotalMs), ratio(g.PauseMs, qs.PauseMs)
+		if qu != nil && qu.Completed > 0 {
+			tr, pr = ratio(g.TotalMs, qu.TotalMs), ratio(g.PauseMs, qu.PauseMs)
 		}
 		w("| %s (%d MiB, W %s) | %s | %s | %s | %s | %s | %s | %s | %s |\n", g.Scenario, g.MemMiB, g.Workload,
 			gt, g.DownMs.mmm(), g.PauseMs.mmm(), g.SentMiB.mmm(),
-			qemuCell(qemu("default", g.Scenario), g.Scenario, cfg["qemu_timeout_s"]), qemuCell(qu, g.Scenario, cfg["qemu_timeout_s"]), tr, pr)
+			qemuCell(qemu("default", g.Scenario), cfg["qemu_timeout_s"]), qemuCell(qu, cfg["qemu_timeout_s"]), tr, pr)
 	}
 	w("\n")
 
@@ -234,26 +220,18 @@ func renderMigrate(b *strings.Builder, m *migrateResult, cfg map[string]any) {
 	}
 	w("\n")
 	if len(m.QEMU) > 0 {
-		w("QEMU details (migrate.py; medians over converged runs, \"all\" = every run incl. cancelled; result directories under qemu/results/):\n\n")
-		w("| scenario | variant | statuses | HB seq continuous | total ms | downtime ms | guest pause ms | MiB sent | Mbit/s | dirty syncs | throttle %% | max HB gap on source during pre-copy, ms | max HB gap on destination, ms | MiB sent (all) | wall s (all) | result dir |\n")
-		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		var loads []string
-		for _, q := range m.QEMU {
-			for _, g := range m.Godwit {
-				s := q.Scenarios[g.Scenario]
-				if s == nil {
-					continue
-				}
-				w("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | `%s` |\n", g.Scenario, q.Label, strings.Join(s.Statuses, ","),
-					s.SeqOK, s.Completed, s.TotalMs.mmm(), s.DownMs.mmm(), s.PauseMs.mmm(), s.SentMiB.mmm(), s.Mbps.mmm(), s.Syncs.mmm(), s.Throttle.mmm(),
-					s.SrcGapMs.mmm(), s.DstGapMs.mmm(), s.AllSent.mmm(), s.AllWallS.mmm(), filepath.Base(q.ResultDir))
+		w("QEMU details (medians over converged runs, \"all\" = every run incl. cancelled):\n\n")
+		w("| scenario | variant | statuses | HB seq continuous | verify | total ms | downtime ms | guest pause ms | MiB sent | Mbit/s | dirty syncs | throttle %% | max HB gap on source during pre-copy, ms | max HB gap on destination, ms | MiB sent (all) | wall s (all) | load avg before → after |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, s := range m.QEMU {
+			w("| %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s → %s |\n", s.Scenario, s.Variant, strings.Join(s.Statuses, ","),
+				s.SeqOK, s.Completed, orStr(s.Verify, "–"), s.TotalMs.mmm(), s.DownMs.mmm(), s.PauseMs.mmm(), s.SentMiB.mmm(), s.Mbps.mmm(), s.Syncs.mmm(), s.Throttle.mmm(),
+				s.SrcGapMs.mmm(), s.DstGapMs.mmm(), s.AllSent.mmm(), s.AllWallS.mmm(), s.LoadBefore, s.LoadAfter)
+			if s.Error != "" {
+				w("| %s | %s | error: %s | | | | | | | | | | | | | | |\n", s.Scenario, s.Variant, toolkit.Shorten(s.Error, 150))
 			}
-			if q.Error != "" {
-				w("| (%s) | %s | error: %s | | | | | | | | | | | | | `%s` |\n", strings.Join(q.Args, " "), q.Label, toolkit.Shorten(q.Error, 150), filepath.Base(q.ResultDir))
-			}
-			loads = append(loads, fmt.Sprintf("%s %d MiB: %s → %s", q.Label, q.MemMiB, q.LoadBefore, q.LoadAfter))
 		}
-		w("\nLoad average during the QEMU runs: %s.\n\n", strings.Join(loads, "; "))
+		w("\n")
 	}
 }
 
@@ -277,15 +255,12 @@ func renderLoopback(b *strings.Builder, l *loopbackResult, m *migrateResult) {
 		gbs := g.FirstMiBs.Median * (1 << 20) / 1e9
 		w("| Godwit %s | first (full) pre-copy round, %s MiB/s | %.2f | %.0f%% |\n", g.Scenario, g.FirstMiBs.med(), gbs, 100*gbs/l.GBs.Median)
 	}
-	for _, q := range m.QEMU {
-		for _, scen := range []string{"ws64", "ws512"} {
-			s := q.Scenarios[scen]
-			if s == nil || s.Mbps == nil {
-				continue
-			}
-			gbs := s.Mbps.Median / 8000
-			w("| QEMU %s %s | average over the migration (QEMU mbps), %s Mbit/s | %.2f | %.0f%% |\n", q.Label, scen, s.Mbps.med(), gbs, 100*gbs/l.GBs.Median)
+	for _, s := range m.QEMU {
+		if s.Mbps == nil || (s.Scenario != "ws512" && s.Scenario != "ws64") {
+			continue
 		}
+		gbs := s.Mbps.Median / 8000
+		w("| QEMU %s %s | average over the migration (QEMU mbps), %s Mbit/s | %.2f | %.0f%% |\n", s.Variant, s.Scenario, s.Mbps.med(), gbs, 100*gbs/l.GBs.Median)
 	}
 	w("\n")
 }

@@ -15,13 +15,15 @@
 // arrive through the destination host. Per run it records ICMP and UDP
 // loss, duplicates and longest gap, the VMM-reported total time and
 // downtime, the guest-visible pause from heartbeats (host arrival of the
-// first destination HB minus the last source one, as the QEMU harness
+// first destination HB minus the last source one, as the bench tool
 // measures it) and whether the shared bridge's FDB points the guest's MAC
 // at the destination host's port right after the migration returns.
 // Before each scenario's migrations, the same probes run for as long
 // without a migration (control windows), to show what a client notices of
 // the VMM and host anyway. A run during which the host was so loaded that
 // the probe sender itself stalled is measured again (--redo-disturbed).
+//
+// QEMU is driven through internal/tools/qemu.
 //
 // Results (JSON, markdown, every console and stderr) go to
 // $BENCH_OUT/godwit-netbench-<time>/ (default BENCH_OUT=/tmp/godwit-bench).
@@ -46,6 +48,7 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
@@ -161,8 +164,8 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 		scens = append(scens, sc)
 	}
 	if withQEMU {
-		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-			return fmt.Errorf("qemu-system-x86_64 not found (apt-get install qemu-system-x86, or --no-qemu)")
+		if err := qemu.Check(); err != nil {
+			return fmt.Errorf("%v; or pass --no-qemu", err)
 		}
 	}
 	out := os.Getenv("BENCH_OUT")
@@ -200,9 +203,9 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 		LoadBefore: loadavg(), Godwit: godwitBin, Guest: guestELF, Scenarios: scens}
 	res.Host, _ = os.Hostname()
 	res.Kernel = strings.TrimSpace(string(must(exec.Command("uname", "-r").Output())))
-	res.QEMUVersion = strings.SplitN(string(must(exec.Command("qemu-system-x86_64", "--version").Output())), "\n", 2)[0]
+	res.QEMUVersion = qemu.Version()
 
-	res.GodwitAccel, res.QEMUAccel = accel, qemuAccel(accel)
+	res.GodwitAccel, res.QEMUAccel = accel, qemu.AccelFor(accel)
 	progress("accelerators: Godwit %s, QEMU %s", res.GodwitAccel, res.QEMUAccel)
 	g := &godwitVMM{bin: godwitBin, elf: guestELF, mac: "52:54:00:6e:62:01", ip: lab.GuestAddr(0), dir: sockDir, logDir: logDir, accel: accel}
 	type plan struct {
@@ -212,7 +215,7 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	plans := []plan{{g, g.mac, g.ip.String(), func(scenario) []variant { return []variant{{VMM: "Godwit", Label: "Godwit"}} }}}
 	if withQEMU {
-		q := &qemuVMM{elf: guestELF, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir, accel: qemuAccel(accel)}
+		q := &qemuVMM{elf: guestELF, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir, accel: qemu.AccelFor(accel)}
 		plans = append(plans, plan{q, q.mac, q.ip.String(), func(s scenario) []variant {
 			vs := []variant{{VMM: "QEMU", Label: "QEMU uncapped", QEMUBandwidth: 10 << 30}}
 			if qemuDefault && s.Workload == "" {
@@ -451,8 +454,8 @@ func oneRun(lab *netlab.Lab, v vmm, src *instance, dstHost *netlab.Host, addr ne
 	// logs "announcing the guest" right after starting them (ms precision).
 	r.DstResumeMs = -1
 	if dst.q != nil {
-		if ev := dst.q.eventsNamed("RESUME"); len(ev) > 0 {
-			r.DstResumeMs = msSince(t0, ev[0].At)
+		if ev := dst.q.QMP.Events("RESUME"); len(ev) > 0 {
+			r.DstResumeMs = msSince(t0, ev[0].Arrived)
 		}
 	} else if at, ok := logTime(dst.p.Stderr(), "announcing the guest on the network"); ok {
 		r.DstResumeMs = msSince(t0, at)
@@ -522,12 +525,4 @@ func resolveAccel(name string) (string, error) {
 		return "emu", nil
 	}
 	return "", fmt.Errorf("--accel %q: want auto, kvm or emu", name)
-}
-
-// qemuAccel is QEMU's accelerator of the same kind as Godwit's.
-func qemuAccel(godwit string) string {
-	if godwit == "emu" {
-		return "tcg"
-	}
-	return "kvm"
 }

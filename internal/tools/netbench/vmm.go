@@ -13,6 +13,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
+	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
 
@@ -21,8 +22,8 @@ import (
 type instance struct {
 	p    *toolkit.Proc
 	host *netlab.Host
-	sock string // Godwit API socket or QEMU QMP socket
-	q    *qmp   // QEMU only
+	sock string   // Godwit API socket or QEMU QMP socket
+	q    *qemu.VM // QEMU only
 }
 
 // migResult is what the VMM itself reports about one migration.
@@ -205,30 +206,18 @@ func (q *qemuVMM) name() string { return "QEMU" }
 func (q *qemuVMM) start(h *netlab.Host, incoming bool) (*instance, error) {
 	q.n++
 	sock := filepath.Join(q.dir, fmt.Sprintf("qemu%d.qmp", q.n))
-	argv := []string{"ip", "netns", "exec", h.Name, "qemu-system-x86_64"}
-	if q.accel == "tcg" {
-		argv = append(argv, "-accel", "tcg,thread=multi", "-cpu", "max")
-	} else {
-		argv = append(argv, "-enable-kvm", "-cpu", "host,-arch-capabilities")
-	}
-	argv = append(argv, "-m", "1024", "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-kernel", q.elf, "-append", "cpus=1 ip="+q.ip.String(),
-		"-qmp", "unix:"+sock+",server=on,wait=off",
-		"-netdev", "tap,id=n0,ifname="+qemuTAP+",script=no,downscript=no,vhost=off",
-		"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac="+q.mac)
+	c := qemu.Config{Kernel: q.elf, MemMiB: 1024, CPUs: 1, Accel: q.accel, Append: "cpus=1 ip=" + q.ip.String(), QMP: sock,
+		Net: []string{"-netdev", "tap,id=n0,ifname=" + qemuTAP + ",script=no,downscript=no,vhost=off",
+			"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac=" + q.mac},
+		Wrap: []string{"ip", "netns", "exec", h.Name}}
 	if incoming {
-		argv = append(argv, "-incoming", "defer")
+		c.Incoming = "defer"
 	}
-	p, err := toolkit.Start(fmt.Sprintf("qemu%d-%s", q.n, h.Name), argv, toolkit.Options{LogDir: q.logDir, OmitUnfinished: true})
+	vm, err := qemu.Start(fmt.Sprintf("qemu%d-%s", q.n, h.Name), c, toolkit.Options{LogDir: q.logDir, OmitUnfinished: true})
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{p: p, host: h, sock: sock}
-	in.q, err = dialQMP(sock, 30*time.Second, func() bool { return !p.Exited() })
-	if err != nil {
-		q.stop(in)
-		return nil, fmt.Errorf("%v (stderr: %s)", err, shorten(p.Stderr(), 400))
-	}
+	in := &instance{p: vm.Proc, host: h, sock: sock, q: vm}
 	// QEMU creates the TAP but leaves it down and unattached.
 	if err := netlab.InNS(h.Name, "link", "set", qemuTAP, "master", h.Bridge, "up"); err != nil {
 		q.stop(in)
@@ -247,7 +236,7 @@ func (q *qemuVMM) boot(h *netlab.Host) (*instance, error) {
 		return nil, err
 	}
 	if q.defaults == nil {
-		q.defaults, _ = in.q.do("query-migrate-parameters", nil)
+		q.defaults, _ = in.q.MigrationParameters()
 		var d struct {
 			MaxBandwidth int64 `json:"max-bandwidth"`
 		}
@@ -262,7 +251,7 @@ func (q *qemuVMM) incoming(h *netlab.Host, addr netip.AddrPort) (*instance, erro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := in.q.do("migrate-incoming", map[string]any{"uri": "tcp:" + addr.String()}); err != nil {
+	if err := in.q.Incoming("tcp:" + addr.String()); err != nil {
 		q.stop(in)
 		return nil, err
 	}
@@ -279,66 +268,24 @@ func (q *qemuVMM) migrate(src, dst *instance, addr netip.AddrPort, v variant) (m
 	if bw == 0 {
 		bw = q.defBW
 	}
+	o := qemu.MigrateOptions{URI: "tcp:" + addr.String(), Timeout: migTimeout, Poll: 10 * time.Millisecond}
 	if bw > 0 {
-		if _, err := src.q.do("migrate-set-parameters", map[string]any{"max-bandwidth": bw}); err != nil {
-			return migResult{Status: "failed"}, err
-		}
+		o.Parameters = map[string]any{"max-bandwidth": bw}
 	}
-	if _, err := src.q.do("migrate", map[string]any{"uri": "tcp:" + addr.String()}); err != nil {
-		return migResult{Status: "failed"}, err
+	r, err := qemu.Migrate(src.q, dst.q, o)
+	st := r.Final
+	res := migResult{Status: r.Status, Raw: r.Raw}
+	if r.Status == "completed" {
+		res.TotalMs, res.DowntimeMs, res.SetupMs = st.TotalMs, st.DowntimeMs, st.SetupMs
+		res.MiB = float64(st.RAM.Transferred) / (1 << 20)
 	}
-	start := time.Now()
-	for {
-		raw, err := src.q.do("query-migrate", nil)
-		if err != nil {
-			return migResult{Status: "failed"}, err
-		}
-		var st struct {
-			Status    string  `json:"status"`
-			TotalTime float64 `json:"total-time"`
-			Downtime  float64 `json:"downtime"`
-			SetupTime float64 `json:"setup-time"`
-			RAM       struct {
-				Transferred float64 `json:"transferred"`
-			} `json:"ram"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		json.Unmarshal(raw, &st)
-		switch st.Status {
-		case "completed":
-			return migResult{Status: "completed", TotalMs: st.TotalTime, DowntimeMs: st.Downtime, SetupMs: st.SetupTime,
-				MiB: st.RAM.Transferred / (1 << 20), Raw: raw}, nil
-		case "failed", "cancelled":
-			return migResult{Status: st.Status, Raw: raw}, fmt.Errorf("QEMU migration %s: %s", st.Status, st.ErrorDesc)
-		}
-		if time.Since(start) > migTimeout {
-			src.q.do("migrate_cancel", nil)
-			for range 100 {
-				raw, _ := src.q.do("query-migrate", nil)
-				if s := string(raw); strings.Contains(s, `"cancelled"`) || strings.Contains(s, `"failed"`) {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			return migResult{Status: "cancelled(timeout)", Raw: raw}, fmt.Errorf("QEMU migration did not complete in %v", migTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return res, err
 }
 
 // migTimeout bounds one QEMU migration (a guest that never converges).
 const migTimeout = 45 * time.Second
 
-func (q *qemuVMM) running(in *instance) bool {
-	if in.p.Exited() || in.q == nil {
-		return false
-	}
-	raw, err := in.q.do("query-status", nil)
-	var st struct {
-		Running bool `json:"running"`
-	}
-	return err == nil && json.Unmarshal(raw, &st) == nil && st.Running
-}
+func (q *qemuVMM) running(in *instance) bool { return in.q != nil && in.q.Running() }
 
 // retire quits the former source (paused in postmigrate), as a manager
 // does once the destination runs; its TAP goes with it.
@@ -348,15 +295,11 @@ func (q *qemuVMM) stop(in *instance) {
 	if in == nil {
 		return
 	}
-	if in.q != nil {
-		if !in.p.Exited() {
-			in.q.do("quit", nil)
-		}
-		in.q.close()
-	}
-	if !in.p.WaitExit(5 * time.Second) {
+	if in.q == nil {
 		in.p.Stop(3 * time.Second)
+		return
 	}
+	in.q.Stop(5 * time.Second)
 }
 
 // waitPrefix waits for a console line of p starting with prefix, from line

@@ -1,5 +1,5 @@
 // Package toolkit is the process plumbing the benchmark tools share. It
-// starts VMM processes (Godwit, QEMU, the QEMU harness) with their stdout
+// starts VMM processes (Godwit, QEMU) and helper commands with their stdout
 // fed to a time-stamped guest.Console and their stdin a pipe, keeps every
 // child it started in a registry so that StopAll can end each by its pid
 // (or its process group) on exit, failure or a signal, writes each one's
@@ -34,7 +34,7 @@ import (
 var ErrTimeout = errors.New("timed out")
 
 // Proc is one child process: a VMM (Godwit or QEMU) whose stdout is the
-// guest's serial console, the QEMU harness, or a short command.
+// guest's serial console, or a short command.
 type Proc struct {
 	Name     string
 	Cmd      *exec.Cmd
@@ -56,13 +56,12 @@ type Proc struct {
 type Options struct {
 	Dir    string
 	Env    []string  // added to this process's environment
-	Group  bool      // own process group, signalled as a whole (the harness and its QEMUs)
+	Group  bool      // own process group, signalled as a whole (a command and its children)
 	Stdout io.Writer // extra copy of stdout (besides the console)
 	Stderr io.Writer // extra copy of stderr, if there is no LogDir
 	// LogDir receives NAME.stderr.log (written as it comes) and, once the
 	// process has exited, NAME.console.log: every console line with its
-	// host arrival time (Unix seconds), like the QEMU harness's
-	// *.serial.log.
+	// host arrival time (Unix seconds).
 	LogDir string
 	// OmitUnfinished leaves a console line the process did not finish
 	// (see Unfinished) out of NAME.console.log.
@@ -231,7 +230,7 @@ func (p *Proc) Stop(grace time.Duration) {
 
 func (p *Proc) signal(s syscall.Signal) {
 	if p.group {
-		syscall.Kill(-p.Pid(), s) // its own group: e.g. the harness and its QEMUs
+		syscall.Kill(-p.Pid(), s) // its own group: the command and its children
 		return
 	}
 	p.Cmd.Process.Signal(s)
