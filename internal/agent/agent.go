@@ -18,6 +18,7 @@ import (
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/fence"
+	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/pki"
 )
 
@@ -384,7 +385,7 @@ func (a *Agent) register(ctx context.Context, lease *store.HostLease) error {
 }
 
 func (a *Agent) hostInfo() store.HostInfo {
-	mem, err := memAvailable()
+	mem, err := migration.MemAvailable()
 	if err != nil {
 		a.log.Warn("cannot read available memory", "err", err)
 	}

@@ -17,12 +17,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/godwit-vmm/godwit/internal/promreg"
 )
 
 // IncomingRequest is the body of POST /v1/incoming: the source agent asks
@@ -134,7 +133,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	mux.Handle("GET /metrics", allow(anyone, promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP))
+	mux.Handle("GET /metrics", allow(anyone, promreg.Handler(a.metrics.reg).ServeHTTP))
 	return mux
 }
 

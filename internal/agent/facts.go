@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -114,24 +113,6 @@ func hashCPUID(ents []hv.CPUIDEntry2) string {
 		h.Write(b[:])
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// memAvailable returns MemAvailable from /proc/meminfo, in bytes.
-func memAvailable() (uint64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemAvailable:" {
-			kb, err := strconv.ParseUint(fields[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("agent: /proc/meminfo has no MemAvailable")
 }
 
 // presentNetworks returns the networks whose bridge exists here, sorted.

@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"github.com/godwit-vmm/godwit/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// metrics are the agent's Prometheus metrics, in a registry of its own.
+// metrics are the agent's Prometheus metrics, in a registry of its own
+// (package promreg: with the Go runtime's and the process's).
 type metrics struct {
 	reg          *prometheus.Registry
 	vmsRunning   prometheus.Gauge
@@ -20,7 +21,6 @@ type metrics struct {
 
 func newMetrics(a *Agent) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
 		vmsRunning: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "godwit_agent_vms_running", Help: "VMMs running a VM owned by this host (incoming VMMs excluded).",
 		}),
@@ -59,8 +59,7 @@ func newMetrics(a *Agent) *metrics {
 		}
 		return 0
 	})
-	m.reg.MustRegister(m.vmsRunning, m.renewals, m.renewLatency, m.leaseLost, m.migrations, m.downtime,
-		m.hostLoad, m.memUsed, deadline,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg = promreg.New(m.vmsRunning, m.renewals, m.renewLatency, m.leaseLost, m.migrations, m.downtime,
+		m.hostLoad, m.memUsed, deadline)
 	return m
 }

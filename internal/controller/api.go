@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
@@ -260,12 +261,11 @@ func validateSpec(name string, s *store.VMSpec) error {
 	if err := store.ValidName("vm", name); err != nil {
 		return badRequest(err.Error())
 	}
-	switch {
-	case s.VCPUs < 1 || s.VCPUs > 16:
-		return badRequest(fmt.Sprintf("vm %s: vcpus %d: want 1-16", name, s.VCPUs))
-	case s.MemBytes < 1<<20:
-		return badRequest(fmt.Sprintf("vm %s: mem_bytes %d: want at least 1 MiB", name, s.MemBytes))
-	case s.Kernel == "":
+	if err := s.Shape(name).Check(); err != nil {
+		// The checks the VMM makes: the pool stores no VM that cannot run.
+		return badRequest(fmt.Sprintf("vm %s: %s", name, strings.ReplaceAll(err.Error(), "\n", "; ")))
+	}
+	if s.Kernel == "" {
 		return badRequest(fmt.Sprintf("vm %s: no kernel: give the guest kernel's path (the same on every host)", name))
 	}
 	switch s.Desired {
@@ -483,7 +483,7 @@ func (c *Controller) migrateVM(ctx context.Context, r *http.Request) (int, any, 
 	if reason == "" {
 		reason = "user"
 	}
-	now := time.Now().UTC()
+	now := c.clock.Now().UTC()
 	m := store.Migration{ID: migID, VM: v.Name, Src: v.Owner.Host, Dst: d.host, Reason: reason,
 		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Bandwidth: req.Bandwidth, DowntimeMs: req.DowntimeMs,
 		Started: now, Updated: now}
@@ -602,7 +602,7 @@ func (c *Controller) updateMigration(ctx context.Context, vm, id, what string, c
 		if !change(&m) {
 			return http.StatusAccepted, m, nil
 		}
-		m.Updated = time.Now().UTC()
+		m.Updated = c.clock.Now().UTC()
 		if _, err := c.st.PutMigration(ctx, m, rev, g); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {

@@ -158,25 +158,16 @@ func (c *Controller) makePlan(ctx context.Context, level, moves int) (poolapi.Ba
 		return poolapi.BalancePlan{}, balance.Plan{}, err
 	}
 	in, suspended := c.balanceInput(p)
-	pl := balance.MakePlan(balance.Config{Level: level, Policy: c.cfg.Policy}, in, time.Now().UTC(), moves)
+	pl := balance.MakePlan(balance.Config{Level: level, Policy: c.cfg.Policy}, in, c.clock.Now().UTC(), moves)
 	out := poolapi.BalancePlan{Level: pl.Level, Threshold: pl.Threshold, Hosts: pl.Hosts, Imbalance: pl.Imbalance,
 		Final: pl.Final, Stop: pl.Stop, Suspended: suspended, Moves: []poolapi.BalanceMove{}}
-	for _, m := range pl.Moves {
-		out.Moves = append(out.Moves, apiMove(m))
-	}
-	for _, l := range pl.Loads {
-		out.Loads = append(out.Loads, poolapi.BalanceHostLoad(l))
-	}
+	out.Moves = append(out.Moves, pl.Moves...)
+	out.Loads = pl.Loads
 	out.Auto = poolapi.BalanceAuto{Level: c.bal.level, Above: c.bal.above, LastRound: c.bal.last}
 	if c.bal.level > 0 {
 		out.Auto.Every = c.bal.every.String()
 	}
 	return out, pl, nil
-}
-
-func apiMove(m balance.Move) poolapi.BalanceMove {
-	return poolapi.BalanceMove{VM: m.VM, From: m.From, To: m.To, Mandatory: m.Mandatory, Why: m.Why,
-		Before: m.Before, After: m.After, Gain: m.Gain, PredictedSeconds: m.Predicted.Seconds(), Penalties: m.Penalties}
 }
 
 func (c *Controller) balancePlan(ctx context.Context, r *http.Request) (int, any, error) {
@@ -269,7 +260,7 @@ func (c *Controller) requestMove(ctx context.Context, g store.Guard, mv balance.
 		return "", err
 	}
 	defer c.release(d)
-	now := time.Now().UTC()
+	now := c.clock.Now().UTC()
 	m := store.Migration{ID: migID, VM: v.Name, Src: v.Owner.Host, Dst: d.host, Reason: "balance",
 		ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Started: now, Updated: now}
 	var recRev int64
@@ -301,13 +292,13 @@ func (c *Controller) balanceLoop(ctx context.Context) {
 		return
 	}
 	c.log.Info("automatic balancing on", "level", c.bal.level, "every", c.bal.every)
-	t := time.NewTicker(c.bal.every)
+	t := c.clock.NewTicker(c.bal.every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if c.IsLeader() {
 			c.balanceRound(ctx)
@@ -331,7 +322,7 @@ func (c *Controller) balanceRound(ctx context.Context) {
 	c.bal.mu.Lock()
 	defer c.bal.mu.Unlock()
 	in, suspended := c.balanceInput(p)
-	now := time.Now().UTC()
+	now := c.clock.Now().UTC()
 	c.bal.b.Forget(now)
 	r := c.bal.b.Round(in, now, suspended)
 	c.bal.above = r.Above

@@ -44,6 +44,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/placement"
 	"github.com/godwit-vmm/godwit/internal/pki"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -90,6 +91,10 @@ type Config struct {
 	BalanceEvery time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// Clock drives the controller's timers and timestamps: the drain and
+	// HA loops, the CA mirror, the balancer, grant holds, migration
+	// timeouts (nil: the real clock). Election and etcd keep real time.
+	Clock clockwork.Clock
 }
 
 // Validate reports the first problem with c.
@@ -139,6 +144,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
 	return c
 }
 
@@ -146,6 +154,7 @@ func (c Config) withDefaults() Config {
 type Controller struct {
 	cfg       Config
 	log       *slog.Logger
+	clock     clockwork.Clock
 	etcd      *etcdserver.Server // nil with external endpoints
 	endpoints []string
 	cli       *clientv3.Client
@@ -205,7 +214,7 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), resv: map[string]reservation{}, granted: map[string]time.Time{}, agentClients: map[string]*http.Client{},
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), clock: cfg.Clock, resv: map[string]reservation{}, granted: map[string]time.Time{}, agentClients: map[string]*http.Client{},
 		loopDone: make(chan struct{}), srvDone: make(chan struct{}), ops: newOps(), bal: newBalancerState(cfg)}
 	defer func() {
 		if err != nil {
@@ -216,29 +225,8 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if err := c.loadCredential(); err != nil {
 		return nil, err
 	}
-	c.endpoints = cfg.Endpoints
-	if len(cfg.Endpoints) == 0 {
-		ec := cfg.Etcd
-		ec.TLSDir, ec.CRLFile = c.credDir(), c.etcdCRL()
-		if c.etcd, err = etcdserver.Start(ctx, ec); err != nil {
-			return nil, fmt.Errorf("controller: %w", err)
-		}
-		c.endpoints = c.etcd.Endpoints()
-		c.log.Info("embedded etcd ready", "endpoints", c.endpoints, "dir", cfg.Etcd.Dir, "after", c.etcd.ReadyAfter())
-	}
-	if c.cli, err = store.Connect(ctx, store.ClientConfig{Endpoints: c.endpoints, Logger: cfg.Logger, TLS: c.etcdTLS()}); err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
-	c.st = store.New(c.cli)
-	if c.etcdIsTLS() {
-		if err := store.EnableAuth(ctx, c.cli, c.cred.Peer().String()); err != nil {
-			return nil, fmt.Errorf("controller: %w", err)
-		}
-		if err := c.syncPKI(ctx); err != nil {
-			return nil, fmt.Errorf("controller: mirror the CA into etcd: %w", err)
-		}
-	} else {
-		c.log.Warn("etcd on loopback without TLS: no access control in etcd (tests only)", "endpoints", c.endpoints)
+	if err := c.connectEtcd(ctx); err != nil {
+		return nil, err
 	}
 	if err := c.checkPool(ctx); err != nil {
 		return nil, err
@@ -269,6 +257,37 @@ func Start(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	go c.pkiLoop(lctx, c.caSeen)
 	c.log.Info("controller started", "pool", cfg.Pool, "api", c.url, "etcd", c.endpoints, "embedded", c.etcd != nil)
 	return c, nil
+}
+
+// connectEtcd starts the embedded etcd member (without external
+// endpoints), connects to it, turns etcd's access control on and mirrors
+// the CA into it.
+func (c *Controller) connectEtcd(ctx context.Context) (err error) {
+	c.endpoints = c.cfg.Endpoints
+	if len(c.cfg.Endpoints) == 0 {
+		ec := c.cfg.Etcd
+		ec.TLSDir, ec.CRLFile = c.credDir(), c.etcdCRL()
+		if c.etcd, err = etcdserver.Start(ctx, ec); err != nil {
+			return fmt.Errorf("controller: %w", err)
+		}
+		c.endpoints = c.etcd.Endpoints()
+		c.log.Info("embedded etcd ready", "endpoints", c.endpoints, "dir", c.cfg.Etcd.Dir, "after", c.etcd.ReadyAfter())
+	}
+	if c.cli, err = store.Connect(ctx, store.ClientConfig{Endpoints: c.endpoints, Logger: c.cfg.Logger, TLS: c.etcdTLS()}); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	c.st = store.New(c.cli)
+	if !c.etcdIsTLS() {
+		c.log.Warn("etcd on loopback without TLS: no access control in etcd (tests only)", "endpoints", c.endpoints)
+		return nil
+	}
+	if err := store.EnableAuth(ctx, c.cli, c.cred.Peer().String()); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	if err := c.syncPKI(ctx); err != nil {
+		return fmt.Errorf("controller: mirror the CA into etcd: %w", err)
+	}
+	return nil
 }
 
 // checkPool makes sure the etcd holds this controller's pool. The first

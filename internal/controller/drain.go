@@ -81,34 +81,51 @@ func hostStateOf(h store.Host) store.HostStateName {
 	return h.State.State
 }
 
-func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any, error) {
-	var req poolapi.DrainRequest
-	if err := decodeBody(r, &req); err != nil {
-		return 0, nil, err
-	}
+// drainDefaults checks a drain request and fills in its defaults.
+func drainDefaults(req *poolapi.DrainRequest) error {
 	switch req.OnBlocked {
 	case "":
 		req.OnBlocked = poolapi.OnBlockedWait
 	case poolapi.OnBlockedWait, poolapi.OnBlockedShutdown, poolapi.OnBlockedFail:
 	default:
-		return 0, nil, badRequest(fmt.Sprintf("on_blocked %q: want wait, shutdown or fail", req.OnBlocked))
+		return badRequest(fmt.Sprintf("on_blocked %q: want wait, shutdown or fail", req.OnBlocked))
 	}
 	if req.Concurrency < 0 || req.Concurrency > 16 {
-		return 0, nil, badRequest(fmt.Sprintf("concurrency %d: want 1-16 (0: the default, %d)", req.Concurrency, DefaultSlotsOut))
+		return badRequest(fmt.Sprintf("concurrency %d: want 1-16 (0: the default, %d)", req.Concurrency, DefaultSlotsOut))
 	}
 	if req.Concurrency == 0 {
 		req.Concurrency = DefaultSlotsOut
+	}
+	return nil
+}
+
+// drainable refuses to drain a host that is not active (or draining
+// already: a new request changes the drain's policy).
+func drainable(h store.Host) error {
+	switch st := hostStateOf(h); st {
+	case store.HostActive, store.HostDraining:
+		return nil
+	case store.HostMaintenance:
+		return conflict(fmt.Sprintf("host %s is already in maintenance (godwit host activate %s returns it)", h.Name, h.Name), nil)
+	default:
+		return conflict(fmt.Sprintf("host %s is %s: only an active host can be drained", h.Name, dash(string(st))), nil)
+	}
+}
+
+func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any, error) {
+	var req poolapi.DrainRequest
+	if err := decodeBody(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if err := drainDefaults(&req); err != nil {
+		return 0, nil, err
 	}
 	g, h, err := c.guardAndHost(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
-	switch st := hostStateOf(h); st {
-	case store.HostActive, store.HostDraining:
-	case store.HostMaintenance:
-		return 0, nil, conflict(fmt.Sprintf("host %s is already in maintenance (godwit host activate %s returns it)", h.Name, h.Name), nil)
-	default:
-		return 0, nil, conflict(fmt.Sprintf("host %s is %s: only an active host can be drained", h.Name, dash(string(st))), nil)
+	if err := drainable(h); err != nil {
+		return 0, nil, err
 	}
 	// The plan: order and blocked VMs as of now.
 	p, err := c.readPool(ctx)
@@ -124,6 +141,28 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 				h.Name, strings.Join(risk, "; "), h.Name), nil)
 		}
 	}
+	d, drev, err := c.newDrainRecord(ctx, p, h, req)
+	if err != nil {
+		return 0, nil, err
+	}
+	if hostStateOf(h) != store.HostDraining {
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostDraining, Reason: "drain requested"}, h.StateRev, g); err != nil {
+			return 0, nil, c.writeFailed(ctx, "set host "+h.Name+" draining", err)
+		}
+	}
+	if _, err := c.st.PutDrain(ctx, d, drev, g); err != nil {
+		return 0, nil, c.writeFailed(ctx, "write drain plan of host "+h.Name, err)
+	}
+	c.log.Info("drain started", "host", h.Name, "vms", d.Total, "order", d.Queue, "blocked", d.Blocked,
+		"concurrency", req.Concurrency, "on_blocked", req.OnBlocked)
+	c.ops.poke()
+	return c.drainReply(ctx, http.StatusAccepted, h.Name)
+}
+
+// newDrainRecord sets the drain's concurrency and returns the record that
+// starts it, with its plan as of p, and the revision to write it at; for a
+// host already draining, the record as it is with the new policy.
+func (c *Controller) newDrainRecord(ctx context.Context, p poolState, h store.Host, req poolapi.DrainRequest) (store.Drain, int64, error) {
 	run := c.ops.run(h.Name)
 	c.ops.mu.Lock()
 	run.concurrency = req.Concurrency
@@ -138,27 +177,15 @@ func (c *Controller) startDrain(ctx context.Context, r *http.Request) (int, any,
 	case errors.Is(err, store.ErrNotFound):
 		drev = 0
 	case err != nil:
-		return 0, nil, unavailable(err)
+		return store.Drain{}, 0, unavailable(err)
 	}
-	d := store.Drain{Host: h.Name, OnBlocked: req.OnBlocked, Queue: plan.order, Total: len(plan.order),
-		InFlight: plan.inFlight, Blocked: blockedList(plan.blocked), Started: time.Now().UTC()}
 	if hostStateOf(h) == store.HostDraining && drev != 0 {
 		// Already draining: this request changes the policy only.
-		d = old
-		d.OnBlocked = req.OnBlocked
+		old.OnBlocked = req.OnBlocked
+		return old, drev, nil
 	}
-	if hostStateOf(h) != store.HostDraining {
-		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostDraining, Reason: "drain requested"}, h.StateRev, g); err != nil {
-			return 0, nil, c.writeFailed(ctx, "set host "+h.Name+" draining", err)
-		}
-	}
-	if _, err := c.st.PutDrain(ctx, d, drev, g); err != nil {
-		return 0, nil, c.writeFailed(ctx, "write drain plan of host "+h.Name, err)
-	}
-	c.log.Info("drain started", "host", h.Name, "vms", len(plan.order), "order", plan.order, "blocked", d.Blocked,
-		"concurrency", req.Concurrency, "on_blocked", req.OnBlocked)
-	c.ops.poke()
-	return c.drainReply(ctx, http.StatusAccepted, h.Name)
+	return store.Drain{Host: h.Name, OnBlocked: req.OnBlocked, Queue: plan.order, Total: len(plan.order),
+		InFlight: plan.inFlight, Blocked: blockedList(plan.blocked), Started: c.clock.Now().UTC()}, drev, nil
 }
 
 // planDrainDry is the drain's dry run: the planner with every slot free,

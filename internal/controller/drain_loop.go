@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -91,7 +92,8 @@ func (o *ops) dropRun(host string) {
 }
 
 // runOps starts the drain and HA loops whenever this controller leads and
-// stops them when it does not, until ctx ends.
+// stops them when it does not, until ctx ends. It follows the election, so
+// it polls on real time, not on Config.Clock.
 func (c *Controller) runOps(ctx context.Context) {
 	defer close(c.ops.done)
 	for ctx.Err() == nil {
@@ -121,7 +123,7 @@ func (c *Controller) runOps(ctx context.Context) {
 
 // drainLoop advances every drain twice a second (and when poked).
 func (c *Controller) drainLoop(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
+	t := c.clock.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	// Migration records change at each phase: react at once (the tick
 	// covers a broken watch).
@@ -131,7 +133,7 @@ func (c *Controller) drainLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		case <-c.ops.drainKick:
 		case _, ok := <-wch:
 			if !ok {
@@ -244,11 +246,14 @@ func drainVMs(p poolState) []drainVM {
 	return out
 }
 
-// drainTick advances host h's drain by one step.
+// drainTick advances host h's drain by one step: it notes the attempts
+// that ended, cancels migrations past their timeout, requests the
+// migrations the planner chose, then ends the drain or records its state.
 func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, h store.Host) error {
+	now := c.clock.Now()
 	d, drev, err := c.st.GetDrain(ctx, h.Name)
 	if errors.Is(err, store.ErrNotFound) {
-		d, drev = store.Drain{Host: h.Name, OnBlocked: "wait", Started: time.Now().UTC()}, 0
+		d, drev = store.Drain{Host: h.Name, OnBlocked: "wait", Started: now.UTC()}, 0
 	} else if err != nil {
 		return err
 	}
@@ -257,47 +262,102 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 	for _, v := range p.vms {
 		byName[v.Name] = v
 	}
-	now := time.Now()
-
-	// Attempts that ended: a failure counts against the VM, which retries
-	// on the next-best host until it runs out of retries. (ops.mu: the
-	// API's drain view reads the attempts.)
 	c.ops.mu.Lock()
-	for vm, atts := range run.attempts {
-		a := &atts[len(atts)-1]
-		v, ok := byName[vm]
+	ends := endedAttempts(run.attempts, byName)
+	c.ops.mu.Unlock()
+	c.noteEnded(h.Name, run, ends)
+	c.cancelOverdue(ctx, drainTimeouts(now, h.Name, p.vms, run.warned), run)
+
+	plan, starts := c.reserveDrainStarts(ctx, p, h.Name, run, byName, now)
+	requested, err := c.requestDrainStarts(ctx, g, h, run, starts)
+	plan.inFlight = append(plan.inFlight, requested...)
+	if err != nil {
+		return err
+	}
+	fin := planDrainFinish(d, drev, plan, run.stopped, byName, run.lastRec, run.lastWrite, now)
+	return c.finishDrain(ctx, g, h, run, fin, now)
+}
+
+// attemptEnd is an attempt whose migration ended since the last pass.
+type attemptEnd struct {
+	vm, err  string
+	failed   bool
+	failures int // the VM's failed attempts, this one included
+	// exhausted is why the VM is blocked when this failure was its last
+	// retry ("" while it may retry).
+	exhausted string
+}
+
+// endedAttempts finds the VMs whose last attempt's migration has ended: a
+// failure counts against the VM, which retries on the next-best host
+// until it runs out of retries (MaxDrainRetries). Sorted by VM.
+func endedAttempts(attempts map[string][]drainAttempt, vms map[string]store.VM) []attemptEnd {
+	var out []attemptEnd
+	for vm, atts := range attempts {
+		a := atts[len(atts)-1]
+		v, ok := vms[vm]
 		if a.over || !ok || v.Migration == nil || v.Migration.ID != a.id || !v.Migration.Phase.Terminal() {
 			continue
 		}
-		a.over = true
+		e := attemptEnd{vm: vm}
 		if v.Migration.Phase != store.MigrationCommitted {
-			a.failed, a.err = true, v.Migration.Error
-			if a.err == "" {
-				a.err = string(v.Migration.Phase)
-			}
-			failures := 0
-			for _, x := range atts {
+			e.failed, e.err = true, cmp.Or(v.Migration.Error, string(v.Migration.Phase))
+			failures := 1
+			for _, x := range atts[:len(atts)-1] {
 				if x.failed {
 					failures++
 				}
 			}
-			c.log.Warn("drain: migration failed", "host", h.Name, "vm", vm, "dst", a.dst, "migration", a.id, "err", a.err, "failures", failures)
+			e.failures = failures
 			if failures > MaxDrainRetries {
-				run.exhausted[vm] = fmt.Sprintf("migration failed %d times (last to %s: %s)", failures, a.dst, a.err)
+				e.exhausted = fmt.Sprintf("migration failed %d times (last to %s: %s)", failures, a.dst, e.err)
 			}
 		}
+		out = append(out, e)
 	}
-	c.ops.mu.Unlock()
-	// KubeVirt's timeouts: a drain migration past one is cancelled (the
-	// source agent stops it; one past its COMMIT completes anyway), which
-	// counts as a failed attempt like any other.
-	for _, v := range p.vms {
-		m := v.Migration
-		if m == nil || m.Phase.Terminal() || m.Src != h.Name || m.Reason != "drain" || run.warned[m.ID] || v.Spec == nil || m.Cancel != "" {
+	slices.SortFunc(out, func(a, b attemptEnd) int { return strings.Compare(a.vm, b.vm) })
+	return out
+}
+
+// noteEnded records ends in run (under ops.mu: the API's drain view reads
+// the attempts).
+func (c *Controller) noteEnded(host string, run *drainRun, ends []attemptEnd) {
+	c.ops.mu.Lock()
+	defer c.ops.mu.Unlock()
+	for _, e := range ends {
+		atts := run.attempts[e.vm]
+		a := &atts[len(atts)-1]
+		a.over, a.failed, a.err = true, e.failed, e.err
+		if !e.failed {
 			continue
 		}
-		why := ""
+		c.log.Warn("drain: migration failed", "host", host, "vm", e.vm, "dst", a.dst, "migration", a.id, "err", a.err, "failures", e.failures)
+		if e.exhausted != "" {
+			run.exhausted[e.vm] = e.exhausted
+		}
+	}
+}
+
+// drainCancel is a drain migration to cancel, and why.
+type drainCancel struct {
+	vm, id, why string
+}
+
+// drainTimeouts applies KubeVirt's timeouts to the drain migrations out of
+// host at now: one with no progress reported for ProgressTimeout, or
+// running longer than CompletionPerGiB per GiB of memory (at least
+// ProgressTimeout), is cancelled (the source agent stops it; one past its
+// COMMIT completes anyway), which counts as a failed attempt like any
+// other. Migrations in warned were handled already.
+func drainTimeouts(now time.Time, host string, vms []store.VM, warned map[string]bool) []drainCancel {
+	var out []drainCancel
+	for _, v := range vms {
+		m := v.Migration
+		if m == nil || m.Phase.Terminal() || m.Src != host || m.Reason != "drain" || warned[m.ID] || v.Spec == nil || m.Cancel != "" {
+			continue
+		}
 		limit := max(ProgressTimeout, time.Duration(float64(CompletionPerGiB)*float64(v.Spec.MemBytes)/(1<<30)))
+		var why string
 		switch {
 		case now.Sub(m.Updated) > ProgressTimeout:
 			why = fmt.Sprintf("drain: no progress reported for %s", now.Sub(m.Updated).Round(time.Second))
@@ -306,56 +366,59 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 		default:
 			continue
 		}
-		run.warned[m.ID] = true
-		c.log.Warn("drain: migration exceeds its timeout; cancelling it", "vm", v.Name, "migration", m.ID, "why", why)
-		if _, _, err := c.requestCancel(ctx, v.Name, m.ID, why); err != nil {
-			c.log.Warn("drain: cannot cancel the migration", "vm", v.Name, "migration", m.ID, "err", err)
+		out = append(out, drainCancel{vm: v.Name, id: m.ID, why: why})
+	}
+	return out
+}
+
+// cancelOverdue asks the source agents to cancel the overdue migrations.
+func (c *Controller) cancelOverdue(ctx context.Context, cancels []drainCancel, run *drainRun) {
+	for _, x := range cancels {
+		run.warned[x.id] = true
+		c.log.Warn("drain: migration exceeds its timeout; cancelling it", "vm", x.vm, "migration", x.id, "why", x.why)
+		if _, _, err := c.requestCancel(ctx, x.vm, x.id, x.why); err != nil {
+			c.log.Warn("drain: cannot cancel the migration", "vm", x.vm, "migration", x.id, "err", err)
 		}
 	}
+}
 
+// drainStarted is a planned migration with its reservation held.
+type drainStarted struct {
+	drainStart
+	d decision
+	m store.Migration
+}
+
+// reserveDrainStarts plans host's drain and holds a reservation for each
+// migration it starts (release them with c.release).
+func (c *Controller) reserveDrainStarts(ctx context.Context, p poolState, host string, run *drainRun, byName map[string]store.VM, now time.Time) (drainPlan, []drainStarted) {
 	clusterSlots, slotsIn := c.slots(ctx)
 	c.placeMu.Lock()
-	in := c.drainInputs(p, h.Name, run, clusterSlots, slotsIn)
-	plan := planDrain(in)
-	type started struct {
-		drainStart
-		d decision
-		m store.Migration
-	}
-	var starts []started
+	defer c.placeMu.Unlock()
+	plan := planDrain(c.drainInputs(p, host, run, clusterSlots, slotsIn))
+	var starts []drainStarted
 	for _, s := range plan.starts {
 		v := byName[s.vm]
 		id := newMigrationID()
 		dec := decision{host: s.dst, key: "migrate/" + s.vm}
 		c.resv[dec.key] = reservation{host: s.dst, vm: s.vm, memBytes: c.cfg.Policy.Need(placementVM(s.vm, *v.Spec)), vcpus: v.Spec.VCPUs, migration: id}
-		starts = append(starts, started{drainStart: s, d: dec, m: store.Migration{ID: id, VM: s.vm, Src: h.Name, Dst: s.dst, Reason: "drain",
+		starts = append(starts, drainStarted{drainStart: s, d: dec, m: store.Migration{ID: id, VM: s.vm, Src: host, Dst: s.dst, Reason: "drain",
 			ExpectOwnerRev: v.OwnerRev, Phase: store.MigrationRequested, Started: now.UTC(), Updated: now.UTC()}})
 	}
-	c.placeMu.Unlock()
+	return plan, starts
+}
 
+// requestDrainStarts requests the reserved migrations, each releasing its
+// reservation once written, and returns the VMs now migrating. It stops at
+// the first ErrNotLeader.
+func (c *Controller) requestDrainStarts(ctx context.Context, g store.Guard, h store.Host, run *drainRun, starts []drainStarted) ([]string, error) {
+	var requested []string
 	for _, s := range starts {
-		err := func() error {
-			defer c.release(s.d)
-			var recRev int64
-			if _, r, err := c.st.GetMigration(ctx, s.vm); err == nil {
-				recRev = r
-			} else if !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			if err := c.grantMigration(ctx, s.m); err != nil {
-				return err
-			}
-			// Only while the host is still draining as this pass read it:
-			// a cancel (or activate) written since changes its state key
-			// and stops the migrations not yet requested.
-			_, err := c.st.RequestMigrationIf(ctx, s.m, recRev, g, store.HostStateKey(h.Name), h.StateRev)
-			return err
-		}()
-		if err != nil {
+		if err := c.requestDrainStart(ctx, g, h, s); err != nil {
 			c.log.Warn("drain: cannot request migration", "vm", s.vm, "dst", s.dst, "err", err)
 			c.metrics.migrations.WithLabelValues("failed").Inc()
 			if errors.Is(err, store.ErrNotLeader) {
-				return err
+				return requested, err
 			}
 			continue
 		}
@@ -364,22 +427,62 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 		run.attempts[s.vm] = append(run.attempts[s.vm], drainAttempt{id: s.m.ID, dst: s.dst})
 		attempt := len(run.attempts[s.vm])
 		c.ops.mu.Unlock()
-		plan.inFlight = append(plan.inFlight, s.vm)
+		requested = append(requested, s.vm)
 		c.log.Info("drain: migration requested", "host", h.Name, "vm", s.vm, "dst", s.dst, "migration", s.m.ID,
 			"expect_owner_rev", s.m.ExpectOwnerRev, "attempt", attempt)
 	}
+	return requested, nil
+}
 
-	// The record: plan order (VMs that joined the host are appended),
-	// counts, in flight, blocked with reasons.
-	rec := d
-	for _, vm := range plan.order {
-		if !slices.Contains(rec.Queue, vm) {
-			rec.Queue = append(rec.Queue, vm)
-		}
+func (c *Controller) requestDrainStart(ctx context.Context, g store.Guard, h store.Host, s drainStarted) error {
+	defer c.release(s.d)
+	var recRev int64
+	if _, r, err := c.st.GetMigration(ctx, s.vm); err == nil {
+		recRev = r
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
 	}
+	if err := c.grantMigration(ctx, s.m); err != nil {
+		return err
+	}
+	// Only while the host is still draining as this pass read it: a cancel
+	// (or activate) written since changes its state key and stops the
+	// migrations not yet requested.
+	_, err := c.st.RequestMigrationIf(ctx, s.m, recRev, g, store.HostStateKey(h.Name), h.StateRev)
+	return err
+}
+
+// drainEnd is how a drain pass ends.
+type drainEnd int
+
+const (
+	drainGoesOn drainEnd = iota
+	drainDone            // every VM is gone: the host enters maintenance
+	drainFailed          // every VM left is blocked and on_blocked is fail
+)
+
+// drainFinish is what a drain pass writes at its end.
+type drainFinish struct {
+	rec   store.Drain
+	drev  int64 // the record's revision as read (0: none yet)
+	end   drainEnd
+	stop  []store.VM // blocked VMs to stop (on_blocked=shutdown), by name
+	write bool       // write rec (else it is unchanged, or was written less than a second ago)
+}
+
+// planDrainFinish builds the drain record from d (plan order, with the VMs
+// that joined the host appended; counts, in flight, blocked with reasons)
+// and decides how the pass ends. stopped are the VMs the drain stopped
+// already; last and lastWrite the record it wrote last, and when.
+func planDrainFinish(d store.Drain, drev int64, plan drainPlan, stopped map[string]bool, vms map[string]store.VM, last store.Drain, lastWrite, now time.Time) drainFinish {
+	rec := d
+	rec.Queue = slices.Clone(d.Queue)
 	owned := map[string]bool{}
 	for _, vm := range plan.order {
 		owned[vm] = true
+		if !slices.Contains(rec.Queue, vm) {
+			rec.Queue = append(rec.Queue, vm)
+		}
 	}
 	rec.Total, rec.Done = len(rec.Queue), 0
 	for _, vm := range rec.Queue {
@@ -387,56 +490,62 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 			rec.Done++
 		}
 	}
-	rec.InFlight = slices.Clone(plan.inFlight)
-	sort.Strings(rec.InFlight)
+	rec.InFlight = slices.Sorted(slices.Values(plan.inFlight))
 	rec.Blocked = blockedList(plan.blocked)
-
-	force := drev == 0
+	f := drainFinish{rec: rec, drev: drev}
 	switch {
 	case len(plan.order) == 0:
-		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostMaintenance,
-			Reason: fmt.Sprintf("drained: %d VMs moved", rec.Done)}, h.StateRev, g); err != nil {
-			return fmt.Errorf("set maintenance: %w", err)
-		}
-		c.log.Info("drain: host in maintenance", "host", h.Name, "vms", rec.Total, "took", time.Since(rec.Started).Round(time.Millisecond))
-		force = true
-	case len(plan.blocked) > 0 && len(plan.blocked) == len(plan.order):
-		switch rec.OnBlocked {
-		case "fail":
-			if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostActive,
-				Reason: "drain failed: " + strings.Join(rec.Blocked, "; ")}, h.StateRev, g); err != nil {
-				return fmt.Errorf("end failed drain: %w", err)
-			}
-			c.log.Warn("drain failed: every VM left is blocked", "host", h.Name, "blocked", rec.Blocked)
-			c.ops.dropRun(h.Name)
-			force = true
-		case "shutdown":
-			for vm := range plan.blocked {
-				v := byName[vm]
-				if run.stopped[vm] || v.Spec == nil || v.Spec.Desired != store.DesiredRunning {
-					continue
-				}
-				spec := *v.Spec
-				spec.Desired = store.DesiredStopped
-				if _, err := c.st.PutVMSpec(ctx, vm, spec, v.SpecRev, g); err != nil {
-					c.log.Warn("drain: cannot stop blocked vm", "vm", vm, "err", err)
-					continue
-				}
-				run.stopped[vm] = true
-				c.log.Info("drain: blocked vm stopped (on_blocked=shutdown)", "host", h.Name, "vm", vm, "why", plan.blocked[vm])
+		f.end = drainDone
+	case len(plan.blocked) > 0 && len(plan.blocked) == len(plan.order) && rec.OnBlocked == "fail":
+		f.end = drainFailed
+	case len(plan.blocked) > 0 && len(plan.blocked) == len(plan.order) && rec.OnBlocked == "shutdown":
+		for _, vm := range slices.Sorted(maps.Keys(plan.blocked)) {
+			if v := vms[vm]; !stopped[vm] && v.Spec != nil && v.Spec.Desired == store.DesiredRunning {
+				f.stop = append(f.stop, v)
 			}
 		}
 	}
-	if !force && (drainEqual(rec, run.lastRec) || now.Sub(run.lastWrite) < time.Second) {
-		return nil
-	}
-	if _, err := c.st.PutDrain(ctx, rec, drev, g); err != nil {
-		return fmt.Errorf("write drain record: %w", err)
-	}
-	run.lastWrite, run.lastRec = now, rec
-	return nil
+	f.write = drev == 0 || f.end != drainGoesOn || !drainEqual(rec, last) && now.Sub(lastWrite) >= time.Second
+	return f
 }
 
+// finishDrain carries out f: the host's new state, the VMs to stop, the
+// drain record.
+func (c *Controller) finishDrain(ctx context.Context, g store.Guard, h store.Host, run *drainRun, f drainFinish, now time.Time) error {
+	switch f.end {
+	case drainDone:
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostMaintenance,
+			Reason: fmt.Sprintf("drained: %d VMs moved", f.rec.Done)}, h.StateRev, g); err != nil {
+			return fmt.Errorf("set maintenance: %w", err)
+		}
+		c.log.Info("drain: host in maintenance", "host", h.Name, "vms", f.rec.Total, "took", now.Sub(f.rec.Started).Round(time.Millisecond))
+	case drainFailed:
+		if _, err := c.st.SetHostState(ctx, h.Name, store.HostState{State: store.HostActive,
+			Reason: "drain failed: " + strings.Join(f.rec.Blocked, "; ")}, h.StateRev, g); err != nil {
+			return fmt.Errorf("end failed drain: %w", err)
+		}
+		c.log.Warn("drain failed: every VM left is blocked", "host", h.Name, "blocked", f.rec.Blocked)
+		c.ops.dropRun(h.Name)
+	}
+	for _, v := range f.stop {
+		spec := *v.Spec
+		spec.Desired = store.DesiredStopped
+		if _, err := c.st.PutVMSpec(ctx, v.Name, spec, v.SpecRev, g); err != nil {
+			c.log.Warn("drain: cannot stop blocked vm", "vm", v.Name, "err", err)
+			continue
+		}
+		run.stopped[v.Name] = true
+		c.log.Info("drain: blocked vm stopped (on_blocked=shutdown)", "host", h.Name, "vm", v.Name, "why", f.rec.Blocked)
+	}
+	if !f.write {
+		return nil
+	}
+	if _, err := c.st.PutDrain(ctx, f.rec, f.drev, g); err != nil {
+		return fmt.Errorf("write drain record: %w", err)
+	}
+	run.lastWrite, run.lastRec = now, f.rec
+	return nil
+}
 func blockedList(b map[string]string) []string {
 	out := make([]string, 0, len(b))
 	for vm, why := range b {

@@ -11,16 +11,18 @@ import (
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 	"github.com/godwit-vmm/godwit/internal/testenv"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fakeAgents plays the source agents of migrations: a requested record is
 // committed at once (HandOver to the destination's lease), or failed for
 // the VMs in fail (once per entry), or, for the VMs in stall (once per
-// entry), marked running with its last progress 200 s ago and then failed
-// only when a cancel is asked for.
+// entry), marked running with its last progress now on clock and then
+// failed only when a cancel is asked for.
 type fakeAgents struct {
 	st     *store.Store
+	clock  clockwork.Clock // for stall; nil: the real clock
 	leases map[string]clientv3.LeaseID
 	mu     sync.Mutex
 	fail   map[string]int // VM -> failures left
@@ -61,8 +63,11 @@ func (f *fakeAgents) stallOrCancel(ctx context.Context, v store.VM) bool {
 	if err != nil || rec.ID != m.ID {
 		return true
 	}
-	long := time.Now().Add(-200 * time.Second).UTC()
-	rec.Phase, rec.Started, rec.Updated = store.MigrationRunning, long, long
+	now := time.Now().UTC()
+	if f.clock != nil {
+		now = f.clock.Now().UTC()
+	}
+	rec.Phase, rec.Updated = store.MigrationRunning, now
 	f.st.PutMigration(ctx, rec, rev, store.Guard{})
 	return true
 }
@@ -268,14 +273,16 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-// TestDrainTimeoutCancels: a drain migration that reports no progress for
-// longer than ProgressTimeout is cancelled by the drain; the cancel counts
-// as a failed attempt and the VM moves on the retry, to the other host.
+// TestDrainTimeoutCancels, on a fake clock: a drain migration that
+// reports no progress is left alone for exactly ProgressTimeout and
+// cancelled one second later; the cancel counts as a failed attempt and
+// the VM moves on the retry, to the other host.
 func TestDrainTimeoutCancels(t *testing.T) {
-	c := startController(t, "c1", nil, func(cfg *Config) { cfg.Logger = testenv.Logger(t) })
+	clk := clockwork.NewFakeClockAt(time.Now())
+	c := startController(t, "c1", nil, func(cfg *Config) { cfg.Logger, cfg.Clock = testenv.Logger(t), clk })
 	waitLeader(t, c)
 	st, cl := c.Store(), client(c)
-	f := &fakeAgents{st: st, leases: map[string]clientv3.LeaseID{}, stall: map[string]int{"v1": 1}}
+	f := &fakeAgents{st: st, leases: map[string]clientv3.LeaseID{}, stall: map[string]int{"v1": 1}, clock: clk}
 	for _, h := range []string{"a", "b", "c"} {
 		f.leases[h] = register(t, st, hostInfo(h)).lease
 	}
@@ -289,6 +296,24 @@ func TestDrainTimeoutCancels(t *testing.T) {
 	if _, err := cl.DrainHost(ctx, "a", poolapi.DrainRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	var stalled store.Migration
+	waitCond(t, 10*time.Second, "the drain migration stalled", func() bool {
+		m, _, err := st.GetMigration(ctx, "v1")
+		stalled = m
+		return err == nil && m.Phase == store.MigrationRunning
+	})
+	if !stalled.Updated.Equal(clk.Now().UTC()) || !stalled.Started.Equal(clk.Now().UTC()) {
+		t.Fatalf("migration started %s, updated %s: want both at the fake clock's %s", stalled.Started, stalled.Updated, clk.Now().UTC())
+	}
+
+	clk.Advance(ProgressTimeout) // the drain loop's ticker fires: a pass at exactly the timeout
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if m, _, err := st.GetMigration(ctx, "v1"); err != nil || m.ID != stalled.ID || m.Cancel != "" || m.Phase != store.MigrationRunning {
+			t.Fatalf("after exactly %s without progress: migration %+v (%v), want it running, not cancelled", ProgressTimeout, m, err)
+		}
+	}
+
+	clk.Advance(time.Second)
 	var d poolapi.Drain
 	waitCond(t, 20*time.Second, "host a in maintenance", func() bool {
 		var err error
@@ -301,6 +326,10 @@ func TestDrainTimeoutCancels(t *testing.T) {
 	}
 	if len(d.VMs) != 1 || d.VMs[0].Attempts != 2 || d.VMs[0].State != "done" {
 		t.Errorf("drain VMs %+v, want v1 done after 2 attempts", d.VMs)
+	}
+	m, _, err := st.GetMigration(ctx, "v1")
+	if err != nil || m.Phase != store.MigrationCommitted || !m.Started.Equal(clk.Now().UTC()) {
+		t.Errorf("the retry: %+v (%v), want committed, started at the fake clock's %s", m, err, clk.Now().UTC())
 	}
 }
 

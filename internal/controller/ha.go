@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -82,14 +83,14 @@ func (c *Controller) haStatus(ctx context.Context) poolapi.HAStatus {
 	c.ops.mu.Lock()
 	members, checked := c.ops.ha.members, c.ops.ha.checked
 	c.ops.mu.Unlock()
-	if time.Since(checked) > 5*time.Second || members == 0 {
+	if c.clock.Since(checked) > 5*time.Second || members == 0 {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := c.cli.MemberList(mctx)
 		cancel()
 		if err == nil {
 			members = len(resp.Members)
 			c.ops.mu.Lock()
-			c.ops.ha.members, c.ops.ha.checked = members, time.Now()
+			c.ops.ha.members, c.ops.ha.checked = members, c.clock.Now()
 			c.ops.mu.Unlock()
 		}
 	}
@@ -122,7 +123,7 @@ func (c *Controller) haStatus(ctx context.Context) poolapi.HAStatus {
 // haLoop watches host losses and runs an HA pass on each, and every
 // 500 ms.
 func (c *Controller) haLoop(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
+	t := c.clock.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var events <-chan store.HostEvent
 	var wcancel context.CancelFunc = func() {}
@@ -136,7 +137,7 @@ func (c *Controller) haLoop(ctx context.Context) {
 		c.haPass(ctx)
 		select {
 		case <-ctx.Done():
-		case <-t.C:
+		case <-t.Chan():
 		case <-c.ops.haKick:
 		case e, ok := <-events:
 			switch {
@@ -144,7 +145,7 @@ func (c *Controller) haLoop(ctx context.Context) {
 				wcancel()
 				events = nil
 			case e.Kind == store.HostLost:
-				now := time.Now()
+				now := c.clock.Now()
 				c.ops.mu.Lock()
 				c.ops.ha.lost[e.Host], c.ops.ha.lastLost = now, now
 				c.ops.mu.Unlock()
@@ -175,81 +176,112 @@ func (c *Controller) haPass(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for _, h := range p.hosts {
-		if h.Alive == nil && h.State != nil && (h.State.State == store.HostActive || h.State.State == store.HostDraining) {
-			if _, err := c.st.SetHostState(rctx, h.Name, store.HostState{State: store.HostFailed,
-				Reason: "lease expired: host lost (its VMs fenced themselves); godwit host activate " + h.Name + " after repair"}, h.StateRev, g); err != nil {
-				c.log.Warn("ha: cannot mark host failed", "host", h.Name, "err", err)
-			} else {
-				c.log.Warn("ha: host marked failed", "host", h.Name)
-			}
+	for _, h := range lostHosts(p.hosts) {
+		if _, err := c.st.SetHostState(rctx, h.Name, store.HostState{State: store.HostFailed,
+			Reason: "lease expired: host lost (its VMs fenced themselves); godwit host activate " + h.Name + " after repair"}, h.StateRev, g); err != nil {
+			c.log.Warn("ha: cannot mark host failed", "host", h.Name, "err", err)
+		} else {
+			c.log.Warn("ha: host marked failed", "host", h.Name)
 		}
-	}
-
-	byName := map[string]*store.VM{}
-	for i := range p.vms {
-		byName[p.vms[i].Name] = &p.vms[i]
 	}
 	c.ops.mu.Lock()
-	ha := &c.ops.ha
-	lastLost := ha.lastLost
-	var release []struct {
-		vm  string
-		rev int64
-	}
-	for vm, s := range ha.starts {
-		v := byName[vm]
-		switch {
-		case v == nil || v.Spec == nil || !v.Spec.HA.Restart || v.Spec.Desired != store.DesiredRunning:
-			delete(ha.starts, vm)
-		case v.Owner == nil || v.Owner.Host != s.host || v.OwnerRev != s.rev:
-			delete(ha.starts, vm) // target lost too, or someone else placed it
-		case v.Status != nil && v.Status.Host == s.host && v.Status.Phase == store.VMRunning:
-			delete(ha.starts, vm)
-			delete(ha.tried, vm)
-			args := []any{"vm", vm, "host", s.host, "attempt", s.attempt, "after_placement", time.Since(s.since).Round(time.Millisecond)}
-			if !lastLost.IsZero() {
-				args = append(args, "since_host_lost", time.Since(lastLost).Round(time.Millisecond))
-			}
-			c.log.Info("ha: vm restarted", args...)
-		case v.Status != nil && v.Status.Host == s.host && v.Status.Phase == store.VMFailed:
-			ha.tried[vm] = append(ha.tried[vm], s.host)
-			delete(ha.starts, vm)
-			if len(ha.tried[vm]) >= haAttempts {
-				ha.errors[vm] = fmt.Sprintf("failed to start on %v: last: %s", ha.tried[vm], v.Status.Reason)
-				c.log.Error("ha: giving up on vm", "vm", vm, "tried", ha.tried[vm], "reason", v.Status.Reason)
-				continue
-			}
-			c.log.Warn("ha: vm failed to start; retrying on another host", "vm", vm, "host", s.host, "reason", v.Status.Reason)
-			release = append(release, struct {
-				vm  string
-				rev int64
-			}{vm, s.rev})
-		}
-	}
-	perTarget := map[string]int{}
-	for _, s := range ha.starts {
-		perTarget[s.host]++
-	}
-	var cands []*store.VM
-	for i := range p.vms {
-		v := &p.vms[i]
-		if v.Spec != nil && v.Spec.HA.Restart && v.Spec.Desired == store.DesiredRunning && v.Owner == nil &&
-			ha.starts[v.Name] == nil && ha.errors[v.Name] == "" {
-			cands = append(cands, v)
-		}
-	}
-	tried := map[string][]string{}
-	for vm, t := range ha.tried {
-		tried[vm] = slices.Clone(t)
-	}
+	plan := planHA(c.ops.ha.starts, c.ops.ha.tried, c.ops.ha.errors, p.vms)
+	lastLost := c.ops.ha.lastLost
+	c.applyHAOutcomes(plan.outcomes, lastLost)
 	c.ops.mu.Unlock()
-
-	for _, r := range release {
+	for _, o := range plan.outcomes {
+		if o.kind != haRetry {
+			continue
+		}
 		// The VMM exited (status failed) and the agent will not start it
 		// again at this epoch: releasing the exact epoch we wrote is safe.
-		if _, err := c.st.ReleaseOwner(rctx, r.vm, r.rev); err != nil {
-			c.log.Warn("ha: cannot release the owner of a failed vm", "vm", r.vm, "err", err)
+		if _, err := c.st.ReleaseOwner(rctx, o.vm, o.start.rev); err != nil {
+			c.log.Warn("ha: cannot release the owner of a failed vm", "vm", o.vm, "err", err)
+		}
+	}
+	for _, name := range plan.cands {
+		c.placeHA(rctx, g, p, name, plan, lastLost)
+	}
+}
+
+// lostHosts are the hosts to mark failed: no lease, and active or
+// draining.
+func lostHosts(hosts []store.Host) []store.Host {
+	var out []store.Host
+	for _, h := range hosts {
+		if h.Alive == nil && h.State != nil && (h.State.State == store.HostActive || h.State.State == store.HostDraining) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// haOutcomeKind is what became of a pending HA restart.
+type haOutcomeKind int
+
+const (
+	haGone      haOutcomeKind = iota // no longer wanted, or placed by someone else: forget it
+	haRestarted                      // running on its target
+	haRetry                          // failed to start: release its owner, try another host
+	haGaveUp                         // failed to start on haAttempts hosts
+)
+
+// haOutcome is a pending HA restart that ended.
+type haOutcome struct {
+	vm     string
+	start  haStart
+	kind   haOutcomeKind
+	reason string // haRetry, haGaveUp: the VM's status reason
+}
+
+// haPlan is what an HA pass decided.
+type haPlan struct {
+	outcomes []haOutcome // by VM
+	// cands are the HA VMs to place now (desired running, no owner, no
+	// restart pending, not given up), highest priority first, then by
+	// name.
+	cands []string
+	// tried: hosts each VM failed to start on, outcomes included.
+	tried map[string][]string
+	// perTarget counts the restarts pending on each host.
+	perTarget map[string]int
+}
+
+// planHA decides, from the pending restarts, the hosts each VM failed on,
+// the VMs given up on and the pool's VMs, which restarts ended and which
+// VMs to place. It changes none of its arguments.
+func planHA(starts map[string]*haStart, tried map[string][]string, errs map[string]string, vms []store.VM) haPlan {
+	pl := haPlan{tried: map[string][]string{}, perTarget: map[string]int{}}
+	for vm, t := range tried {
+		pl.tried[vm] = slices.Clone(t)
+	}
+	byName := map[string]*store.VM{}
+	for i := range vms {
+		byName[vms[i].Name] = &vms[i]
+	}
+	ended := map[string]bool{}
+	for _, vm := range slices.Sorted(maps.Keys(starts)) {
+		o, ok := haEnded(vm, *starts[vm], byName[vm], pl.tried[vm])
+		if !ok {
+			pl.perTarget[starts[vm].host]++
+			continue
+		}
+		ended[vm] = true
+		switch o.kind {
+		case haRestarted:
+			delete(pl.tried, vm)
+		case haRetry, haGaveUp:
+			pl.tried[vm] = append(pl.tried[vm], o.start.host)
+		}
+		pl.outcomes = append(pl.outcomes, o)
+	}
+	var cands []*store.VM
+	for i := range vms {
+		v := &vms[i]
+		gaveUp := slices.ContainsFunc(pl.outcomes, func(o haOutcome) bool { return o.vm == v.Name && o.kind == haGaveUp })
+		if v.Spec != nil && v.Spec.HA.Restart && v.Spec.Desired == store.DesiredRunning && v.Owner == nil &&
+			(starts[v.Name] == nil || ended[v.Name]) && errs[v.Name] == "" && !gaveUp {
+			cands = append(cands, v)
 		}
 	}
 	sort.SliceStable(cands, func(i, j int) bool {
@@ -259,55 +291,116 @@ func (c *Controller) haPass(ctx context.Context) {
 		return cands[i].Name < cands[j].Name
 	})
 	for _, v := range cands {
-		c.placeMu.Lock()
-		var hosts []placement.Host
-		for _, h := range c.placementHosts(p, c.resv) {
-			if !slices.Contains(tried[v.Name], h.Name) && perTarget[h.Name] < MaxHAStartsPerHost {
-				hosts = append(hosts, h)
-			}
-		}
-		req := placement.Request{VM: placementVM(v.Name, *v.Spec), Hosts: hosts, Rules: placementRules(p.rules)}
-		res := c.cfg.Policy.Rank(req)
-		best := res.Best()
-		var lease clientv3.LeaseID
-		for _, h := range p.hosts {
-			if h.Name == best && h.Alive != nil {
-				lease = clientv3.LeaseID(h.Alive.Lease)
-			}
-		}
-		d := decision{host: best, key: "place/" + v.Name}
-		if best != "" {
-			c.resv[d.key] = reservation{host: best, vm: v.Name, memBytes: c.cfg.Policy.Need(req.VM), vcpus: v.Spec.VCPUs}
-		}
-		c.placeMu.Unlock()
-		if best == "" || lease == 0 {
-			c.log.Debug("ha: no host for vm yet", "vm", v.Name, "err", res.Err(v.Name))
-			if best != "" {
-				c.release(d)
-			}
-			continue
-		}
-		if err := c.grantVM(rctx, best, v.Name); err != nil {
-			c.release(d)
-			c.log.Warn("ha: cannot grant the vm's keys to its new host", "vm", v.Name, "host", best, "err", err)
-			continue
-		}
-		r, err := c.st.CreateOwner(rctx, v.Name, best, lease, g)
-		c.release(d)
-		if err != nil || !r.Won {
-			c.log.Warn("ha: cannot place vm", "vm", v.Name, "host", best, "err", err, "result", r.String())
-			continue
-		}
-		// The next VM of this pass sees this one on best.
-		v.Owner, v.OwnerRev = r.Owner, r.Rev
-		perTarget[best]++
-		c.ops.mu.Lock()
-		c.ops.ha.starts[v.Name] = &haStart{host: best, rev: r.Rev, priority: v.Spec.HA.Priority, attempt: len(tried[v.Name]) + 1, since: time.Now()}
-		c.ops.mu.Unlock()
-		args := []any{"vm", v.Name, "host", best, "priority", v.Spec.HA.Priority, "owner_rev", r.Rev}
-		if !lastLost.IsZero() {
-			args = append(args, "since_host_lost", time.Since(lastLost).Round(time.Millisecond))
-		}
-		c.log.Info("ha: vm placed for restart", args...)
+		pl.cands = append(pl.cands, v.Name)
 	}
+	return pl
+}
+
+// haEnded says whether the restart s of vm (now v; nil: gone) has ended,
+// and how; tried are the hosts it failed on before.
+func haEnded(vm string, s haStart, v *store.VM, tried []string) (haOutcome, bool) {
+	o := haOutcome{vm: vm, start: s}
+	switch {
+	case v == nil || v.Spec == nil || !v.Spec.HA.Restart || v.Spec.Desired != store.DesiredRunning:
+		o.kind = haGone
+	case v.Owner == nil || v.Owner.Host != s.host || v.OwnerRev != s.rev:
+		o.kind = haGone // target lost too, or someone else placed it
+	case v.Status != nil && v.Status.Host == s.host && v.Status.Phase == store.VMRunning:
+		o.kind = haRestarted
+	case v.Status != nil && v.Status.Host == s.host && v.Status.Phase == store.VMFailed:
+		o.kind, o.reason = haRetry, v.Status.Reason
+		if len(tried)+1 >= haAttempts {
+			o.kind = haGaveUp
+		}
+	default:
+		return o, false
+	}
+	return o, true
+}
+
+// applyHAOutcomes records outcomes in the leader's HA state (caller holds
+// ops.mu).
+func (c *Controller) applyHAOutcomes(outcomes []haOutcome, lastLost time.Time) {
+	ha := &c.ops.ha
+	for _, o := range outcomes {
+		delete(ha.starts, o.vm)
+		switch o.kind {
+		case haRestarted:
+			delete(ha.tried, o.vm)
+			args := []any{"vm", o.vm, "host", o.start.host, "attempt", o.start.attempt, "after_placement", c.clock.Since(o.start.since).Round(time.Millisecond)}
+			if !lastLost.IsZero() {
+				args = append(args, "since_host_lost", c.clock.Since(lastLost).Round(time.Millisecond))
+			}
+			c.log.Info("ha: vm restarted", args...)
+		case haRetry:
+			ha.tried[o.vm] = append(ha.tried[o.vm], o.start.host)
+			c.log.Warn("ha: vm failed to start; retrying on another host", "vm", o.vm, "host", o.start.host, "reason", o.reason)
+		case haGaveUp:
+			ha.tried[o.vm] = append(ha.tried[o.vm], o.start.host)
+			ha.errors[o.vm] = fmt.Sprintf("failed to start on %v: last: %s", ha.tried[o.vm], o.reason)
+			c.log.Error("ha: giving up on vm", "vm", o.vm, "tried", ha.tried[o.vm], "reason", o.reason)
+		}
+	}
+}
+
+// haTarget picks the host for HA VM v, skipping the hosts it failed on
+// and those with MaxHAStartsPerHost restarts pending, and holds a
+// reservation there (release it with c.release). host is "" when no host
+// fits (or none has a lease).
+func (c *Controller) haTarget(p poolState, v store.VM, tried []string, perTarget map[string]int) (d decision, lease clientv3.LeaseID, why error) {
+	c.placeMu.Lock()
+	defer c.placeMu.Unlock()
+	var hosts []placement.Host
+	for _, h := range c.placementHosts(p, c.resv) {
+		if !slices.Contains(tried, h.Name) && perTarget[h.Name] < MaxHAStartsPerHost {
+			hosts = append(hosts, h)
+		}
+	}
+	req := placement.Request{VM: placementVM(v.Name, *v.Spec), Hosts: hosts, Rules: placementRules(p.rules)}
+	res := c.cfg.Policy.Rank(req)
+	best := res.Best()
+	for _, h := range p.hosts {
+		if h.Name == best && h.Alive != nil {
+			lease = clientv3.LeaseID(h.Alive.Lease)
+		}
+	}
+	if best == "" || lease == 0 {
+		return decision{}, 0, res.Err(v.Name)
+	}
+	d = decision{host: best, key: "place/" + v.Name}
+	c.resv[d.key] = reservation{host: best, vm: v.Name, memBytes: c.cfg.Policy.Need(req.VM), vcpus: v.Spec.VCPUs}
+	return d, lease, nil
+}
+
+// placeHA writes HA VM name's owner on its best host (only if it has
+// none), for that host's agent to start it. The next VM of the pass sees
+// it there.
+func (c *Controller) placeHA(ctx context.Context, g store.Guard, p poolState, name string, pl haPlan, lastLost time.Time) {
+	i := slices.IndexFunc(p.vms, func(v store.VM) bool { return v.Name == name })
+	v := &p.vms[i]
+	d, lease, why := c.haTarget(p, *v, pl.tried[name], pl.perTarget)
+	if d.host == "" {
+		c.log.Debug("ha: no host for vm yet", "vm", name, "err", why)
+		return
+	}
+	defer c.release(d)
+	if err := c.grantVM(ctx, d.host, name); err != nil {
+		c.log.Warn("ha: cannot grant the vm's keys to its new host", "vm", name, "host", d.host, "err", err)
+		return
+	}
+	r, err := c.st.CreateOwner(ctx, name, d.host, lease, g)
+	if err != nil || !r.Won {
+		c.log.Warn("ha: cannot place vm", "vm", name, "host", d.host, "err", err, "result", r.String())
+		return
+	}
+	v.Owner, v.OwnerRev = r.Owner, r.Rev
+	pl.perTarget[d.host]++
+	c.ops.mu.Lock()
+	c.ops.ha.starts[name] = &haStart{host: d.host, rev: r.Rev, priority: v.Spec.HA.Priority, attempt: len(pl.tried[name]) + 1, since: c.clock.Now()}
+	c.ops.mu.Unlock()
+	args := []any{"vm", name, "host", d.host, "priority", v.Spec.HA.Priority, "owner_rev", r.Rev}
+	if !lastLost.IsZero() {
+		args = append(args, "since_host_lost", c.clock.Since(lastLost).Round(time.Millisecond))
+	}
+	c.log.Info("ha: vm placed for restart", args...)
 }

@@ -5,11 +5,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/promreg"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics are the controller's Prometheus series. Counters count this
+// metrics are the controller's Prometheus series, in a registry of its
+// own (package promreg: with the Go runtime's and the process's). Counters count this
 // controller's own decisions; the gauges of VMs, hosts and migration
 // records are read from etcd at each scrape (any controller reports the
 // whole pool; filter on godwit_controller_leader == 1 to count once).
@@ -22,7 +23,6 @@ type metrics struct {
 
 func newMetrics(c *Controller) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "godwit_controller_leader", Help: "1 while this controller leads the pool.",
 		}),
@@ -39,13 +39,11 @@ func newMetrics(c *Controller) *metrics {
 	for _, r := range []string{"requested", "refused", "failed"} {
 		m.migrations.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.leader, m.placements, m.migrations, &poolCollector{c: c})
+	m.reg = promreg.New(m.leader, m.placements, m.migrations, &poolCollector{c: c})
 	return m
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-}
+func (m *metrics) handler() http.Handler { return promreg.Handler(m.reg) }
 
 var (
 	vmsDesc   = prometheus.NewDesc("godwit_pool_vms", "VMs in the pool by phase.", []string{"phase"}, nil)

@@ -49,7 +49,7 @@ func (c *Controller) loadCredential() error {
 	c.caSeen = c.caStamp() // before the CRL is read: a later change is seen
 	ips := c.serveIPs()
 	dir := c.credDir()
-	if !certCovers(filepath.Join(dir, pki.CertFile), ips) {
+	if !certCovers(filepath.Join(dir, pki.CertFile), ips, c.clock.Now()) {
 		b, err := ca.Issue(pki.RoleController, c.cfg.ID, pki.IssueOptions{IPs: ips, DNSNames: []string{"localhost"}})
 		if err != nil {
 			return fmt.Errorf("controller: issue its certificate: %w", err)
@@ -111,8 +111,8 @@ func (c *Controller) serveIPs() []net.IP {
 }
 
 // certCovers reports whether the certificate at path names every IP and
-// stays valid for 30 days more.
-func certCovers(path string, ips []net.IP) bool {
+// stays valid for 30 days after now.
+func certCovers(path string, ips []net.IP, now time.Time) bool {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
@@ -122,7 +122,7 @@ func certCovers(path string, ips []net.IP) bool {
 		return false
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil || time.Until(cert.NotAfter) < 30*24*time.Hour {
+	if err != nil || cert.NotAfter.Sub(now) < 30*24*time.Hour {
 		return false
 	}
 	for _, ip := range ips {
@@ -192,7 +192,7 @@ func (c *Controller) pkiLoop(ctx context.Context, seen string) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-c.clock.After(time.Second):
 		}
 	}
 }
@@ -231,7 +231,7 @@ func (c *Controller) syncPKI(ctx context.Context) error {
 		return err
 	}
 	var hosts []string
-	now := time.Now()
+	now := c.clock.Now()
 	for _, is := range issued {
 		if is.Role == pki.RoleHost && !is.Revoked && now.Before(is.NotAfter) && !slices.Contains(hosts, is.Name) {
 			hosts = append(hosts, is.Name)
@@ -258,9 +258,7 @@ func (c *Controller) grantVM(ctx context.Context, host, vm string) error {
 	if !c.etcdIsTLS() {
 		return nil
 	}
-	c.grantMu.Lock()
-	c.granted[host+"/"+vm] = time.Now()
-	c.grantMu.Unlock()
+	c.noteGrant(host, vm)
 	err := store.GrantVM(ctx, c.cli, host, vm)
 	if errors.Is(err, rpctypes.ErrRoleNotFound) {
 		c.log.Debug("no etcd role for the host; nothing to grant", "host", host, "vm", vm)
@@ -289,23 +287,46 @@ func (c *Controller) syncVMGrants(ctx context.Context) error {
 	if !c.etcdIsTLS() {
 		return nil
 	}
-	began := time.Now()
+	began := c.clock.Now()
 	vms, _, err := c.st.ListVMs(ctx)
 	if err != nil {
 		return err
 	}
 	c.grantMu.Lock()
 	want := store.VMHosts(vms, c.hostUsers)
-	for k, at := range c.granted {
-		host, vm, _ := strings.Cut(k, "/")
-		if began.Sub(at) > grantHold {
-			delete(c.granted, k)
-		} else if m, ok := want[host]; ok {
-			m[vm] = true
+	c.grantMu.Unlock()
+	for host, vms := range c.heldGrants(began) {
+		if m, ok := want[host]; ok {
+			for _, vm := range vms {
+				m[vm] = true
+			}
 		}
 	}
-	c.grantMu.Unlock()
 	return store.SyncVMGrants(ctx, c.cli, want)
+}
+
+// noteGrant records that host was granted VM vm's keys now.
+func (c *Controller) noteGrant(host, vm string) {
+	c.grantMu.Lock()
+	c.granted[host+"/"+vm] = c.clock.Now()
+	c.grantMu.Unlock()
+}
+
+// heldGrants forgets the grants made more than grantHold before now and
+// returns the others, as host -> VMs.
+func (c *Controller) heldGrants(now time.Time) map[string][]string {
+	c.grantMu.Lock()
+	defer c.grantMu.Unlock()
+	held := map[string][]string{}
+	for k, at := range c.granted {
+		host, vm, _ := strings.Cut(k, "/")
+		if now.Sub(at) > grantHold {
+			delete(c.granted, k)
+			continue
+		}
+		held[host] = append(held[host], vm)
+	}
+	return held
 }
 
 // grantHold is how long a fresh grant is kept before the pool's state

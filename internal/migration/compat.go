@@ -236,27 +236,46 @@ func checkHost(cfg wire.Config) error {
 	for _, r := range cfg.RAM {
 		size += r.Size
 	}
-	avail, err := memAvailable()
+	avail, err := MemAvailable()
 	if err == nil && avail < size {
 		return fmt.Errorf("migration: the VM has %d MiB of RAM and this host has %d MiB available", size>>20, avail>>20)
 	}
 	return nil
 }
 
-func memAvailable() (uint64, error) {
+// MemAvailable is the host's available memory in bytes (MemAvailable in
+// /proc/meminfo).
+func MemAvailable() (uint64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("migration: %w: mount /proc", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return ParseMemAvailable(f)
+}
+
+// ParseMemAvailable reads MemAvailable, in bytes, from text in the format
+// of /proc/meminfo ("MemAvailable:   1234 kB").
+func ParseMemAvailable(r io.Reader) (uint64, error) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10, err
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] != "MemAvailable:" {
+			continue
 		}
+		if len(f) < 2 || len(f) > 3 || len(f) == 3 && f[2] != "kB" {
+			return 0, fmt.Errorf("migration: meminfo line %q: want \"MemAvailable: N kB\" (Linux 3.14 or later)", sc.Text())
+		}
+		kb, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil || kb > math.MaxUint64>>10 {
+			return 0, fmt.Errorf("migration: meminfo line %q: want \"MemAvailable: N kB\" with N a count of KiB", sc.Text())
+		}
+		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("migration: read meminfo: %w", err)
+	}
+	return 0, fmt.Errorf("migration: meminfo has no MemAvailable line: needs Linux 3.14 or later")
 }
 
 // Feature registers compared between source and destination: a feature the

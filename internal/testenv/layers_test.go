@@ -47,6 +47,7 @@ func TestLayers(t *testing.T) {
 		"../fence":              only(),
 		"../pki":                only("limits"),
 		"../limits":             only(),
+		"../promreg":            only(),
 		"../sandbox":            only(),
 		"../api":                only("vm", "migration"),
 		"../conformance":        only(),

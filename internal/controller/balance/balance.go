@@ -46,7 +46,8 @@
 // changes I by about 1/N (see docs/SCALE.md).
 //
 // Who may import it: the controller and internal/tools/poolsim. It imports
-// only package placement.
+// only package placement, and package poolapi for the types it shares with
+// the API (Move, HostLoad).
 package balance
 
 import (
@@ -58,6 +59,7 @@ import (
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/controller/placement"
+	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
 // Defaults (PLATFORM.md §6).
@@ -180,32 +182,12 @@ type Pool struct {
 	InFlight int
 }
 
-// Move is one migration the balancer proposes (or made).
-type Move struct {
-	VM   string `json:"vm"`
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Mandatory: the VM breaks a must rule where it is (Why says which).
-	Mandatory bool   `json:"mandatory,omitempty"`
-	Why       string `json:"why,omitempty"`
-	// Before and After are the pool's imbalance around the move; Gain is
-	// (Before − After)/Before.
-	Before    float64       `json:"before"`
-	After     float64       `json:"after"`
-	Gain      float64       `json:"gain"`
-	Predicted time.Duration `json:"predicted_ns"`
-	Penalties []string      `json:"penalties,omitempty"` // should rules it breaks
-	At        time.Time     `json:"at,omitzero"`
-}
+// Move is one migration the balancer proposes (or made); the API's
+// type, so that plans are served as they are made.
+type Move = poolapi.BalanceMove
 
 // HostLoad is one host's load.
-type HostLoad struct {
-	Host string  `json:"host"`
-	CPU  float64 `json:"cpu"`
-	Mem  float64 `json:"mem"`
-	Load float64 `json:"load"`
-	VMs  int     `json:"vms"`
-}
+type HostLoad = poolapi.BalanceHostLoad
 
 // Plan is a dry run: the pool's imbalance and the moves that would be made
 // one after the other, each simulated before the next is chosen.
@@ -577,7 +559,7 @@ func (s *state) mandatory() (candidate, string, bool) {
 
 func (s *state) move(c candidate, before float64) Move {
 	m := Move{VM: s.vms[c.j].Name, From: s.hosts[s.vmHost[c.j]].Name, To: s.hosts[c.d].Name,
-		Before: before, After: c.after, Predicted: c.t, Penalties: c.penalties, At: s.now}
+		Before: before, After: c.after, PredictedSeconds: c.t.Seconds(), Penalties: c.penalties, At: s.now}
 	if before > 0 {
 		m.Gain = (before - c.after) / before
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // Load balancing (package balance; PLATFORM.md §6 "Balancer"):
@@ -19,7 +20,8 @@ import (
 // placement and guarded by the VM's owner revision; it answers 409 while a
 // drain or an HA restart runs.
 
-// BalanceMove is one proposed (or requested) migration.
+// BalanceMove is one proposed (or requested) migration; package balance
+// plans with it too.
 type BalanceMove struct {
 	VM   string `json:"vm"`
 	From string `json:"from"`
@@ -29,11 +31,15 @@ type BalanceMove struct {
 	Why       string `json:"why,omitempty"`
 	// Before and After: the pool's imbalance around the move; Gain is
 	// (Before − After)/Before.
-	Before           float64  `json:"before"`
-	After            float64  `json:"after"`
-	Gain             float64  `json:"gain"`
+	Before float64 `json:"before"`
+	After  float64 `json:"after"`
+	Gain   float64 `json:"gain"`
+	// PredictedSeconds is the predicted migration time.
 	PredictedSeconds float64  `json:"predicted_seconds"`
-	Penalties        []string `json:"penalties,omitempty"`
+	Penalties        []string `json:"penalties,omitempty"` // should rules it breaks
+	// At is when the move was planned or requested (for the balancer's
+	// cool-down, a past migration's time).
+	At time.Time `json:"at,omitzero"`
 	// Migration is the requested migration's ID (POST), Error why the
 	// request failed.
 	Migration string `json:"migration,omitempty"`
