@@ -9,40 +9,38 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
+	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/vmmcmd"
 )
 
-const usage = `godwit-vmm: one Godwit VM in this process
-
-Usage:
-  godwit-vmm run --name NAME --kernel FILE [flags]   (see godwit-vmm run -h)
-  godwit-vmm run --incoming tcp:HOST:PORT --name NAME [flags]
-`
-
 func main() {
-	args := os.Args[1:]
-	switch {
-	case len(args) == 0:
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
-		fmt.Fprint(os.Stdout, usage)
-		return
-	case args[0] != "run":
-		fmt.Fprintf(os.Stderr, "godwit-vmm: unknown command %q (only run)\n", args[0])
-		os.Exit(2)
+	os.Exit(cli.Execute(newRoot(os.Stdout, os.Stderr), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "godwit-vmm",
+		Short: "One Godwit VM in this process (the VMM host agents start)",
+		Example: `  godwit-vmm run --name vm1 --kernel guest.elf --mem 1G
+  godwit-vmm run --name vm1 --incoming tcp:10.0.0.2:4400`,
 	}
-	err := vmmcmd.Run(args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "godwit-vmm:", err)
-		os.Exit(1)
+	return cli.Group(root, vmmcmd.Command("godwit-vmm", stderr), vmmcmd.FeaturesCommand(stdout), versionCommand(stdout))
+}
+
+func versionCommand(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version this binary was built from",
+		Example: "  godwit-vmm version",
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := io.WriteString(stdout, cli.VersionText("godwit-vmm")+"\n")
+			return err
+		},
 	}
 }

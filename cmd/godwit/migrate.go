@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,93 +11,116 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/godwit-vmm/godwit/internal/api"
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
-// migrateCmd is `godwit migrate NAME --to HOST:PORT`: it asks the VM's VMM
-// to migrate, shows progress while it runs and prints the report.
-func migrateCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := fs.String("api-socket", "", "API socket of the VM (default /run/godwit/NAME.sock)")
-	to := fs.String("to", "", "destination HOST:PORT (a `godwit run --incoming tcp:HOST:PORT`)")
-	streams := fs.Int("streams", 0, "TCP data connections (default 2)")
-	peer := fs.String("peer", "", "for a VMM run with --credential: the destination's host name; only its certificate is accepted")
-	verify := fs.Bool("verify", false, "check a CRC32C of all guest RAM on the destination before commit")
-	downtime := fs.Duration("downtime", 0, "downtime target (default 50ms)")
-	maxDown := fs.Duration("max-downtime", 0, "longest downtime accepted when the guest does not converge (default 200ms)")
-	bandwidth := fs.String("bandwidth", "0", "bandwidth limit in bytes/s, with K/M/G suffix (0 = unlimited)")
-	maxRounds := fs.Int("max-rounds", 0, "give up after this many pre-copy rounds (default 30)")
-	maxTime := fs.Duration("max-time", 0, "give up after this long (default 60s)")
-	noThrottle := fs.Bool("no-auto-converge", false, "never throttle the vCPUs")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	cancelMig := fs.Bool("cancel", false, "cancel the VM's outgoing migration under way (the VM keeps running here)")
-	set := fs.Bool("set", false, "change the --downtime, --max-downtime and --bandwidth of the migration under way")
-	pos, err := parseInterleaved(fs, args)
+// migrateFlags are the flags of `godwit migrate`.
+type migrateFlags struct {
+	vmmFlags
+	to, peer, bandwidth string
+	streams, maxRounds  int
+	verify, noThrottle  bool
+	downtime, maxDown   time.Duration
+	maxTime             time.Duration
+	cancel, set         bool
+}
+
+// migrateCommand is `godwit migrate NAME --to HOST:PORT`: it asks the
+// VM's VMM to migrate, shows progress while it runs and prints the report.
+func migrateCommand(stdout, stderr io.Writer) *cobra.Command {
+	f := &migrateFlags{}
+	c := &cobra.Command{
+		Use:   "migrate NAME --to HOST:PORT [flags]",
+		Short: "Live-migrate a VM to a VMM waiting with godwit run --incoming",
+		Long: `Live-migrate a VM to a VMM started with godwit run --incoming tcp:HOST:PORT,
+showing progress, then print the report. Ctrl-C cancels the migration (the
+VM keeps running here). --set changes the limits of the migration under
+way; --cancel cancels it from another shell.`,
+		Example: `  godwit migrate vm1 --to 10.0.0.2:4400 --verify
+  godwit migrate vm1 --to 10.0.0.2:4400 --bandwidth 100M --downtime 30ms --json
+  godwit migrate vm1 --set --bandwidth 0
+  godwit migrate vm1 --cancel`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return f.run(c, args, stdout, stderr) },
+	}
+	f.vmmFlags.register(c)
+	fs := c.Flags()
+	fs.StringVar(&f.to, "to", "", "destination HOST:PORT (a godwit run --incoming tcp:HOST:PORT)")
+	fs.IntVar(&f.streams, "streams", 0, "TCP data connections (default 2)")
+	fs.StringVar(&f.peer, "peer", "", "for a VMM run with --credential: the destination's host name; only its certificate is accepted")
+	fs.BoolVar(&f.verify, "verify", false, "check a CRC32C of all guest RAM on the destination before commit")
+	fs.DurationVar(&f.downtime, "downtime", 0, "downtime target (default 50ms)")
+	fs.DurationVar(&f.maxDown, "max-downtime", 0, "longest downtime accepted when the guest does not converge (default 200ms)")
+	fs.StringVar(&f.bandwidth, "bandwidth", "0", "bandwidth limit in bytes/s: "+limits.SizeGrammar+" (0: unlimited)")
+	fs.IntVar(&f.maxRounds, "max-rounds", 0, "give up after this many pre-copy rounds (default 30)")
+	fs.DurationVar(&f.maxTime, "max-time", 0, "give up after this long (default 60s)")
+	fs.BoolVar(&f.noThrottle, "no-auto-converge", false, "never throttle the vCPUs")
+	fs.BoolVar(&f.cancel, "cancel", false, "cancel the VM's outgoing migration under way (the VM keeps running here)")
+	fs.BoolVar(&f.set, "set", false, "change the --downtime, --max-downtime and --bandwidth of the migration under way")
+	c.MarkFlagsMutuallyExclusive("set", "cancel", "to")
+	return c
+}
+
+func (f *migrateFlags) run(cmd *cobra.Command, args []string, stdout, stderr io.Writer) error {
+	c, _, err := f.client(cmd, args)
 	if err != nil {
 		return err
 	}
-	if *sock == "" {
-		if len(pos) == 0 {
-			return errors.New("migrate: name the VM or pass --api-socket")
-		}
-		*sock = api.SocketPath(pos[0])
+	bw, err := limits.ParseBandwidth(f.bandwidth)
+	if err != nil {
+		return cli.Usagef(cmd, "--bandwidth: %v", err)
 	}
-	if *set {
+	fs := cmd.Flags()
+	switch {
+	case f.set:
 		var l api.MigrationLimits
-		if flagSet(fs, "downtime") {
-			v := ms(*downtime)
+		if fs.Changed("downtime") {
+			v := ms(f.downtime)
 			l.DowntimeMs = &v
 		}
-		if flagSet(fs, "max-downtime") {
-			v := ms(*maxDown)
+		if fs.Changed("max-downtime") {
+			v := ms(f.maxDown)
 			l.MaxDowntimeMs = &v
 		}
-		if flagSet(fs, "bandwidth") {
-			bw, err := limits.ParseBandwidth(*bandwidth)
-			if err != nil {
-				return fmt.Errorf("migrate --set: --bandwidth: %w", err)
-			}
+		if fs.Changed("bandwidth") {
 			l.Bandwidth = &bw
 		}
-		if *to != "" || *cancelMig || (l.DowntimeMs == nil && l.MaxDowntimeMs == nil && l.Bandwidth == nil) {
-			return errors.New("migrate --set: give one or more of --downtime, --max-downtime, --bandwidth (and no --to)")
+		if l.DowntimeMs == nil && l.MaxDowntimeMs == nil && l.Bandwidth == nil {
+			return cli.Usagef(cmd, "--set: give one or more of --downtime, --max-downtime, --bandwidth")
 		}
-		now, err := api.NewClient(*sock).SetMigrationLimits(context.Background(), l)
+		now, err := c.SetMigrationLimits(context.Background(), l)
 		if err != nil {
-			return fmt.Errorf("migrate --set: %w", err)
+			return err
 		}
 		fmt.Fprintf(stdout, "migration limits now: downtime target %.0f ms, max downtime %.0f ms, bandwidth %s\n",
 			*now.DowntimeMs, *now.MaxDowntimeMs, bandwidthText(*now.Bandwidth))
 		return nil
-	}
-	if *cancelMig {
-		if *to != "" {
-			return errors.New("migrate --cancel: takes no --to")
-		}
-		if err := api.NewClient(*sock).CancelMigration(context.Background()); err != nil {
-			return fmt.Errorf("migrate --cancel: %w", err)
+	case f.cancel:
+		if err := c.CancelMigration(context.Background()); err != nil {
+			return err
 		}
 		fmt.Fprintln(stdout, "migration cancel sent; the VM stays here unless the migration was already past its commit")
 		return nil
+	case f.to == "":
+		return cli.Usagef(cmd, "--to HOST:PORT is required")
 	}
-	if *to == "" {
-		return errors.New("migrate: --to HOST:PORT is required")
-	}
-	bw, err := limits.ParseBandwidth(*bandwidth)
-	if err != nil {
-		return fmt.Errorf("migrate: --bandwidth: %w", err)
-	}
-	req := api.MigrateRequest{To: *to, Peer: *peer, Streams: *streams, Verify: *verify, Bandwidth: bw, MaxRounds: *maxRounds,
-		DowntimeMs: ms(*downtime), MaxDownMs: ms(*maxDown), MaxSeconds: maxTime.Seconds(), NoThrottle: *noThrottle}
-	c := api.NewClient(*sock)
+	req := api.MigrateRequest{To: f.to, Peer: f.peer, Streams: f.streams, Verify: f.verify, Bandwidth: bw, MaxRounds: f.maxRounds,
+		DowntimeMs: ms(f.downtime), MaxDownMs: ms(f.maxDown), MaxSeconds: f.maxTime.Seconds(), NoThrottle: f.noThrottle}
+	return f.migrate(c, req, stdout, stderr)
+}
+
+// migrate runs the migration, cancelling it on Ctrl-C, and prints the
+// report.
+func (f *migrateFlags) migrate(c *api.Client, req api.MigrateRequest, stdout, stderr io.Writer) error {
 	ctx := context.Background()
 	done := make(chan struct{})
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !*asJSON {
+	if tty, ok := stderr.(*os.File); ok && term.IsTerminal(int(tty.Fd())) && !f.asJSON {
 		go showProgress(ctx, c, stderr, done)
 	}
 	// Ctrl-C (or SIGTERM) cancels the migration, as virsh does with its
@@ -124,10 +145,10 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		e := json.NewEncoder(stdout)
-		e.SetIndent("", "  ")
-		e.Encode(reply)
+	if f.asJSON {
+		if err := printJSON(stdout, reply); err != nil {
+			return err
+		}
 	} else if reply.Report != nil {
 		printReport(stdout, reply.Report)
 	}

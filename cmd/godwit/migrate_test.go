@@ -201,8 +201,8 @@ func TestMigrateRefusedWithoutBridge(t *testing.T) {
 	refused := startNS(t, hosts[1], dcon, filepath.Join(dir, "b0.sock"), "--name", "nobr",
 		"--incoming", "tcp:"+addr.String(), "--tap", "gwnb0", "--bridge", "br-missing")
 	refused.wait(t)
-	if msg := refused.stderr.String(); !strings.Contains(msg, "--insecure-migration") || strings.Count(strings.TrimSpace(msg), "\n") > 0 {
-		t.Errorf("plaintext --incoming on %s: %q, want one line naming --insecure-migration", addr, msg)
+	if msg := refused.stderr.String(); !strings.Contains(msg, "--insecure-migration") || strings.Count(strings.TrimSpace(msg), "\n") > 1 {
+		t.Errorf("plaintext --incoming on %s: %q, want one line naming --insecure-migration and the hint", addr, msg)
 	}
 	d := startNS(t, hosts[1], dcon, filepath.Join(dir, "b.sock"), "--name", "nobr", "--insecure-migration",
 		"--incoming", "tcp:"+addr.String(), "--tap", "gwnb0", "--bridge", "br-missing")

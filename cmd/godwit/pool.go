@@ -1,10 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 	"github.com/godwit-vmm/godwit/internal/limits"
@@ -22,32 +25,6 @@ import (
 )
 
 // The pool commands talk to the controller's API (package poolapi).
-
-const poolUsage = `godwit host|vm|cluster: the pool, through its controller
-
-Usage:
-  godwit host list                           hosts, their state and what is placed on them
-  godwit host show HOST
-  godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--watch]
-  godwit host drain HOST --status | --cancel | --dry-run
-  godwit host activate HOST
-  godwit vm create NAME --kernel FILE [--cmdline S] [--mem 512M] [--cpus 1]
-        [--disk PATH[,storage=ID][,ro]]... [--nic BRIDGE[,mac=MAC]]... [--host HOST]
-        [--ha] [--ha-priority N] [--stopped]
-  godwit vm list
-  godwit vm show|start|stop|delete NAME
-  godwit vm migrate NAME [--to HOST] [--bandwidth 100M] [--downtime 50ms] [--wait]
-  godwit vm migrate NAME --set [--bandwidth B] [--downtime D]   change the limits under way
-  godwit vm migrate NAME --cancel [--wait]
-  godwit vm console NAME [--tail BYTES] [--follow]   the guest's serial console, on any host
-  godwit vm console NAME --send TEXT                 type TEXT and a newline on it
-  godwit cluster status
-  godwit balance [--dry-run] [--moves N] [--apply N] [--level L]
-
-Every command takes --controller URL (default $GODWIT_CONTROLLER or
-https://127.0.0.1:7700), --credential DIR (default $GODWIT_CREDENTIAL: a user's
-credential from godwit pki issue --role user), --json and --timeout.
-`
 
 // poolFlags are the flags every pool command takes.
 type poolFlags struct {
@@ -57,20 +34,15 @@ type poolFlags struct {
 	timeout    time.Duration
 }
 
-func newPoolFlags(name string, stderr io.Writer) (*flag.FlagSet, *poolFlags) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, poolUsage) }
-	f := &poolFlags{}
+func (f *poolFlags) register(fs *pflag.FlagSet) {
 	def := os.Getenv("GODWIT_CONTROLLER")
 	if def == "" {
 		def = "https://127.0.0.1:7700"
 	}
-	fs.StringVar(&f.controller, "controller", def, "controller API URL")
-	fs.StringVar(&f.credential, "credential", os.Getenv("GODWIT_CREDENTIAL"), "your credential directory (ca.pem, cert.pem, key.pem)")
+	fs.StringVar(&f.controller, "controller", def, "controller API URL (default $GODWIT_CONTROLLER)")
+	fs.StringVar(&f.credential, "credential", os.Getenv("GODWIT_CREDENTIAL"), "your credential directory: ca.pem, cert.pem, key.pem (default $GODWIT_CREDENTIAL)")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
-	return fs, f
 }
 
 // client builds the API client with the user's credential.
@@ -105,18 +77,6 @@ func (f *poolFlags) connect(timeout time.Duration) (*poolapi.Client, context.Con
 	return c, ctx, cancel, nil
 }
 
-// usageError prints the pool usage and returns msg as the error.
-func usageError(stderr io.Writer, msg string) error {
-	fmt.Fprint(stderr, poolUsage)
-	return errors.New(msg)
-}
-
-func printJSON(w io.Writer, v any) error {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	return e.Encode(v)
-}
-
 // printRows prints name/value rows as two aligned columns.
 func printRows(w io.Writer, rows [][2]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -126,64 +86,64 @@ func printRows(w io.Writer, rows [][2]string) error {
 	return tw.Flush()
 }
 
-// parsePool parses flags around positional arguments and checks their count.
-func parsePool(fs *flag.FlagSet, args []string, want int, what string) ([]string, error) {
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return nil, err
+// hostCommand is `godwit host ...`: the pool's hosts and their
+// maintenance.
+func hostCommand(stdout, stderr io.Writer) *cobra.Command {
+	f := &poolFlags{}
+	c := &cobra.Command{
+		Use:   "host",
+		Short: "Hosts of the pool, and their maintenance (drain, activate)",
+		Example: `  godwit host list
+  godwit host show a
+  godwit host drain b --watch`,
 	}
-	if len(pos) != want {
-		return nil, fmt.Errorf("%s: want %s", fs.Name(), what)
+	f.register(c.PersistentFlags())
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "Hosts, their state and what is placed on them",
+		Example: "  godwit host list --json",
+		Args:    cobra.NoArgs,
+		RunE:    func(*cobra.Command, []string) error { return hostList(f, stdout) },
 	}
-	return pos, nil
+	show := &cobra.Command{
+		Use:     "show HOST",
+		Short:   "One host's facts, load and VMs",
+		Example: "  godwit host show a",
+		Args:    cli.Args("HOST"),
+		RunE:    func(_ *cobra.Command, args []string) error { return hostShow(f, args[0], stdout) },
+	}
+	return cli.Group(c, list, show, hostDrainCommand(f, stdout, stderr), hostActivateCommand(f, stdout))
 }
 
-// hostCmd runs `godwit host list|show`.
-func hostCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError(stderr, "host: give a subcommand: list or show")
-	}
-	sub, args := args[0], args[1:]
-	fs, f := newPoolFlags("host "+sub, stderr)
-	var pos []string
-	var err error
-	switch sub {
-	case "list":
-		pos, err = parsePool(fs, args, 0, "no arguments")
-	case "show":
-		pos, err = parsePool(fs, args, 1, "a host name")
-	case "drain":
-		return hostDrainCmd(fs, f, args, stdout, stderr)
-	case "activate":
-		return hostActivateCmd(fs, f, args, stdout)
-	default:
-		return fmt.Errorf("host: unknown subcommand %q (list, show, drain, activate)", sub)
-	}
-	if err != nil {
-		return err
-	}
+func hostList(f *poolFlags, stdout io.Writer) error {
 	c, ctx, cancel, err := f.connect(f.timeout)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	if sub == "list" {
-		hosts, err := c.Hosts(ctx)
-		if err != nil {
-			return err
-		}
-		if f.asJSON {
-			return printJSON(stdout, hosts)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tSTATE\tALIVE\tACCEL\tCPUS\tALLOC-VCPUS\tMEMORY\tALLOC-MEM\tVMS\tADDR")
-		for _, h := range hosts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", h.Name, dash(h.State), yesNo(h.Alive), dash(h.Accel), h.CPUs,
-				h.AllocVCPUs, humanBytes(h.MemBytes), humanBytes(h.AllocMemBytes), len(h.VMs), dash(h.Addr))
-		}
-		return tw.Flush()
+	hosts, err := c.Hosts(ctx)
+	if err != nil {
+		return err
 	}
-	h, err := c.Host(ctx, pos[0])
+	if f.asJSON {
+		return printJSON(stdout, hosts)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tALIVE\tACCEL\tCPUS\tALLOC-VCPUS\tMEMORY\tALLOC-MEM\tVMS\tADDR")
+	for _, h := range hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", h.Name, dash(h.State), yesNo(h.Alive), dash(h.Accel), h.CPUs,
+			h.AllocVCPUs, humanBytes(h.MemBytes), humanBytes(h.AllocMemBytes), len(h.VMs), dash(h.Addr))
+	}
+	return tw.Flush()
+}
+
+func hostShow(f *poolFlags, name string, stdout io.Writer) error {
+	c, ctx, cancel, err := f.connect(f.timeout)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	h, err := c.Host(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -208,12 +168,6 @@ func hostCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	return printRows(stdout, rows)
 }
-
-// listFlag collects a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // parseDisk parses PATH[,storage=ID][,ro]. Without storage= the storage ID
 // is the image's directory: a shared directory names the storage.
@@ -257,236 +211,318 @@ func parseNIC(s string) (store.NICSpec, error) {
 	return n, nil
 }
 
-// vmCmd runs `godwit vm ...`.
-func vmCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError(stderr, "vm: give a subcommand: create, list, show, start, stop, delete, migrate or console")
+// vmCommand is `godwit vm ...`: the pool's VMs.
+func vmCommand(stdout, stderr io.Writer) *cobra.Command {
+	f := &poolFlags{}
+	c := &cobra.Command{
+		Use:   "vm",
+		Short: "VMs of the pool: create, list, show, start, stop, delete, migrate, console",
+		Example: `  godwit vm create web1 --kernel /srv/guest.elf --mem 1G --cpus 2 --nic br0 --ha
+  godwit vm list
+  godwit vm migrate web1 --to b --wait`,
 	}
-	sub, args := args[0], args[1:]
-	fs, f := newPoolFlags("vm "+sub, stderr)
-	if sub == "console" {
-		return vmConsoleCmd(fs, f, args, stdout, stderr)
+	f.register(c.PersistentFlags())
+	byName := func(verb, short, example string, run func(*poolapi.Client, context.Context, string) (any, string, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: verb + " NAME", Short: short, Example: example, Args: cli.Args("NAME"),
+			RunE: func(_ *cobra.Command, args []string) error { return vmByName(f, args[0], run, stdout) },
+		}
 	}
-	var (
-		kernel, cmdline, mem, onHost, to string
-		cpus, haPriority                 int
-		disks, nics                      listFlag
-		ha, stopped, wait, cancelMig     bool
-		setMig                           bool
-		downtime                         time.Duration
-		bandwidth                        string
-		pos                              []string
-		err                              error
-	)
-	switch sub {
-	case "create":
-		fs.StringVar(&kernel, "kernel", "", "guest kernel (the same path on every host)")
-		fs.StringVar(&cmdline, "cmdline", "", "guest command line")
-		fs.StringVar(&mem, "mem", "512M", "guest memory")
-		fs.IntVar(&cpus, "cpus", 1, "vCPUs")
-		fs.Var(&disks, "disk", "PATH[,storage=ID][,ro]; repeatable")
-		fs.Var(&nics, "nic", "BRIDGE[,mac=MAC]; repeatable")
-		fs.StringVar(&onHost, "host", "", "place on this host (checked like any placement)")
-		fs.BoolVar(&ha, "ha", false, "restart elsewhere if its host is lost")
-		fs.IntVar(&haPriority, "ha-priority", 0, "HA restart order: higher restarts first (implies --ha)")
-		fs.BoolVar(&stopped, "stopped", false, "create without starting")
-		pos, err = parsePool(fs, args, 1, "a VM name")
-	case "list":
-		pos, err = parsePool(fs, args, 0, "no arguments")
-	case "show", "start", "stop", "delete":
-		pos, err = parsePool(fs, args, 1, "a VM name")
-	case "migrate":
-		fs.StringVar(&to, "to", "", "destination host (default: placement picks one)")
-		fs.BoolVar(&wait, "wait", false, "wait until the migration ends, showing its progress")
-		fs.StringVar(&bandwidth, "bandwidth", "0", "bandwidth cap in bytes/s, with K/M/G suffix (0: none)")
-		fs.BoolVar(&cancelMig, "cancel", false, "cancel the VM's migration under way (the VM stays where it runs)")
-		fs.DurationVar(&downtime, "downtime", 0, "downtime target (default: the VMM's, 50ms)")
-		fs.BoolVar(&setMig, "set", false, "change the --bandwidth and --downtime of the migration under way")
-		pos, err = parsePool(fs, args, 1, "a VM name")
-	default:
-		return fmt.Errorf("vm: unknown subcommand %q (create, list, show, start, stop, delete, migrate, console)", sub)
+	show := byName("show", "One VM: its spec, placement, status and migration", "  godwit vm show web1 --json",
+		func(c *poolapi.Client, ctx context.Context, name string) (any, string, error) {
+			v, err := c.VM(ctx, name)
+			return v, "", err
+		})
+	start := byName("start", "Set a VM's desired state to running", "  godwit vm start web1", vmDesired(true))
+	stop := byName("stop", "Set a VM's desired state to stopped (its VMM stops)", "  godwit vm stop web1", vmDesired(false))
+	del := byName("delete", "Delete a VM (stopping it)", "  godwit vm delete web1",
+		func(c *poolapi.Client, ctx context.Context, name string) (any, string, error) {
+			return map[string]string{"deleted": name}, fmt.Sprintf("vm %s deleted", name), c.DeleteVM(ctx, name)
+		})
+	list := &cobra.Command{
+		Use: "list", Short: "The pool's VMs, their phase, host and migration", Example: "  godwit vm list --json", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return vmList(f, stdout) },
 	}
-	if err != nil {
-		return err
-	}
-	timeout := f.timeout
-	if wait && !flagSet(fs, "timeout") {
-		timeout = 10 * time.Minute
-	}
-	c, ctx, cancel, err := f.connect(timeout)
+	return cli.Group(c, vmCreateCommand(f, stdout), list, show, start, stop, del, vmMigrateCommand(f, stdout, stderr), vmConsoleCommand(f, stdout, stderr))
+}
+
+// vmByName runs one request about the VM name and prints its answer: as
+// JSON, as the text line it returns, or as a VM.
+func vmByName(f *poolFlags, name string, run func(*poolapi.Client, context.Context, string) (any, string, error), stdout io.Writer) error {
+	c, ctx, cancel, err := f.connect(f.timeout)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	v, line, err := run(c, ctx, name)
+	switch {
+	case err != nil:
+		return err
+	case f.asJSON:
+		return printJSON(stdout, v)
+	case line != "":
+		_, err := fmt.Fprintln(stdout, line)
+		return err
+	}
+	return printVM(stdout, v.(poolapi.VM), false)
+}
 
-	switch sub {
-	case "create":
-		if kernel == "" {
-			return errors.New("vm create: --kernel is required")
+// vmDesired is vm start (running) or vm stop.
+func vmDesired(running bool) func(*poolapi.Client, context.Context, string) (any, string, error) {
+	return func(c *poolapi.Client, ctx context.Context, name string) (any, string, error) {
+		call := c.StopVM
+		if running {
+			call = c.StartVM
 		}
-		memBytes, err := limits.ParseMem(mem)
-		if err != nil {
-			return fmt.Errorf("vm create: --mem: %w", err)
-		}
-		if haPriority < 0 {
-			return fmt.Errorf("vm create: --ha-priority %d: want 0 or more", haPriority)
-		}
-		ha = ha || flagSet(fs, "ha-priority")
-		spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: kernel, Cmdline: cmdline,
-			HA: store.HASpec{Restart: ha, Priority: haPriority}}
-		if stopped {
-			spec.Desired = store.DesiredStopped
-		}
-		for _, s := range disks {
-			d, err := parseDisk(s)
+		v, err := call(ctx, name)
+		return v, fmt.Sprintf("vm %s: desired %s, phase %s, host %s", v.Name, v.Spec.Desired, v.Phase, dash(v.Host)), err
+	}
+}
+
+func vmList(f *poolFlags, stdout io.Writer) error {
+	c, ctx, cancel, err := f.connect(f.timeout)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	vms, err := c.VMs(ctx)
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		return printJSON(stdout, vms)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VM\tPHASE\tDESIRED\tHOST\tVCPUS\tMEMORY\tMIGRATION")
+	for _, v := range vms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Phase, v.Spec.Desired, dash(v.Host),
+			v.Spec.VCPUs, humanBytes(v.Spec.MemBytes), migrationSummary(v.Migration))
+	}
+	return tw.Flush()
+}
+
+// vmCreateFlags are the flags of `godwit vm create`.
+type vmCreateFlags struct {
+	kernel, cmdline, mem, onHost, cpus string
+	haPriority                         int
+	disks, nics                        []string
+	ha, stopped                        bool
+}
+
+// vmCreateCommand is `godwit vm create NAME --kernel FILE ...`.
+func vmCreateCommand(pf *poolFlags, stdout io.Writer) *cobra.Command {
+	f := &vmCreateFlags{}
+	c := &cobra.Command{
+		Use:   "create NAME --kernel FILE [flags]",
+		Short: "Create a VM in the pool; the controller places and starts it",
+		Example: `  godwit vm create web1 --kernel /srv/guest.elf --mem 1G --cpus 2
+  godwit vm create db1 --kernel /srv/guest.elf --disk /srv/pool/db1.img,storage=pool --nic br0 --ha --ha-priority 10`,
+		Args: cli.Args("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := f.request(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			spec.Disks = append(spec.Disks, d)
-		}
-		for _, s := range nics {
-			n, err := parseNIC(s)
+			c, ctx, cancel, err := pf.connect(pf.timeout)
 			if err != nil {
 				return err
 			}
-			spec.NICs = append(spec.NICs, n)
+			defer cancel()
+			v, err := c.CreateVM(ctx, req)
+			if err != nil {
+				return err
+			}
+			return printVM(stdout, v, pf.asJSON)
+		},
+	}
+	fs := c.Flags()
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel (the same path on every host)")
+	fs.StringVar(&f.cmdline, "cmdline", "", "guest command line")
+	fs.StringVar(&f.mem, "mem", "512M", "guest memory, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
+	fs.StringVar(&f.cpus, "cpus", "1", fmt.Sprintf("vCPUs, 1 to %d", limits.MaxVCPUs))
+	fs.StringArrayVar(&f.disks, "disk", nil, "PATH[,storage=ID][,ro]; repeatable")
+	fs.StringArrayVar(&f.nics, "nic", nil, "BRIDGE[,mac=MAC]; repeatable")
+	fs.StringVar(&f.onHost, "host", "", "place on this host (checked like any placement)")
+	fs.BoolVar(&f.ha, "ha", false, "restart elsewhere if its host is lost")
+	fs.IntVar(&f.haPriority, "ha-priority", 0, "HA restart order: higher restarts first (implies --ha)")
+	fs.BoolVar(&f.stopped, "stopped", false, "create without starting")
+	return c
+}
+
+// request checks the flags and builds the create request; the shape is
+// checked here as the controller and the VMM check it.
+func (f *vmCreateFlags) request(cmd *cobra.Command, name string) (poolapi.CreateVMRequest, error) {
+	var req poolapi.CreateVMRequest
+	if f.kernel == "" {
+		return req, cli.Usagef(cmd, "--kernel is required")
+	}
+	memBytes, err := limits.ParseMem(f.mem)
+	if err != nil {
+		return req, cli.Usagef(cmd, "--mem: %v", err)
+	}
+	cpus, err := limits.ParseVCPUs(f.cpus)
+	if err != nil {
+		return req, cli.Usagef(cmd, "--cpus: %v", err)
+	}
+	if f.haPriority < 0 {
+		return req, cli.Usagef(cmd, "--ha-priority %d: want 0 or more", f.haPriority)
+	}
+	spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: f.kernel, Cmdline: f.cmdline,
+		HA: store.HASpec{Restart: f.ha || cmd.Flags().Changed("ha-priority"), Priority: f.haPriority}}
+	if f.stopped {
+		spec.Desired = store.DesiredStopped
+	}
+	for _, s := range f.disks {
+		d, err := parseDisk(s)
+		if err != nil {
+			return req, cli.Usagef(cmd, "%v", err)
 		}
-		v, err := c.CreateVM(ctx, poolapi.CreateVMRequest{Name: pos[0], Spec: spec, Host: onHost})
+		spec.Disks = append(spec.Disks, d)
+	}
+	for _, s := range f.nics {
+		n, err := parseNIC(s)
+		if err != nil {
+			return req, cli.Usagef(cmd, "%v", err)
+		}
+		spec.NICs = append(spec.NICs, n)
+	}
+	if err := limits.CheckName("VM", name); err != nil {
+		return req, cli.Usagef(cmd, "%v", err)
+	}
+	if err := spec.Shape(name).Check(); err != nil {
+		return req, cli.Usagef(cmd, "%v", err)
+	}
+	return poolapi.CreateVMRequest{Name: name, Spec: spec, Host: f.onHost}, nil
+}
+
+// vmMigrateFlags are the flags of `godwit vm migrate`.
+type vmMigrateFlags struct {
+	to, bandwidth     string
+	wait, cancel, set bool
+	downtime          time.Duration
+}
+
+// vmMigrateCommand is `godwit vm migrate NAME [--to HOST] ...`.
+func vmMigrateCommand(pf *poolFlags, stdout, stderr io.Writer) *cobra.Command {
+	f := &vmMigrateFlags{}
+	c := &cobra.Command{
+		Use:   "migrate NAME [--to HOST] [--bandwidth B] [--downtime D] [--wait] | --set ... | --cancel",
+		Short: "Live-migrate a VM to another host of the pool (placement picks one without --to)",
+		Example: `  godwit vm migrate web1 --to b --wait
+  godwit vm migrate web1 --bandwidth 100M --downtime 30ms
+  godwit vm migrate web1 --set --bandwidth 0
+  godwit vm migrate web1 --cancel --wait`,
+		Args: cli.Args("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, pf, args[0], stdout, stderr) },
+	}
+	fs := c.Flags()
+	fs.StringVar(&f.to, "to", "", "destination host (default: placement picks one)")
+	fs.BoolVar(&f.wait, "wait", false, "wait until the migration ends, showing its progress")
+	fs.StringVar(&f.bandwidth, "bandwidth", "0", "bandwidth cap in bytes/s: "+limits.SizeGrammar+" (0: none)")
+	fs.BoolVar(&f.cancel, "cancel", false, "cancel the VM's migration under way (the VM stays where it runs)")
+	fs.DurationVar(&f.downtime, "downtime", 0, "downtime target, 1ms to 1m (default: the VMM's, 50ms)")
+	fs.BoolVar(&f.set, "set", false, "change the --bandwidth and --downtime of the migration under way")
+	c.MarkFlagsMutuallyExclusive("set", "cancel")
+	c.MarkFlagsMutuallyExclusive("set", "to")
+	c.MarkFlagsMutuallyExclusive("set", "wait")
+	c.MarkFlagsMutuallyExclusive("cancel", "to")
+	c.MarkFlagsMutuallyExclusive("cancel", "bandwidth")
+	c.MarkFlagsMutuallyExclusive("cancel", "downtime")
+	return c
+}
+
+func (f *vmMigrateFlags) run(cmd *cobra.Command, pf *poolFlags, name string, stdout, stderr io.Writer) error {
+	fs := cmd.Flags()
+	bw, err := limits.ParseBandwidth(f.bandwidth)
+	if err != nil {
+		return cli.Usagef(cmd, "--bandwidth: %v", err)
+	}
+	if fs.Changed("downtime") {
+		if err := limits.CheckDuration(f.downtime, time.Millisecond, time.Minute); err != nil {
+			return cli.Usagef(cmd, "--downtime %v", err)
+		}
+	}
+	downMs := float64(f.downtime) / float64(time.Millisecond)
+	if f.set && !fs.Changed("bandwidth") && !fs.Changed("downtime") {
+		return cli.Usagef(cmd, "--set: give --bandwidth and/or --downtime")
+	}
+	timeout := pf.timeout
+	if f.wait && !fs.Changed("timeout") {
+		timeout = 10 * time.Minute
+	}
+	c, ctx, cancel, err := pf.connect(timeout)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	var m store.Migration
+	switch {
+	case f.set:
+		var l poolapi.MigrationLimits
+		if fs.Changed("bandwidth") {
+			l.Bandwidth = &bw
+		}
+		if fs.Changed("downtime") {
+			l.DowntimeMs = &downMs
+		}
+		m, err := c.SetMigrationLimits(ctx, name, l)
 		if err != nil {
 			return err
 		}
-		return printVM(stdout, v, f.asJSON)
-	case "list":
-		vms, err := c.VMs(ctx)
-		if err != nil {
-			return err
+		if pf.asJSON {
+			return printJSON(stdout, m)
 		}
-		if f.asJSON {
-			return printJSON(stdout, vms)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "VM\tPHASE\tDESIRED\tHOST\tVCPUS\tMEMORY\tMIGRATION")
-		for _, v := range vms {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Phase, v.Spec.Desired, dash(v.Host),
-				v.Spec.VCPUs, humanBytes(v.Spec.MemBytes), migrationSummary(v.Migration))
-		}
-		return tw.Flush()
-	case "show":
-		v, err := c.VM(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		return printVM(stdout, v, f.asJSON)
-	case "start", "stop":
-		call := c.StartVM
-		if sub == "stop" {
-			call = c.StopVM
-		}
-		v, err := call(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if f.asJSON {
-			return printJSON(stdout, v)
-		}
-		fmt.Fprintf(stdout, "vm %s: desired %s, phase %s, host %s\n", v.Name, v.Spec.Desired, v.Phase, dash(v.Host))
+		fmt.Fprintf(stdout, "migration %s of vm %s: bandwidth %s, downtime target %s; its source takes them within a second\n",
+			m.ID, m.VM, bandwidthText(m.Bandwidth), downtimeText(m.DowntimeMs))
 		return nil
-	case "delete":
-		if err := c.DeleteVM(ctx, pos[0]); err != nil {
-			return err
+	case f.cancel:
+		m, err = c.CancelMigration(ctx, name)
+	default:
+		m, err = c.MigrateVM(ctx, name, poolapi.MigrateRequest{To: f.to, Bandwidth: bw, DowntimeMs: downMs})
+	}
+	if err != nil {
+		return err
+	}
+	if !f.wait {
+		if pf.asJSON {
+			return printJSON(stdout, m)
 		}
-		if f.asJSON {
-			return printJSON(stdout, map[string]string{"deleted": pos[0]})
-		}
-		fmt.Fprintf(stdout, "vm %s deleted\n", pos[0])
-		return nil
-	case "migrate":
-		var m store.Migration
-		bw, err := limits.ParseBandwidth(bandwidth)
-		if err != nil {
-			return fmt.Errorf("vm migrate: --bandwidth: %w", err)
-		}
-		if flagSet(fs, "downtime") && (downtime < time.Millisecond || downtime > time.Minute) {
-			return fmt.Errorf("vm migrate: --downtime %v: want 1ms to 1m", downtime)
-		}
-		downMs := float64(downtime) / float64(time.Millisecond)
-		if setMig {
-			var l poolapi.MigrationLimits
-			if flagSet(fs, "bandwidth") {
-				l.Bandwidth = &bw
-			}
-			if flagSet(fs, "downtime") {
-				l.DowntimeMs = &downMs
-			}
-			if to != "" || cancelMig || wait || (l.Bandwidth == nil && l.DowntimeMs == nil) {
-				return errors.New("vm migrate --set: give --bandwidth and/or --downtime (and nothing else)")
-			}
-			m, err := c.SetMigrationLimits(ctx, pos[0], l)
-			if err != nil {
-				return err
-			}
-			if f.asJSON {
-				return printJSON(stdout, m)
-			}
-			fmt.Fprintf(stdout, "migration %s of vm %s: bandwidth %s, downtime target %s; its source takes them within a second\n",
-				m.ID, m.VM, bandwidthText(m.Bandwidth), downtimeText(m.DowntimeMs))
-			return nil
-		}
-		if cancelMig {
-			if to != "" || flagSet(fs, "bandwidth") || flagSet(fs, "downtime") {
-				return errors.New("vm migrate --cancel: takes no --to, --bandwidth or --downtime")
-			}
-			if m, err = c.CancelMigration(ctx, pos[0]); err != nil {
-				return err
-			}
-			if !wait {
-				if f.asJSON {
-					return printJSON(stdout, m)
-				}
-				fmt.Fprintf(stdout, "migration %s of vm %s (%s → %s): cancel asked for; --wait shows the end\n", m.ID, m.VM, m.Src, m.Dst)
-				return nil
-			}
-		} else if m, err = c.MigrateVM(ctx, pos[0], poolapi.MigrateRequest{To: to, Bandwidth: bw, DowntimeMs: downMs}); err != nil {
-			return err
-		}
-		if !wait {
-			if f.asJSON {
-				return printJSON(stdout, m)
-			}
+		if f.cancel {
+			fmt.Fprintf(stdout, "migration %s of vm %s (%s → %s): cancel asked for; --wait shows the end\n", m.ID, m.VM, m.Src, m.Dst)
+		} else {
 			fmt.Fprintf(stdout, "migration %s: vm %s %s → %s %s (owner revision %d)\n", m.ID, m.VM, m.Src, m.Dst, m.Phase, m.ExpectOwnerRev)
-			return nil
-		}
-		progress := stdout
-		if f.asJSON {
-			progress = stderr
-		}
-		fmt.Fprintf(progress, "migration %s: vm %s %s → %s\n", m.ID, m.VM, m.Src, m.Dst)
-		final, err := waitMigration(ctx, c, m, progress)
-		if err != nil {
-			return err
-		}
-		if f.asJSON {
-			if err := printJSON(stdout, final); err != nil {
-				return err
-			}
-		}
-		if cancelMig && final.Phase != store.MigrationCommitted {
-			if !f.asJSON {
-				fmt.Fprintf(stdout, "migration %s cancelled; vm %s stays on %s\n", final.ID, final.VM, final.Src)
-			}
-			return nil
-		}
-		if final.Phase != store.MigrationCommitted {
-			why := final.Error
-			if why == "" {
-				why = "no reason given"
-			}
-			return fmt.Errorf("migration %s of vm %s %s: %s (the VM stays on %s)", final.ID, final.VM, final.Phase, why, final.Src)
-		}
-		if !f.asJSON {
-			fmt.Fprintf(stdout, "vm %s now runs on %s\n", final.VM, final.Dst)
 		}
 		return nil
+	}
+	return f.waitEnd(ctx, c, m, pf.asJSON, stdout, stderr)
+}
+
+// waitEnd follows the migration m to its end and reports it.
+func (f *vmMigrateFlags) waitEnd(ctx context.Context, c *poolapi.Client, m store.Migration, asJSON bool, stdout, stderr io.Writer) error {
+	progress := stdout
+	if asJSON {
+		progress = stderr
+	}
+	fmt.Fprintf(progress, "migration %s: vm %s %s → %s\n", m.ID, m.VM, m.Src, m.Dst)
+	final, err := waitMigration(ctx, c, m, progress)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if err := printJSON(stdout, final); err != nil {
+			return err
+		}
+	}
+	switch {
+	case f.cancel && final.Phase != store.MigrationCommitted:
+		if !asJSON {
+			fmt.Fprintf(stdout, "migration %s cancelled; vm %s stays on %s\n", final.ID, final.VM, final.Src)
+		}
+		return nil
+	case final.Phase != store.MigrationCommitted:
+		return fmt.Errorf("migration %s of vm %s %s: %s (the VM stays on %s)", final.ID, final.VM, final.Phase, cmp.Or(final.Error, "no reason given"), final.Src)
+	case !asJSON:
+		fmt.Fprintf(stdout, "vm %s now runs on %s\n", final.VM, final.Dst)
 	}
 	return nil
 }
@@ -593,15 +629,26 @@ func printVM(w io.Writer, v poolapi.VM, asJSON bool) error {
 	return printRows(w, rows)
 }
 
-// clusterCmd runs `godwit cluster status`.
-func clusterCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "status" {
-		return usageError(stderr, "cluster: give a subcommand: status")
+// clusterCommand is `godwit cluster status`.
+func clusterCommand(stdout io.Writer) *cobra.Command {
+	f := &poolFlags{}
+	c := &cobra.Command{
+		Use:     "cluster",
+		Short:   "The pool as a whole: leader, members, hosts, VMs",
+		Example: "  godwit cluster status",
 	}
-	fs, f := newPoolFlags("cluster status", stderr)
-	if _, err := parsePool(fs, args[1:], 0, "no arguments"); err != nil {
-		return err
+	f.register(c.PersistentFlags())
+	status := &cobra.Command{
+		Use:     "status",
+		Short:   "Leader, controllers, etcd, hosts, VMs, migrations and HA",
+		Example: "  godwit cluster status --json",
+		Args:    cobra.NoArgs,
+		RunE:    func(*cobra.Command, []string) error { return clusterStatus(f, stdout) },
 	}
+	return cli.Group(c, status)
+}
+
+func clusterStatus(f *poolFlags, stdout io.Writer) error {
 	c, ctx, cancel, err := f.connect(f.timeout)
 	if err != nil {
 		return err
@@ -661,16 +708,6 @@ func counts(m map[string]int) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
 }
 
 func dash(s string) string {

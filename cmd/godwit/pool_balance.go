@@ -2,56 +2,54 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
-const balanceUsage = `godwit balance: load balancing across the pool's hosts
-
-Usage:
-  godwit balance [--dry-run] [--moves N] [--level 1-5] [--json]
-  godwit balance --apply N [--level 1-5] [--json]
-
---dry-run (the default) shows the host loads, the imbalance I = (σ/μ)/sqrt(N−1)
-of the loads L = max(cpu, mem), and the plan: up to --moves moves (default 10),
-each the best single migration once the previous ones are done, with its
-expected gain (I − I′)/I and predicted migration time; nothing moves.
+// balanceCommand is `godwit balance`.
+func balanceCommand(stdout io.Writer) *cobra.Command {
+	f := &poolFlags{}
+	var dry bool
+	var apply, moves, level int
+	c := &cobra.Command{
+		Use:   "balance [--dry-run] [--moves N] [--level 1-5] | balance --apply N",
+		Short: "Load balancing across the pool's hosts: the plan, or apply its moves",
+		Long: `--dry-run (the default) shows the host loads, the imbalance I = (σ/μ)/sqrt(N−1)
+of the loads L = max(cpu, mem), and the plan: up to --moves moves (default
+10), each the best single migration once the previous ones are done, with
+its expected gain (I − I′)/I and predicted migration time; nothing moves.
 --apply N requests the first N moves of the plan now (reason "balance").
-The level (default: the controller's --balance-level, else 3) sets the threshold:
-1 only mandatory moves (must-rule violations), 2-5 thresholds 0.4/0.3/0.2/0.1.
-
-Takes --controller, --credential, --json and --timeout like the other pool commands.
-`
-
-// balanceCmd runs `godwit balance`.
-func balanceCmd(args []string, stdout, stderr io.Writer) error {
-	fs, f := newPoolFlags("balance", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, balanceUsage) }
-	dry := fs.Bool("dry-run", false, "show the plan without moving anything (the default)")
-	apply := fs.Int("apply", 0, "request the first N moves of the plan")
-	moves := fs.Int("moves", 0, "moves to plan in a dry run (default 10)")
-	level := fs.Int("level", 0, "1-5 (default: the controller's, else 3)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+The level (default: the controller's --balance-level, else 3) sets the
+threshold: 1 only mandatory moves (must-rule violations), 2-5 thresholds
+0.4/0.3/0.2/0.1.`,
+		Example: `  godwit balance
+  godwit balance --level 5 --moves 3 --json
+  godwit balance --apply 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if apply < 0 || moves < 0 || level < 0 || level > 5 {
+				return cli.Usagef(cmd, "--apply and --moves want a positive count, --level 1-5")
+			}
+			return balance(f, apply, moves, level, stdout)
+		},
 	}
-	switch {
-	case len(pos) > 0:
-		return fmt.Errorf("balance: unexpected argument %q", pos[0])
-	case *dry && *apply > 0:
-		return errors.New("balance: --dry-run and --apply exclude each other")
-	case *apply < 0 || *moves < 0 || *level < 0 || *level > 5:
-		return errors.New("balance: --apply and --moves want a positive count, --level 1-5")
-	}
+	f.register(c.Flags())
+	c.Flags().BoolVar(&dry, "dry-run", false, "show the plan without moving anything (the default)")
+	c.Flags().IntVar(&apply, "apply", 0, "request the first N moves of the plan")
+	c.Flags().IntVar(&moves, "moves", 0, "moves to plan in a dry run (default 10)")
+	c.Flags().IntVar(&level, "level", 0, "1-5 (default: the controller's, else 3)")
+	c.MarkFlagsMutuallyExclusive("dry-run", "apply")
+	return c
+}
+
+func balance(f *poolFlags, apply, moves, level int, stdout io.Writer) error {
 	c, err := f.client()
 	if err != nil {
 		return err
@@ -59,10 +57,10 @@ func balanceCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	var pl poolapi.BalancePlan
-	if *apply > 0 {
-		pl, err = c.Balance(ctx, poolapi.BalanceRequest{Apply: *apply, Level: *level})
+	if apply > 0 {
+		pl, err = c.Balance(ctx, poolapi.BalanceRequest{Apply: apply, Level: level})
 	} else {
-		pl, err = c.BalancePlan(ctx, *moves, *level)
+		pl, err = c.BalancePlan(ctx, moves, level)
 	}
 	if err != nil {
 		return err
@@ -70,10 +68,10 @@ func balanceCmd(args []string, stdout, stderr io.Writer) error {
 	if f.asJSON {
 		return printJSON(stdout, pl)
 	}
-	printBalance(stdout, pl, *apply > 0)
+	printBalance(stdout, pl, apply > 0)
 	for _, m := range pl.Moves {
 		if m.Error != "" {
-			return fmt.Errorf("balance: move of vm %s to %s failed: %s", m.VM, m.To, m.Error)
+			return fmt.Errorf("move of vm %s to %s failed: %s", m.VM, m.To, m.Error)
 		}
 	}
 	return nil

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,56 +9,71 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
-// vmConsoleCmd runs `godwit vm console NAME [--tail BYTES] [--follow]`
+// vmConsoleCommand is `godwit vm console NAME [--tail BYTES] [--follow]`
 // and `godwit vm console NAME --send TEXT`: a pool VM's serial console
 // through the controller, whichever host the VM runs on.
-func vmConsoleCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr io.Writer) error {
-	tail := fs.Int64("tail", 4096, "print the log's last BYTES first (0: from the start)")
-	follow := fs.Bool("follow", false, "keep printing what the guest writes, across migrations, until Ctrl-C")
-	fs.BoolVar(follow, "f", false, "short for --follow")
-	send := fs.String("send", "", "type TEXT and a newline on the guest's console, then exit")
-	pos, err := parsePool(fs, args, 1, "a VM name")
-	if err != nil {
-		return err
+func vmConsoleCommand(f *poolFlags, stdout, stderr io.Writer) *cobra.Command {
+	var tail int64
+	var follow bool
+	var send string
+	c := &cobra.Command{
+		Use:   "console NAME [--tail BYTES] [--follow] | console NAME --send TEXT",
+		Short: "A VM's serial console, on whichever host it runs",
+		Example: `  godwit vm console web1 --tail 0
+  godwit vm console web1 -f
+  godwit vm console web1 --send 'W 64 64 0'`,
+		Args: cli.Args("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tail < 0 {
+				return cli.Usagef(cmd, "--tail %d: want 0 or more bytes", tail)
+			}
+			if send != "" && (follow || cmd.Flags().Changed("tail")) {
+				return cli.Usagef(cmd, "--send takes no --tail or --follow")
+			}
+			return vmConsole(f, args[0], tail, follow, send, cmd.Flags().Changed("timeout"), stdout, stderr)
+		},
 	}
-	if *tail < 0 {
-		return fmt.Errorf("vm console: --tail %d: want 0 or more bytes", *tail)
-	}
-	if *send != "" && (*follow || flagSet(fs, "tail")) {
-		return errors.New("vm console: --send takes no --tail or --follow")
-	}
+	c.Flags().Int64Var(&tail, "tail", 4096, "print the log's last BYTES first (0: from the start)")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the guest writes, across migrations, until Ctrl-C")
+	c.Flags().StringVar(&send, "send", "", "type TEXT and a newline on the guest's console, then exit")
+	return c
+}
+
+func vmConsole(f *poolFlags, vm string, tail int64, follow bool, send string, timeoutSet bool, stdout, stderr io.Writer) error {
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	vm := pos[0]
-	if *send != "" {
+	if send != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 		defer cancel()
-		return c.SendConsole(ctx, vm, *send+"\n")
+		return c.SendConsole(ctx, vm, send+"\n")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if flagSet(fs, "timeout") || !*follow {
+	if timeoutSet || !follow {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	off := -*tail
-	if *tail == 0 {
+	off := -tail
+	if tail == 0 {
 		off = 0
 	}
 	host := ""
 	for {
 		ch, err := c.Console(ctx, vm, off)
 		switch {
-		case err != nil && ctx.Err() != nil && *follow:
+		case err != nil && ctx.Err() != nil && follow:
 			return nil // Ctrl-C or --timeout ends a follow
-		case err != nil && *follow:
+		case err != nil && follow:
 			// The VM may be between hosts: say so and keep trying.
 			fmt.Fprintf(stderr, "godwit: %v (retrying)\n", err)
 			if !sleepCtx(ctx, time.Second) {
@@ -82,7 +95,7 @@ func vmConsoleCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr 
 		if len(ch.Data) == poolapi.MaxConsoleChunk {
 			continue // more is there already
 		}
-		if !*follow {
+		if !follow {
 			return nil
 		}
 		if !sleepCtx(ctx, 200*time.Millisecond) {

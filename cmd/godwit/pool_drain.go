@@ -2,119 +2,122 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/godwit-vmm/godwit/internal/cli"
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
-// Host maintenance commands:
-//
-//	godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--force] [--watch]
-//	godwit host drain HOST --dry-run [--concurrency N]
-//	godwit host drain HOST --cancel
-//	godwit host activate HOST
-const drainUsage = `godwit host drain|activate: host maintenance
+// drainFlags are the flags of `godwit host drain`.
+type drainFlags struct {
+	concurrency                          int
+	onBlocked                            string
+	watch, cancel, status, dryRun, force bool
+}
 
-Usage:
-  godwit host drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--force] [--watch]
-        mark HOST draining (no new VMs) and live-migrate its VMs away, shortest
-        predicted migration first; with --watch, show each VM's progress until
-        the host is in maintenance (VMs that cannot move are listed with why);
-        refused if afterwards some host's HA VMs could not all restart
-        elsewhere (see --dry-run), unless --force
-  godwit host drain HOST --dry-run [--concurrency N]
-        show where each VM would go, in order, which cannot move and why, and
-        the predicted drain time; changes nothing
-  godwit host drain HOST --cancel
-        stop starting migrations (those under way finish); HOST active again
-  godwit host drain HOST --status
-        show the drain's plan and progress
-  godwit host activate HOST
-        return HOST to active (from maintenance, failed or draining)
-`
+// hostDrainCommand is `godwit host drain HOST`.
+func hostDrainCommand(pf *poolFlags, stdout, stderr io.Writer) *cobra.Command {
+	f := &drainFlags{}
+	c := &cobra.Command{
+		Use:   "drain HOST [--concurrency N] [--on-blocked wait|shutdown|fail] [--force] [--watch]",
+		Short: "Evacuate a host for maintenance: live-migrate its VMs away",
+		Long: `Mark HOST draining (no new VMs) and live-migrate its VMs away, shortest
+predicted migration first; with --watch, show each VM's progress until the
+host is in maintenance (VMs that cannot move are listed with why). Refused
+if afterwards some host's HA VMs could not all restart elsewhere (see
+--dry-run), unless --force. --dry-run shows where each VM would go, in order,
+which cannot move and why, and the predicted drain time, changing nothing.
+--cancel stops starting migrations (those under way finish) and makes HOST
+active again; --status shows the drain's plan and progress.`,
+		Example: `  godwit host drain b --watch
+  godwit host drain b --dry-run --concurrency 2
+  godwit host drain b --cancel`,
+		Args: cli.Args("HOST"),
+		RunE: func(c *cobra.Command, args []string) error { return f.run(c, pf, args[0], stdout, stderr) },
+	}
+	fs := c.Flags()
+	fs.IntVar(&f.concurrency, "concurrency", 0, "migrations out of the host at once (default 1)")
+	fs.StringVar(&f.onBlocked, "on-blocked", "wait", "when only blocked VMs are left: wait, shutdown (stop them) or fail (end the drain)")
+	fs.BoolVar(&f.watch, "watch", false, "show progress until the host is in maintenance")
+	fs.BoolVar(&f.cancel, "cancel", false, "cancel the host's drain")
+	fs.BoolVar(&f.status, "status", false, "show the drain without changing it")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "show what a drain would do now, changing nothing")
+	fs.BoolVar(&f.force, "force", false, "drain even if afterwards some host's HA VMs could not all restart elsewhere")
+	c.MarkFlagsMutuallyExclusive("cancel", "status", "dry-run")
+	return c
+}
 
-// hostDrainCmd runs `godwit host drain`.
-func hostDrainCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout, stderr io.Writer) error {
-	fs.Usage = func() { fmt.Fprint(stderr, drainUsage) }
-	concurrency := fs.Int("concurrency", 0, "migrations out of the host at once (default 1)")
-	onBlocked := fs.String("on-blocked", "wait", "when only blocked VMs are left: wait, shutdown (stop them) or fail (end the drain)")
-	watch := fs.Bool("watch", false, "show progress until the host is in maintenance")
-	cancelDrain := fs.Bool("cancel", false, "cancel the host's drain")
-	status := fs.Bool("status", false, "show the drain without changing it")
-	dryRun := fs.Bool("dry-run", false, "show what a drain would do now, changing nothing")
-	force := fs.Bool("force", false, "drain even if afterwards some host's HA VMs could not all restart elsewhere")
-	pos, err := parsePool(fs, args, 1, "a host name")
+func (f *drainFlags) run(cmd *cobra.Command, pf *poolFlags, host string, stdout, stderr io.Writer) error {
+	if f.dryRun && (f.watch || f.force || cmd.Flags().Changed("on-blocked")) {
+		return cli.Usagef(cmd, "--dry-run takes only --concurrency")
+	}
+	c, err := pf.client()
 	if err != nil {
 		return err
 	}
-	if *dryRun && (*cancelDrain || *status || *watch || *force || flagSet(fs, "on-blocked")) {
-		return errors.New("host drain: --dry-run takes only --concurrency")
-	}
-	c, err := f.client()
-	if err != nil {
-		return err
-	}
-	timeout := f.timeout
-	if *watch && !flagSet(fs, "timeout") {
+	timeout := pf.timeout
+	if f.watch && !cmd.Flags().Changed("timeout") {
 		timeout = 2 * time.Hour
 	}
 	ctx, stop := context.WithTimeout(context.Background(), timeout)
 	defer stop()
-	if *dryRun {
-		p, err := c.PlanDrain(ctx, pos[0], *concurrency)
+	if f.dryRun {
+		p, err := c.PlanDrain(ctx, host, f.concurrency)
 		if err != nil {
 			return err
 		}
-		if f.asJSON {
+		if pf.asJSON {
 			return printJSON(stdout, p)
 		}
 		return printDrainPlan(stdout, p)
 	}
-	var d poolapi.Drain
-	switch {
-	case *cancelDrain && *status:
-		return errors.New("host drain: --cancel and --status exclude each other")
-	case *cancelDrain:
-		d, err = c.CancelDrain(ctx, pos[0])
-	case *status:
-		d, err = c.HostDrain(ctx, pos[0])
-	default:
-		d, err = c.DrainHost(ctx, pos[0], poolapi.DrainRequest{Concurrency: *concurrency, OnBlocked: *onBlocked, Force: *force})
-		if err != nil && *watch {
-			// The drain to watch may have ended between the caller's
-			// last look and this request: a host it left in
-			// maintenance is refused a new drain, and the watch is over.
-			if cur, serr := c.HostDrain(ctx, pos[0]); serr == nil && cur.Phase == poolapi.DrainDone && cur.HostState == "maintenance" {
-				d, err = cur, nil
-			}
-		}
-	}
+	d, err := f.request(ctx, c, host)
 	if err != nil {
 		return err
 	}
-	if !*watch || *cancelDrain {
-		if f.asJSON {
+	if !f.watch || f.cancel {
+		if pf.asJSON {
 			return printJSON(stdout, d)
 		}
 		return printDrain(stdout, d)
 	}
 	progress := stdout
-	if f.asJSON {
+	if pf.asJSON {
 		progress = stderr
 	}
 	final, err := watchDrain(ctx, c, d, progress)
-	if f.asJSON {
+	if pf.asJSON {
 		if perr := printJSON(stdout, final); perr != nil && err == nil {
 			err = perr
 		}
 	}
 	return err
+}
+
+// request asks the controller to drain, cancel or show the drain.
+func (f *drainFlags) request(ctx context.Context, c *poolapi.Client, host string) (poolapi.Drain, error) {
+	switch {
+	case f.cancel:
+		return c.CancelDrain(ctx, host)
+	case f.status:
+		return c.HostDrain(ctx, host)
+	}
+	d, err := c.DrainHost(ctx, host, poolapi.DrainRequest{Concurrency: f.concurrency, OnBlocked: f.onBlocked, Force: f.force})
+	if err != nil && f.watch {
+		// The drain to watch may have ended between the caller's last
+		// look and this request: a host it left in maintenance is
+		// refused a new drain, and the watch is over.
+		if cur, serr := c.HostDrain(ctx, host); serr == nil && cur.Phase == poolapi.DrainDone && cur.HostState == "maintenance" {
+			return cur, nil
+		}
+	}
+	return d, err
 }
 
 // watchDrain polls the drain, printing a line per VM change, until the
@@ -227,27 +230,30 @@ func printDrainPlan(w io.Writer, p poolapi.DrainPlan) error {
 	return nil
 }
 
-// hostActivateCmd runs `godwit host activate HOST`.
-func hostActivateCmd(fs *flag.FlagSet, f *poolFlags, args []string, stdout io.Writer) error {
-	pos, err := parsePool(fs, args, 1, "a host name")
-	if err != nil {
-		return err
+// hostActivateCommand is `godwit host activate HOST`.
+func hostActivateCommand(f *poolFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "activate HOST",
+		Short:   "Return a host to active (from maintenance, failed or draining)",
+		Example: "  godwit host activate b",
+		Args:    cli.Args("HOST"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			c, ctx, cancel, err := f.connect(f.timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			h, err := c.ActivateHost(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return printJSON(stdout, h)
+			}
+			fmt.Fprintf(stdout, "host %s: %s (%s)\n", h.Name, h.State, dash(h.StateReason))
+			return nil
+		},
 	}
-	c, err := f.client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-	defer cancel()
-	h, err := c.ActivateHost(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if f.asJSON {
-		return printJSON(stdout, h)
-	}
-	fmt.Fprintf(stdout, "host %s: %s (%s)\n", h.Name, h.State, dash(h.StateReason))
-	return nil
 }
 
 // haSummary is the cluster status line about HA restart.

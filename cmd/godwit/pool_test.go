@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -76,9 +77,11 @@ func (l *poolLab) run(t *testing.T, cmd func([]string, *bytes.Buffer, *bytes.Buf
 	return out.String(), err
 }
 
-func hostC(a []string, o, e *bytes.Buffer) error    { return hostCmd(a, o, e) }
-func vmC(a []string, o, e *bytes.Buffer) error      { return vmCmd(a, o, e) }
-func clusterC(a []string, o, e *bytes.Buffer) error { return clusterCmd(a, o, e) }
+func hostC(a []string, o, e *bytes.Buffer) error { return runErr(append([]string{"host"}, a...), o, e) }
+func vmC(a []string, o, e *bytes.Buffer) error   { return runErr(append([]string{"vm"}, a...), o, e) }
+func clusterC(a []string, o, e *bytes.Buffer) error {
+	return runErr(append([]string{"cluster"}, a...), o, e)
+}
 
 func mustRun(t *testing.T, l *poolLab, cmd func([]string, *bytes.Buffer, *bytes.Buffer) error, args ...string) string {
 	t.Helper()
@@ -169,12 +172,12 @@ func TestPoolCLI(t *testing.T) {
 	// host: each refused with one line.
 	t.Setenv("GODWIT_CREDENTIAL", "")
 	var o, e bytes.Buffer
-	if err := vmCmd([]string{"list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "no credential") {
+	if err := runErr([]string{"vm", "list", "--controller", l.c.URL()}, &o, &e); err == nil || !strings.Contains(err.Error(), "no credential") {
 		t.Errorf("no credential: %v", err)
 	}
 	open := l.pki.Issue(t, pki.RoleUser, "bob")
 	os.Chmod(filepath.Join(open, pki.KeyFile), 0o644)
-	if err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", open}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), "\n") {
+	if err := runErr([]string{"vm", "list", "--controller", l.c.URL(), "--credential", open}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("key file open to others: %v", err)
 	}
 	carol := l.pki.Issue(t, pki.RoleUser, "carol")
@@ -183,7 +186,7 @@ func TestPoolCLI(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", cred}, &o, &e)
+			err := runErr([]string{"vm", "list", "--controller", l.c.URL(), "--credential", cred}, &o, &e)
 			if err != nil && !strings.Contains(err.Error(), "\n") {
 				t.Logf("%s: %v", what, err)
 				return
@@ -204,12 +207,12 @@ func TestPoolCLI(t *testing.T) {
 	if err := expired.Write(expiredDir); err != nil {
 		t.Fatal(err)
 	}
-	if err := vmCmd([]string{"list", "--controller", l.c.URL(), "--credential", expiredDir}, &o, &e); err == nil || !strings.Contains(err.Error(), "expired") || strings.Contains(err.Error(), "\n") {
+	if err := runErr([]string{"vm", "list", "--controller", l.c.URL(), "--credential", expiredDir}, &o, &e); err == nil || !strings.Contains(err.Error(), "expired") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("an expired certificate: %v, want one line saying so", err)
 	}
 	waitRefused("another CA's user", testenv.NewPoolPKI(t, controller.DefaultPool).Issue(t, pki.RoleUser, "alice"))
 	waitRefused("a host's credential", l.pki.Issue(t, pki.RoleHost, "h1"))
-	if err := vmCmd([]string{"list", "--controller", strings.Replace(l.c.URL(), "https:", "http:", 1), "--credential", l.user}, &o, &e); err == nil || !strings.Contains(err.Error(), "HTTPS only") {
+	if err := runErr([]string{"vm", "list", "--controller", strings.Replace(l.c.URL(), "https:", "http:", 1), "--credential", l.user}, &o, &e); err == nil || !strings.Contains(err.Error(), "HTTPS only") {
 		t.Errorf("plaintext controller URL: %v", err)
 	}
 
@@ -219,7 +222,7 @@ func TestPoolCLI(t *testing.T) {
 	progress := &watchWriter{want: "requested", seen: make(chan struct{})}
 	go fakeHandOver(t, l, "web1", progress.seen)
 	var errb bytes.Buffer
-	if err := vmCmd([]string{"migrate", "web1", "--wait", "--controller", l.c.URL(), "--credential", l.user}, progress, &errb); err != nil {
+	if err := runErr([]string{"vm", "migrate", "web1", "--wait", "--controller", l.c.URL(), "--credential", l.user}, progress, &errb); err != nil {
 		t.Fatalf("godwit vm migrate web1 --wait: %v", err)
 	}
 	out = progress.String()
@@ -313,14 +316,14 @@ func fakeHandOver(t *testing.T, l *poolLab, vm string, shown <-chan struct{}) {
 
 func TestControllerCmdErrors(t *testing.T) {
 	var o, e bytes.Buffer
-	if err := controllerCmd([]string{"--id", "c1"}, &o, &e); err == nil || !strings.Contains(err.Error(), "--pki is required") {
+	if err := runErr([]string{"controller", "--id", "c1"}, &o, &e); err == nil || !strings.Contains(err.Error(), "--pki is required") {
 		t.Errorf("no --pki: %v", err)
 	}
 	dir := t.TempDir()
 	// A CA whose key others may read is refused.
 	beta := testenv.NewPoolPKI(t, "beta")
 	os.Chmod(filepath.Join(beta.Dir(), "ca-key.pem"), 0o644)
-	if err := controllerCmd([]string{"--id", "c1", "--pool", "beta", "--pki", beta.Dir()}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if err := runErr([]string{"controller", "--id", "c1", "--pool", "beta", "--pki", beta.Dir()}, &o, &e); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("CA key open to others: %v", err)
 	}
 	os.Chmod(filepath.Join(beta.Dir(), "ca-key.pem"), 0o600)
@@ -337,7 +340,7 @@ func TestControllerCmdErrors(t *testing.T) {
 	if _, err := store.New(cli).PutConfig(context.Background(), store.Config{Pool: "alpha"}, 0, store.Guard{}); err != nil {
 		t.Fatal(err)
 	}
-	err = controllerCmd([]string{"--id", "c2", "--pki", beta.Dir(), "--listen", "127.0.0.1:0", "--pool", "beta",
+	err = runErr([]string{"controller", "--id", "c2", "--pki", beta.Dir(), "--listen", "127.0.0.1:0", "--pool", "beta",
 		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--log-level", "error"}, &o, &e)
 	if err == nil || !strings.Contains(err.Error(), `holds pool "alpha"`) {
 		t.Errorf("other pool: %v", err)
@@ -345,47 +348,65 @@ func TestControllerCmdErrors(t *testing.T) {
 }
 
 // TestControllerCmdRuns runs `godwit controller` with an embedded etcd,
-// asks it for the cluster status through the CLI, and stops it with SIGTERM.
+// asks it for the cluster status through the CLI, and stops it with
+// SIGTERM. It runs the binary, so that the signal goes to the controller
+// and not to the test.
 func TestControllerCmdRuns(t *testing.T) {
 	dir := t.TempDir()
 	pk := testenv.NewPoolPKI(t, "godwit")
 	user := pk.Issue(t, pki.RoleUser, "alice")
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	var stderr bytes.Buffer
-	go func() {
-		done <- controllerCmd([]string{"--id", "c1", "--pki", pk.Dir(), "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "etcd"),
-			"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "error"}, pw, &stderr)
-		pw.Close()
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
+	cmd := exec.Command(godwitBin, "controller", "--id", "c1", "--pki", pk.Dir(), "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "etcd"),
+		"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "error")
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatalf("no start line (%v); stderr %s; exit %v", err, stderr.String(), <-done)
+		t.Fatal(err)
 	}
-	go io.Copy(io.Discard, pr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	exited := false
+	defer func() {
+		if !exited {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	lines := bufio.NewReader(stdout)
+	line, err := lines.ReadString('\n')
+	go func() {
+		io.Copy(io.Discard, lines)
+		done <- cmd.Wait()
+	}()
+	if err != nil {
+		t.Fatalf("no start line (%v); stderr %s", err, stderr.String())
+	}
 	m := regexp.MustCompile(`API (https://\S+),`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("start line %q", line)
 	}
-	var out, errb bytes.Buffer
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out.Reset()
-		err := clusterCmd([]string{"status", "--json", "--controller", m[1], "--credential", user}, &out, &errb)
+		out, errOut, code := godwit(t, "cluster", "status", "--json", "--controller", m[1], "--credential", user)
 		var cs poolapi.Cluster
-		if err == nil && json.Unmarshal(out.Bytes(), &cs) == nil && cs.Leading {
+		if code == 0 && json.Unmarshal([]byte(out), &cs) == nil && cs.Leading {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("controller never leads: %v %s", err, out.String())
+			t.Fatalf("controller never leads: exit %d, %s %s", code, out, errOut)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
+		exited = true
 		if err != nil {
-			t.Fatalf("controller exit: %v", err)
+			t.Fatalf("controller exit: %v; stderr %s", err, stderr.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("controller did not stop on SIGTERM")

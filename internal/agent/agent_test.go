@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 func agentChild(args []string) int {
-	cfg, err := agent.ParseFlags(args, os.Stderr)
+	cfg, err := agent.ParseFlags(args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		return 2
@@ -644,7 +644,9 @@ func TestAgentLeaseLost(t *testing.T) {
 		_, _, err := p.st.GetOwner(ctx, "vm1")
 		return errors.Is(err, store.ErrNotFound)
 	})
-	time.Sleep(1500 * time.Millisecond) // a reconcile pass or two
+	// The sleep proves that no reconcile pass starts vm1 here again: it
+	// spans a pass or two, and the agent counts no passes to wait on.
+	time.Sleep(1500 * time.Millisecond)
 	if vms, err := a.client().VMs(ctx); err != nil || len(vms) != 0 {
 		t.Errorf("VMs on h1 after the lease was lost: %+v %v", vms, err)
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
@@ -106,58 +107,66 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Usage is the agent command's synopsis.
-const Usage = `godwit agent: the host agent of a Godwit pool
+// Flags are the agent's command line, registered on a flag set by
+// RegisterFlags; Config checks them and builds the Config.
+type Flags struct {
+	host, listen, migrateIP, ports, etcd, state, credential string
+	bridges, storage, blockStorage                          []string
+	ttl, margin, renew, usageEvery, syncEvery               time.Duration
+	godwit, logLevel, vmmUser, accel                        string
+	verify                                                  bool
+}
 
-Usage:
-  godwit agent --host NAME --etcd ENDPOINTS --state-dir DIR --credential DIR [flags]
-
-`
+// RegisterFlags defines the agent's flags on fs.
+func RegisterFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.StringVar(&f.host, "host", "", "this host's name in the pool (default: the hostname)")
+	fs.StringVar(&f.listen, "listen", DefaultListen, "agent API address (TCP host:port)")
+	fs.StringVar(&f.migrateIP, "migrate-ip", "127.0.0.1", "address incoming VMMs listen on for migrations")
+	fs.StringVar(&f.ports, "migrate-ports", DefaultPorts, "port range of incoming VMMs")
+	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints, comma-separated (https://10.0.0.1:2379,...)")
+	fs.StringVar(&f.state, "state-dir", "/var/lib/godwit/agent", "state directory (lease ID, fence file, one directory per VM)")
+	fs.StringVar(&f.credential, "credential", "/etc/godwit/credential", "this host's credential directory (godwit pki issue --role host --name HOST)")
+	fs.StringArrayVar(&f.bridges, "bridge", nil, "L2 network present here: BRIDGE, or NETWORK=BRIDGE (repeatable)")
+	fs.StringArrayVar(&f.storage, "storage-id", nil, "shared storage reachable from here, ID=DIR or an absolute DIR that is its own ID; disks must lie under DIR (repeatable)")
+	fs.StringArrayVar(&f.blockStorage, "block-storage", nil, "storage of block devices, ID=DIR (e.g. san=/dev/disk/by-id): device nodes under DIR may be disks (repeatable)")
+	fs.DurationVar(&f.ttl, "lease-ttl", store.DefaultLeaseTTL, "host lease TTL (whole seconds)")
+	fs.DurationVar(&f.margin, "lease-margin", store.DefaultLeaseMargin, "local deadline this long before the lease can expire")
+	fs.DurationVar(&f.renew, "lease-renew", 0, "renewal period (default TTL/5)")
+	fs.DurationVar(&f.usageEvery, "usage-every", DefaultUsageEvery, "host usage report period")
+	fs.DurationVar(&f.syncEvery, "sync-every", DefaultSyncEvery, "full reconcile period")
+	fs.StringVar(&f.godwit, "godwit", "", "binary started as VMM with \"run\" (default: godwit-vmm beside this executable, else this executable)")
+	fs.StringVar(&f.logLevel, "vmm-log-level", "info", "--log-level of the VMMs")
+	fs.BoolVar(&f.verify, "verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
+	fs.StringVar(&f.vmmUser, "vmm-user", "nobody", "user the VMMs switch to once their VM runs (name or UID:GID; \"\" keeps root without capabilities)")
+	fs.StringVar(&f.accel, "accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
+	return f
+}
 
 // ParseFlags parses the agent's command line into a Config.
-func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, Usage)
-		fs.PrintDefaults()
-	}
-	var bridges, storage multiFlag
-	host := fs.String("host", "", "this host's name in the pool (default: the hostname)")
-	listen := fs.String("listen", DefaultListen, "agent API address (TCP host:port)")
-	migrateIP := fs.String("migrate-ip", "127.0.0.1", "address incoming VMMs listen on for migrations")
-	ports := fs.String("migrate-ports", DefaultPorts, "port range of incoming VMMs")
-	etcd := fs.String("etcd", "", "etcd endpoints, comma-separated (http://127.0.0.1:2379,...)")
-	state := fs.String("state-dir", "/var/lib/godwit/agent", "state directory (lease ID, fence file, one directory per VM)")
-	credential := fs.String("credential", "/etc/godwit/credential", "this host's credential directory (godwit pki issue --role host --name HOST)")
-	fs.Var(&bridges, "bridge", "L2 network present here: BRIDGE, or NETWORK=BRIDGE (repeatable)")
-	fs.Var(&storage, "storage-id", "shared storage reachable from here, ID=DIR or an absolute DIR that is its own ID; disks must lie under DIR (repeatable)")
-	var blockStorage multiFlag
-	fs.Var(&blockStorage, "block-storage", "storage of block devices, ID=DIR (e.g. san=/dev/disk/by-id): device nodes under DIR may be disks (repeatable)")
-	ttl := fs.Duration("lease-ttl", store.DefaultLeaseTTL, "host lease TTL (whole seconds)")
-	margin := fs.Duration("lease-margin", store.DefaultLeaseMargin, "local deadline this long before the lease can expire")
-	renew := fs.Duration("lease-renew", 0, "renewal period (default TTL/5)")
-	usageEvery := fs.Duration("usage-every", DefaultUsageEvery, "host usage report period")
-	syncEvery := fs.Duration("sync-every", DefaultSyncEvery, "full reconcile period")
-	godwit := fs.String("godwit", "", "binary started as VMM with \"run\" (default: godwit-vmm beside this executable, else this executable)")
-	logLevel := fs.String("vmm-log-level", "info", "--log-level of the VMMs")
-	verify := fs.Bool("verify-migrations", false, "have the destination check a CRC32C of all guest RAM before each migration commits")
-	vmmUser := fs.String("vmm-user", "nobody", "user the VMMs switch to once their VM runs (name or UID:GID; \"\" keeps root without capabilities)")
-	accelName := fs.String("accel", accel.Auto, "accelerator of this host's VMs: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
+func ParseFlags(args []string) (*Config, error) {
+	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
-	}
-	if _, err := accel.Parse(*accelName); err != nil {
-		return nil, fmt.Errorf("agent: --accel: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("agent: unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	return f.Config()
+}
+
+// Config checks the flags and builds the agent's Config.
+func (f *Flags) Config() (*Config, error) {
+	if _, err := accel.Parse(f.accel); err != nil {
+		return nil, fmt.Errorf("agent: --accel: %w", err)
+	}
 	c := &Config{
-		Host: *host, Listen: *listen, MigrateIP: *migrateIP, StateDir: *state,
-		LeaseTTL: *ttl, Margin: *margin, RenewEvery: *renew,
-		UsageEvery: *usageEvery, SyncEvery: *syncEvery, Godwit: *godwit, LogLevel: *logLevel,
-		VerifyMigrations: *verify, Accel: *accelName, Credential: *credential, VMMUser: *vmmUser,
+		Host: f.host, Listen: f.listen, MigrateIP: f.migrateIP, StateDir: f.state,
+		LeaseTTL: f.ttl, Margin: f.margin, RenewEvery: f.renew,
+		UsageEvery: f.usageEvery, SyncEvery: f.syncEvery, Godwit: f.godwit, LogLevel: f.logLevel,
+		VerifyMigrations: f.verify, Accel: f.accel, Credential: f.credential, VMMUser: f.vmmUser,
 		Bridges: map[string]string{},
 	}
 	if c.Host == "" {
@@ -168,18 +177,18 @@ func ParseFlags(args []string, stderr io.Writer) (*Config, error) {
 		c.Host = strings.ToLower(strings.SplitN(h, ".", 2)[0])
 	}
 	var err error
-	if c.PortLo, c.PortHi, err = parsePorts(*ports); err != nil {
+	if c.PortLo, c.PortHi, err = parsePorts(f.ports); err != nil {
 		return nil, err
 	}
-	for _, e := range strings.Split(*etcd, ",") {
+	for _, e := range strings.Split(f.etcd, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			c.Etcd = append(c.Etcd, e)
 		}
 	}
-	if c.Storage, c.StorageIDs, err = parseStorage(storage, blockStorage); err != nil {
+	if c.Storage, c.StorageIDs, err = parseStorage(f.storage, f.blockStorage); err != nil {
 		return nil, err
 	}
-	for _, b := range bridges {
+	for _, b := range f.bridges {
 		network, br, ok := strings.Cut(b, "=")
 		if !ok {
 			br = network
@@ -284,8 +293,3 @@ func parseStorage(files, blocks []string) (map[string]Storage, []string, error) 
 	}
 	return m, ids, nil
 }
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }

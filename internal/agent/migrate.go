@@ -348,6 +348,9 @@ func (a *Agent) startIncoming(ctx context.Context, req IncomingRequest) (string,
 	if !a.vmmHandover {
 		return "", http.StatusNotImplemented, fmt.Errorf("the VMM %s cannot hand over ownership (no --owner-rev/--migration-id): update godwit on host %s", a.cfg.Godwit, a.cfg.Host)
 	}
+	if err := checkShape(req.VM, &req.Spec); err != nil {
+		return "", http.StatusConflict, err
+	}
 	dev, tap, err := a.deviceArgs(req.VM, &req.Spec)
 	if err != nil {
 		return "", http.StatusConflict, err

@@ -247,6 +247,10 @@ func (a *Agent) startVM(ctx context.Context, lease *store.HostLease, v *store.VM
 		fail(fmt.Errorf("vm %s: the spec names no kernel", v.Name))
 		return
 	}
+	if err := checkShape(v.Name, spec); err != nil {
+		fail(err)
+		return
+	}
 	dev, tap, err := a.deviceArgs(v.Name, spec)
 	if err != nil {
 		fail(err)

@@ -43,7 +43,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseFlags(append(append([]string{}, base...), tc.extra...), io.Discard)
+			c, err := ParseFlags(append(append([]string{}, base...), tc.extra...))
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("err %v, want one mentioning %q", err, tc.want)

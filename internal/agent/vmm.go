@@ -100,30 +100,37 @@ func (a *Agent) vmmArgs(vm string, lease int64) []string {
 	return args
 }
 
-// probeVMM checks the VMM binary's flags: --fence-file is required (the
-// agent's VMs must stop at the deadline); the ownership handover flags
-// (--etcd, --owner-*) are needed for migrations. It returns whether the
-// handover flags are there.
+// probeVMM asks the VMM binary what it supports (`godwit-vmm features`):
+// fence-file is required (the agent's VMs must stop at the deadline);
+// owner-handover (--etcd, --owner-*) is needed for migrations. It returns
+// whether the handover is there.
 func probeVMM(bin string) (handover bool, err error) {
-	out, _ := exec.Command(bin, "run", "-h").CombinedOutput()
-	usage := string(out)
-	if !strings.Contains(usage, "-fence-file") {
-		return false, fmt.Errorf("agent: %s run has no --fence-file: this VMM cannot be fenced; use a newer godwit (--godwit)", bin)
+	out, err := exec.Command(bin, "features").Output()
+	if err != nil {
+		return false, fmt.Errorf("agent: %s features: %v: use a godwit-vmm of this release (--godwit)", bin, err)
 	}
-	for _, f := range []string{"-etcd", "-owner-host", "-owner-lease", "-owner-rev", "-migration-id"} {
-		if !strings.Contains(usage, f) {
-			return false, nil
-		}
+	has := map[string]bool{}
+	for _, f := range strings.Fields(string(out)) {
+		has[f] = true
 	}
-	return true, nil
+	if !has["fence-file"] {
+		return false, fmt.Errorf("agent: %s cannot be fenced (no fence-file feature): use a newer godwit-vmm (--godwit)", bin)
+	}
+	return has["owner-handover"], nil
+}
+
+// checkShape refuses a spec the VMM would refuse (package limits), before
+// anything is created for it.
+func checkShape(vm string, spec *store.VMSpec) error {
+	if err := spec.Shape(vm).Check(); err != nil {
+		return fmt.Errorf("vm %s cannot run: %s", vm, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return nil
 }
 
 // deviceArgs are the NIC and disk arguments of spec, checked against what
 // this host has.
 func (a *Agent) deviceArgs(vm string, spec *store.VMSpec) (args []string, tap string, err error) {
-	if err := spec.Shape(vm).Check(); err != nil {
-		return nil, "", fmt.Errorf("vm %s cannot run: %s", vm, strings.ReplaceAll(err.Error(), "\n", "; "))
-	}
 	if len(spec.NICs) > 1 {
 		return nil, "", fmt.Errorf("vm %s has %d NICs; a Godwit VMM has at most one", vm, len(spec.NICs))
 	}

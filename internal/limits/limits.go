@@ -122,6 +122,15 @@ func CheckVCPUs(n int) error {
 	return nil
 }
 
+// ParseVCPUs reads a vCPU count and checks it with CheckVCPUs.
+func ParseVCPUs(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a vCPU count: want a whole number, 1 to %d", s, MaxVCPUs)
+	}
+	return n, CheckVCPUs(n)
+}
+
 // ParseBandwidth reads a bandwidth in bytes per second: a size (a bare
 // number is bytes), optionally followed by "/s"; 0 means unlimited.
 func ParseBandwidth(s string) (uint64, error) {

@@ -202,3 +202,26 @@ func FuzzParseDuration(f *testing.F) {
 		}
 	})
 }
+
+func TestParseVCPUs(t *testing.T) {
+	for in, want := range map[string]string{"abc": `"abc" is not a vCPU count`, "0": "0 vCPUs: want 1 to 16", "17": "17 vCPUs", "": "not a vCPU count", "1.5": "not a vCPU count", "99999999999999999999": "not a vCPU count"} {
+		if _, err := ParseVCPUs(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseVCPUs(%q): %v, want %q", in, err, want)
+		}
+	}
+	if n, err := ParseVCPUs("16"); n != 16 || err != nil {
+		t.Errorf("ParseVCPUs(16) = %d, %v", n, err)
+	}
+}
+
+// FuzzParseVCPUs: an accepted count is within the limits.
+func FuzzParseVCPUs(f *testing.F) {
+	for _, s := range []string{"1", "16", "17", "-1", "+3", "0x10", "abc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := ParseVCPUs(s); err == nil && (n < 1 || n > MaxVCPUs) {
+			t.Fatalf("ParseVCPUs(%q) = %d", s, n)
+		}
+	})
+}

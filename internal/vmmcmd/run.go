@@ -3,14 +3,11 @@ package vmmcmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,198 +15,93 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/godwit-vmm/godwit/internal/accel"
 	"github.com/godwit-vmm/godwit/internal/api"
 	"github.com/godwit-vmm/godwit/internal/fence"
-	"github.com/godwit-vmm/godwit/internal/limits"
 	"github.com/godwit-vmm/godwit/internal/migration"
 	"github.com/godwit-vmm/godwit/internal/migration/policy"
 	"github.com/godwit-vmm/godwit/internal/sandbox"
 	"github.com/godwit-vmm/godwit/internal/vm"
 )
 
-// Run is `godwit run` (and `godwit-vmm run`): one VM in this process
-// until it stops.
-func Run(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("name", "", "VM name (logs, default API socket /run/godwit/NAME.sock)")
-	kernel := fs.String("kernel", "", "multiboot v1 ELF guest kernel")
-	cmdline := fs.String("cmdline", "", "guest kernel command line")
-	mem := fs.String("mem", "256M", "guest RAM, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
-	cpus := fs.Int("cpus", 1, "number of vCPUs")
-	tap := fs.String("tap", "", "add a virtio-net device on this TAP interface (created by the VMM)")
-	mac := fs.String("mac", "", "guest MAC address for --tap (default: derived from --name)")
-	bridge := fs.String("bridge", "", "attach the --tap interface to this existing Linux bridge")
-	announceRounds := fs.Int("announce-rounds", vm.DefaultAnnounce.Rounds, "with --incoming: RARP/GARP announcements after the VM arrives")
-	announceInitial := fs.Duration("announce-initial", vm.DefaultAnnounce.Initial, "with --incoming: gap before the second announcement")
-	announceStep := fs.Duration("announce-step", vm.DefaultAnnounce.Step, "with --incoming: growth of the gap per announcement")
-	disk := fs.String("disk", "", "add a virtio-blk device on this raw image file")
-	diskRO := fs.Bool("disk-readonly", false, "attach --disk read-only")
-	sock := fs.String("api-socket", "", "API socket path (default /run/godwit/NAME.sock)")
-	console := fs.String("console", "stdio", "serial console: stdio (terminal both ways; Ctrl-A x quits) or none")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	etcd := fs.String("etcd", "", "pool member: etcd endpoints for the VM's owner key (set by the host agent)")
-	ownerHost := fs.String("owner-host", "", "pool member: this host's name (with --etcd)")
-	ownerLease := fs.Int64("owner-lease", 0, "pool member: this host's lease ID (with --etcd)")
-	ownerRev := fs.Int64("owner-rev", 0, "with --incoming in a pool: the owner key's revision when the migration started")
-	migrationID := fs.String("migration-id", "", "with --incoming in a pool: the migration's ID")
-	fenceFile := fs.String("fence-file", "", "host agent's lease deadline file: stop the VM once the deadline passes (see internal/fence)")
-	tlsDir := fs.String("migration-tls-dir", "", "migrate over TLS, in and out: DIR holds ca.pem, cert.pem and key.pem (peers need certificates of that CA)")
-	credential := fs.String("credential", "", "pool member: the host's credential directory (godwit pki); etcd and migrations use it, and each migration accepts only its peer host")
-	migrationPeer := fs.String("migration-peer", "", "with --incoming and --credential: the only host whose certificate may send the VM")
-	runAs := fs.String("run-as", "", "once the VM runs, switch to this unprivileged user: a name (nobody) or UID:GID; it must be able to read --fence-file")
-	noSandbox := fs.Bool("no-sandbox", false, "do not install the seccomp filter nor drop capabilities once the VM runs (debugging only)")
-	selftest := fs.Duration("seccomp-selftest", 0, "test aid: this long after the sandbox is on, make a forbidden system call (the VMM must die by SIGSYS)")
-	insecure := fs.Bool("insecure-migration", false, "allow --incoming without TLS on an address other than loopback: anyone who reaches the port can supply the VM")
-	accelName := fs.String("accel", accel.Auto, "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu")
-	incoming := fs.String("incoming", "", "wait for the VM to arrive by live migration on tcp:HOST:PORT (its shape comes from the source; --kernel, --mem and --cpus are not used; a VM with a disk needs --disk, this host's path to its image)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("run: unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("run: --log-level %q: use debug, info, warn or error", *logLevel)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
-	if *name != "" {
-		if err := limits.CheckName("VM", *name); err != nil {
-			return fmt.Errorf("run: --name: %w", err)
-		}
-	}
-	memBytes, err := limits.ParseBytes(*mem, 1<<20)
-	if err != nil {
-		return fmt.Errorf("run: --mem: %w", err)
-	}
-	if _, err := accel.Parse(*accelName); err != nil {
-		return fmt.Errorf("run: --accel: %w", err)
-	}
-	cfg := vm.Config{Name: *name, MemBytes: memBytes, VCPUs: *cpus, Kernel: *kernel, Cmdline: *cmdline, Accel: *accelName}
-	if *tap != "" {
-		cfg.Net = &vm.NetConfig{TAP: *tap, Bridge: *bridge}
-		if *mac != "" {
-			hw, err := net.ParseMAC(*mac)
-			if err != nil {
-				return fmt.Errorf("run: --mac %q: %w", *mac, err)
-			}
-			cfg.Net.MAC = hw
-		}
-	} else if *mac != "" || *bridge != "" {
-		return errors.New("run: --mac and --bridge need --tap")
-	}
-	if *disk != "" {
-		cfg.Disk = &vm.DiskConfig{Path: *disk, ReadOnly: *diskRO}
-	}
-	switch *console {
-	case "stdio":
-		cfg.Console = os.Stdout
-	case "none":
-	default:
-		return fmt.Errorf("run: --console %q: use stdio or none", *console)
-	}
-	sec, err := loadMigrationSecurity(*tlsDir, *credential, *migrationPeer)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	runAsUser, err := lookupRunAs(*runAs)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	var listenAddr string
-	if *incoming != "" {
-		addr, ok := strings.CutPrefix(*incoming, "tcp:")
-		if !ok {
-			return fmt.Errorf("run: --incoming %q: use tcp:HOST:PORT", *incoming)
-		}
-		listenAddr = addr
-		if err := checkPlainIncoming(addr, sec, *insecure, stderr); err != nil {
-			return fmt.Errorf("run: %w", err)
-		}
-		if err := cfg.ValidateIncoming(); err != nil {
-			return fmt.Errorf("run: %w", err)
-		}
-	} else if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	if *sock == "" {
-		*sock = api.SocketPath(*name)
-	}
-
+// run carries out the plan: it claims the API socket, boots the VM or
+// receives it, sandboxes the process, and waits until the VM stops.
+func (p *runPlan) run() error {
+	f, log := p.f, p.log
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	own, err := newOwnership(*etcd, *name, *ownerHost, *ownerLease, sec.etcdTLS(), log)
+	own, err := newOwnership(f.etcd, f.name, f.ownerHost, f.ownerLease, p.sec.etcdTLS(), log)
 	if err != nil {
-		return fmt.Errorf("run: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	defer own.Close()
-	if own != nil && listenAddr != "" && (*ownerRev == 0 || *migrationID == "") {
-		return errors.New("run: an incoming VMM in a pool needs --owner-rev and --migration-id")
-	}
-
 	// An incoming VMM listens before its API answers: whoever waits for
 	// the API (the host agent) may then send the source to the port.
 	var inLn net.Listener
-	if listenAddr != "" {
-		if inLn, err = net.Listen("tcp", listenAddr); err != nil {
-			return fmt.Errorf("run: --incoming: %w", err)
+	if p.listenAddr != "" {
+		if inLn, err = net.Listen("tcp", p.listenAddr); err != nil {
+			return fmt.Errorf("--incoming: %w", err)
 		}
 		defer inLn.Close()
 	}
 	// Claim the socket before creating anything else, so a second VMM on
 	// the same path fails without touching TAPs or disks.
-	ctl := &vmm{log: log, own: own, sec: sec}
-	srv, err := api.Serve(*sock, ctl, log)
+	ctl := &vmm{log: log, own: own, sec: p.sec}
+	srv, err := api.Serve(f.sock, ctl, log)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	var v *vm.VM
-	if listenAddr != "" {
-		ann := vm.AnnounceConfig{Rounds: *announceRounds, Initial: *announceInitial, Step: *announceStep,
-			Max: max(vm.DefaultAnnounce.Max, *announceInitial)}
-		var gate func(context.Context) error
-		if own != nil {
-			gate = own.commitGate(*ownerRev, *migrationID)
-		}
-		// The peer's stream is decoded before the VM exists: restrict
-		// the process now, and finish the sandbox once the VM runs.
-		if !*noSandbox {
-			if err := sandbox.Restrict(sandbox.Options{KeepCaps: sandbox.SetupCaps}); err != nil {
-				return fmt.Errorf("run: %w (or pass --no-sandbox)", err)
-			}
-			log.Debug("sandbox restricted for the incoming migration")
-		}
-		v, err = receiveVM(cfg, inLn, ann, gate, *migrationID, ctl, sigs, log)
-	} else {
-		v, err = startVM(cfg, ctl, log)
-	}
+	v, err := p.bring(ctl, own, inLn, sigs)
 	if err != nil {
 		return err
 	}
-	if !*noSandbox {
-		if err := enterSandbox(runAsUser, *fenceFile, *selftest, log); err != nil {
+	if !f.noSandbox {
+		if err := enterSandbox(p.runAs, f.fenceFile, f.selftest, log); err != nil {
 			v.Stop(err.Error())
 			v.Wait()
-			return fmt.Errorf("run: %w (or pass --no-sandbox)", err)
+			return fmt.Errorf("%w (or pass --no-sandbox)", err)
 		}
 	}
-	log.Info("vm running", "api_socket", *sock)
-	if *fenceFile != "" {
-		stop := fence.Follow(*fenceFile, 100*time.Millisecond, v.SetDeadline, func(reason string) {
+	log.Info("vm running", "api_socket", f.sock)
+	return p.wait(v, ctl, sigs)
+}
+
+// bring boots the VM, or receives it on inLn when the VMM is incoming.
+func (p *runPlan) bring(ctl *vmm, own *ownership, inLn net.Listener, sigs <-chan os.Signal) (*vm.VM, error) {
+	f := p.f
+	if p.listenAddr == "" {
+		return startVM(p.cfg, ctl, p.log)
+	}
+	ann := vm.AnnounceConfig{Rounds: f.announceRounds, Initial: f.announceInitial, Step: f.announceStep,
+		Max: max(vm.DefaultAnnounce.Max, f.announceInitial)}
+	var gate func(context.Context) error
+	if own != nil {
+		gate = own.commitGate(f.ownerRev, f.migrationID)
+	}
+	// The peer's stream is decoded before the VM exists: restrict the
+	// process now, and finish the sandbox once the VM runs.
+	if !f.noSandbox {
+		if err := sandbox.Restrict(sandbox.Options{KeepCaps: sandbox.SetupCaps}); err != nil {
+			return nil, fmt.Errorf("%w (or pass --no-sandbox)", err)
+		}
+		p.log.Debug("sandbox restricted for the incoming migration")
+	}
+	return receiveVM(p.cfg, inLn, ann, gate, f.migrationID, ctl, sigs, p.log)
+}
+
+// wait serves the running VM (fence, signals, console) until it stops.
+func (p *runPlan) wait(v *vm.VM, ctl *vmm, sigs <-chan os.Signal) error {
+	if p.f.fenceFile != "" {
+		stop := fence.Follow(p.f.fenceFile, 100*time.Millisecond, v.SetDeadline, func(reason string) {
 			// Stop at once: the lease may expire soon after, and the
 			// pool may then start the VM elsewhere.
-			log.Error("fenced: stopping the VM", "reason", reason)
+			p.log.Error("fenced: stopping the VM", "reason", reason)
 			v.Stop(reason)
 		})
 		defer stop()
 	}
-
 	go func() {
 		select {
 		case s := <-sigs:
@@ -217,18 +109,18 @@ func Run(args []string, stderr io.Writer) error {
 		case <-v.Done():
 		}
 	}()
-	if *console == "stdio" {
-		restore := consoleInput(v, log)
+	if p.f.console == "stdio" {
+		restore := consoleInput(v, p.log)
 		defer restore()
 	}
-	err = v.Wait()
+	err := v.Wait()
 	// A VM that migrated away stops inside the migrate call; let it
 	// finish (closing the streams) so the API answers with the report
 	// before srv.Close.
 	ctl.waitMigrations(10 * time.Second)
-	fmt.Fprintf(stderr, "godwit: vm %s stopped: %s\n", cfg.Name, v.Status().Stopped)
+	fmt.Fprintf(p.stderr, "godwit: vm %s stopped: %s\n", p.cfg.Name, v.Status().Stopped)
 	if err != nil {
-		return fmt.Errorf("vm %s: %w", cfg.Name, err)
+		return fmt.Errorf("vm %s: %w", p.cfg.Name, err)
 	}
 	return nil
 }
