@@ -20,9 +20,14 @@ bench-deps:
 
 # Without cgo: the VMM then sandboxes itself on every thread (internal/sandbox);
 # godwit-vmm is the VMM alone, what host agents start.
+# godwit version names the build: the nearest tag (v0.0.0-dev before the
+# first) and the commit, +dirty when the tree had changes.
+VERSION ?= $(shell git describe --tags 2>/dev/null || echo v0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+LDFLAGS := -X github.com/godwit-vmm/godwit/internal/cli.Version=$(VERSION) -X github.com/godwit-vmm/godwit/internal/cli.Commit=$(COMMIT)
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/godwit
-	CGO_ENABLED=0 $(GO) build -o bin/godwit-vmm ./cmd/godwit-vmm
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/godwit
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/godwit-vmm ./cmd/godwit-vmm
 
 guest:
 	$(MAKE) -C guest

@@ -53,7 +53,10 @@ func VersionText(prog string) string {
 	}
 	out := prog + " " + v
 	if rev != "" {
-		out += " " + rev[:min(12, len(rev))]
+		if len(rev) == 40 { // a full hash from the Go build information
+			rev = rev[:12]
+		}
+		out += " " + rev
 		if dirty && !strings.HasSuffix(rev, "dirty") {
 			out += "+dirty"
 		}
