@@ -317,7 +317,7 @@ static void tlb_global_survives_cr3(void)
 	tpt[9] = SPAGE(11) | PTE_P | PTE_RW | PTE_G;
 	write_cr3(read_cr3());
 	/* Architecturally a TLB may drop any entry at any time; Godwit's
-	 * software TLB keeps global entries across CR3 writes (SOFTCPU.md),
+	 * software TLB keeps global entries across CR3 writes (internal/emu/cpu),
 	 * which is what this checks. */
 	expect_eq("global entry kept across a CR3 write", peek(VA(9)), 0xAAAA);
 	write_cr4(read_cr4() & ~CR4_PGE);

@@ -4,7 +4,7 @@
 // the machine. Every object it creates carries the lab's prefix and is
 // removed by Close, by name.
 //
-// The shape (issue "the network follows the VM"):
+// The shape:
 //
 //	netns <p>-a (host A)      netns <p>-b (host B)      netns <p>-c (client)
 //	VMM --tap-- guest         VMM --tap-- guest         10.<n>.0.100

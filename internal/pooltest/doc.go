@@ -1,5 +1,5 @@
 // Package pooltest holds the end-to-end tests of a Godwit pool of hosts on
-// one machine (issue 5, item 7). It has no code of its own: its tests build
+// one machine. It has no code of its own: its tests build
 // bin/godwit once, make a namespace network with package netlab (hosts a, b,
 // c and a client), run `godwit controller` with its embedded etcd in the
 // network's core namespace on the migration bridge (10.<n>.1.254) and one

@@ -19,7 +19,7 @@ const (
 )
 
 // extraMSRs are MSRs that KVM's index list omits but that hold guest state:
-// the variable and fixed MTRRs and TSC_AUX (DESIGN.md).
+// the variable and fixed MTRRs and TSC_AUX.
 func extraMSRs() []uint32 {
 	m := []uint32{MSR_MTRRdefType, 0x250, 0x258, 0x259, MSR_TSC_AUX}
 	for i := uint32(0x200); i <= 0x20f; i++ {
@@ -65,8 +65,7 @@ func ProbeMSRs(list []uint32, cpu hv.VCPU) ([]uint32, error) {
 const VCPUStateVersion = 1
 
 // VCPUState is everything KVM holds for one vCPU, in the order it is saved
-// (DESIGN.md, "State that must move"). Kernel structs are kept as the kernel
-// lays them out; source and destination run the same KVM ABI.
+// and sent. Kernel structs are kept as the kernel lays them out; source and destination run the same KVM ABI.
 type VCPUState struct {
 	Version   int
 	ID        int

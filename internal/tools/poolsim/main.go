@@ -2,7 +2,7 @@
 // placement (filters, TOPSIS) and package balance (imbalance, moves) — over
 // an in-memory pool of thousands of hosts and tens of thousands of VMs with
 // a fake clock and a bandwidth model, to show how the design behaves past
-// one machine (issue 6, item 6; results in docs/SCALE.md).
+// one machine (results in docs/SCALE.md).
 //
 //	go run ./internal/tools/poolsim [--hosts 2000 --vms 20000 --seed 1]
 //
