@@ -65,7 +65,8 @@ func ProbeMSRs(list []uint32, cpu hv.VCPU) ([]uint32, error) {
 const VCPUStateVersion = 1
 
 // VCPUState is everything KVM holds for one vCPU, in the order it is saved
-// and sent. Kernel structs are kept as the kernel lays them out; source and destination run the same KVM ABI.
+// and sent. Kernel structs are kept as the kernel lays them out; source and
+// destination run the same KVM ABI.
 type VCPUState struct {
 	Version   int
 	ID        int
