@@ -29,18 +29,5 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Example: `  godwit-vmm run --name vm1 --kernel guest.elf --mem 1G
   godwit-vmm run --name vm1 --incoming tcp:10.0.0.2:4400`,
 	}
-	return cli.Group(root, vmmcmd.Command("godwit-vmm", stderr), vmmcmd.FeaturesCommand(stdout), versionCommand(stdout))
-}
-
-func versionCommand(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print the version this binary was built from",
-		Example: "  godwit-vmm version",
-		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			_, err := io.WriteString(stdout, cli.VersionText("godwit-vmm")+"\n")
-			return err
-		},
-	}
+	return cli.Group(root, vmmcmd.Command("godwit-vmm", stderr), vmmcmd.FeaturesCommand(stdout), cli.VersionCommand("godwit-vmm", stdout))
 }

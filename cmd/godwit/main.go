@@ -82,21 +82,8 @@ controller, host agents and a CA.`,
 		c.GroupID = groupPool
 		root.AddCommand(c)
 	}
-	root.AddCommand(versionCommand(stdout), vmmcmd.FeaturesCommand(stdout))
+	root.AddCommand(cli.VersionCommand("godwit", stdout), vmmcmd.FeaturesCommand(stdout))
 	return cli.Group(root)
-}
-
-func versionCommand(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print the version and commit this binary was built from",
-		Example: "  godwit version\n  godwit --version",
-		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			_, err := fmt.Fprintln(stdout, cli.VersionText("godwit"))
-			return err
-		},
-	}
 }
 
 // vmmFlags are the flags of the commands that talk to one VMM.

@@ -64,6 +64,20 @@ func VersionText(prog string) string {
 	return out + " " + runtime.Version()
 }
 
+// VersionCommand is `PROG version`.
+func VersionCommand(prog string, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version and commit this binary was built from",
+		Example: "  " + prog + " version\n  " + prog + " --version",
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(stdout, VersionText(prog))
+			return err
+		},
+	}
+}
+
 // UsageError is a command line that cannot be used: exit status 2 and a
 // hint naming the command's help.
 type UsageError struct {
