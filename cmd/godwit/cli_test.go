@@ -425,20 +425,10 @@ func TestMigrateInterruptCancels(t *testing.T) {
 	if err := mig.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { mig.Process.Kill() })
 	// Interrupt once the source reports 4 MiB on their way, two seconds'
 	// worth at the cap: the paced streams then have seconds to sleep.
-	for c := api.NewClient(src.sock); ; {
-		p, err := c.MigrationProgress(ctx)
-		if err == nil && p.Phase == "precopy" && p.TransferredBytes >= 4<<20 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			mig.Process.Kill()
-			t.Fatalf("the migration is not seen running: %+v, %v; %s%s", p, err, out.String(), errOut.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitPrecopy(t, src.sock, 4<<20)
 	interrupted := time.Since(started)
 	mig.Process.Signal(os.Interrupt)
 	err := mig.Wait()
@@ -507,6 +497,17 @@ func migrationPair(t *testing.T, name string) (src *vmProc, addr string, dst *in
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dst.cmd.Process.Kill(); dst.cmd.Wait() })
+	// An incoming VMM listens on its migration port before it serves its
+	// API: once the API socket answers, the port does.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", dst.sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the incoming VMM never served its API: %s", dst.stderr)
+		}
+	}
 	mark := src.con.Mark()
 	if _, errOut, code := godwit(t, "console", "--api-socket", src.sock, "W 64 4 1000"); code != 0 {
 		t.Fatalf("console: %s", errOut)
@@ -534,9 +535,10 @@ func TestMigrateSetLimits(t *testing.T) {
 	if err := mig.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { mig.Process.Kill() })
 	done := make(chan error, 1)
 	go func() { done <- mig.Wait() }()
-	time.Sleep(time.Second)
+	waitPrecopy(t, src.sock, 1<<20)
 	if _, e, code := godwit(t, "migrate", "--api-socket", src.sock, "--set", "--downtime", "0s"); code == 0 || !strings.Contains(e, "DowntimeTarget") {
 		t.Errorf("--set --downtime 0s: exit %d, %q", code, e)
 	}
@@ -585,6 +587,25 @@ func TestMigrateSetLimits(t *testing.T) {
 		strings.TrimSpace(setOut), time.Since(lifted).Round(time.Millisecond), len(rep.Report.Rounds), float64(rep.Report.Bytes)/(1<<20), rep.Report.TotalMs)
 	if err := src.wait(t); err != nil {
 		t.Logf("source VMM exit: %v", err)
+	}
+}
+
+// waitPrecopy waits until the VMM at sock reports a migration in pre-copy
+// with at least sent bytes on their way.
+func waitPrecopy(t *testing.T, sock string, sent uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for c := api.NewClient(sock); ; {
+		p, err := c.MigrationProgress(ctx)
+		if err == nil && p.Phase == "precopy" && p.TransferredBytes >= sent {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the migration is not seen running: %+v, %v", p, err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,6 +40,24 @@ func Now() int64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return ts.Nano()
+}
+
+// clock is what Follow reads the time from and waits on: CLOCK_MONOTONIC
+// and the runtime's timers (which run on the same clock) in production, a
+// fake that the tests advance.
+type clock interface {
+	// Mono is the time in the deadlines' clock, in nanoseconds.
+	Mono() int64
+	NewTimer(d time.Duration) clockwork.Timer
+}
+
+// monotonic is the real clock.
+type monotonic struct{}
+
+func (monotonic) Mono() int64 { return Now() }
+
+func (monotonic) NewTimer(d time.Duration) clockwork.Timer {
+	return clockwork.NewRealClock().NewTimer(d)
 }
 
 // Publisher writes deadlines to a fence file.
@@ -100,15 +119,20 @@ func Watch(path string, interval time.Duration, expired func(reason string)) (st
 // closes the window after a frozen VMM is thawed (SIGCONT), when its vCPUs
 // run on before this goroutine gets to call expired.
 func Follow(path string, interval time.Duration, update func(deadline int64), expired func(reason string)) (stop func()) {
+	return follow(monotonic{}, path, interval, update, expired)
+}
+
+// follow is Follow on the clock c.
+func follow(c clock, path string, interval time.Duration, update func(deadline int64), expired func(reason string)) (stop func()) {
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTimer(0)
+		t := c.NewTimer(0)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
-			case <-t.C:
+			case <-t.Chan():
 			}
 			deadline, err := Read(path)
 			if err != nil {
@@ -121,7 +145,7 @@ func Follow(path string, interval time.Duration, update func(deadline int64), ex
 			if update != nil {
 				update(deadline)
 			}
-			left := time.Duration(deadline - Now())
+			left := time.Duration(deadline - c.Mono())
 			if left <= 0 {
 				expired(fmt.Sprintf("fence: the host lease deadline passed %v ago (agent gone or cut off)", -left))
 				return

@@ -42,7 +42,7 @@ func TestPoolBalance(t *testing.T) {
 
 	src, dst := l.follow("a", first.VM), l.follow(first.To, first.VM)
 	l.typeLine("a", first.VM, "W 64 16 0", "ACK W", 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	src.waitHeartbeats(t, 20)
 
 	var ap poolapi.BalancePlan
 	if err := l.cliJSON(&ap, "balance", "--apply", "1"); err != nil {
@@ -74,7 +74,7 @@ func TestPoolBalance(t *testing.T) {
 	if !strings.HasPrefix(verify, "VERIFY OK") {
 		t.Errorf("verify on %s: %s", mv.To, verify)
 	}
-	time.Sleep(200 * time.Millisecond)
+	dst.waitMoreHeartbeats(t, 10)
 	src.Stop()
 	dst.Stop()
 	g := twoHostCheck(t, src, dst)

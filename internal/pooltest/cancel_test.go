@@ -48,6 +48,8 @@ func TestPoolMigrateCancel(t *testing.T) {
 	if rec.Bandwidth != 4<<20 {
 		t.Errorf("record bandwidth %d, want %d", rec.Bandwidth, 4<<20)
 	}
+	// The sleep proves the cap: uncapped, the migration would have ended
+	// by now (the cancel below fails if it has).
 	time.Sleep(time.Until(began.Add(2 * time.Second)))
 
 	stdout, stderr, err := l.cli("vm", "migrate", "vm1", "--cancel", "--wait")

@@ -13,7 +13,7 @@ import (
 	"github.com/godwit-vmm/godwit/internal/controller/poolapi"
 )
 
-// Host maintenance and HA restart end to end (issue 6): drain a host
+// Host maintenance and HA restart end to end: drain a host
 // carrying several VMs (some under a memory-writing workload, one that
 // cannot move), cancel a drain midway, and kill a host with HA VMs.
 
@@ -81,7 +81,9 @@ func TestDrainHost(t *testing.T) {
 			l.typeLine("a", v, "W 32 8 20000", "ACK W", 20*time.Second)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	for _, v := range names {
+		tails[v][0].waitHeartbeats(t, 20)
+	}
 
 	// The dry run shows the same plan and leaves the host active.
 	var dry poolapi.DrainPlan
@@ -176,8 +178,12 @@ func TestDrainHost(t *testing.T) {
 		if !strings.HasPrefix(verify, "VERIFY OK") {
 			t.Errorf("%s verify on %s: %s", v, o.Host, verify)
 		}
+		for _, tl := range tails[v] {
+			if tl.host == o.Host {
+				tl.waitMoreHeartbeats(t, 10)
+			}
+		}
 	}
-	time.Sleep(200 * time.Millisecond)
 	for _, v := range names {
 		for _, tl := range tails[v] {
 			tl.Stop()
@@ -348,7 +354,9 @@ func TestHARestart(t *testing.T) {
 		nw[v] = []*consoleTail{l.follow("a", v), l.follow("b", v)}
 	}
 	w := l.watchDeletes()
-	time.Sleep(200 * time.Millisecond)
+	for _, tl := range old {
+		tl.waitHeartbeats(t, 20)
+	}
 
 	killed := time.Now()
 	c.kill9()

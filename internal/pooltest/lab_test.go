@@ -402,6 +402,23 @@ func vmmAlive(pid int, sock string) bool {
 	return true
 }
 
+// stopped reports whether every thread of pid is stopped (SIGSTOP has
+// taken effect, not merely been sent).
+func stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, p := range tasks {
+		st, err := os.ReadFile(p)
+		i := bytes.LastIndexByte(st, ')')
+		if err != nil || i < 0 || i+2 >= len(st) || st[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
 // vmmPIDs lists every live VMM of host h.
 func (l *lab) vmmPIDs(h string) map[string]int {
 	out := map[string]int{}
@@ -745,6 +762,19 @@ func (c *consoleTail) LastGrowth() time.Time {
 }
 
 func (c *consoleTail) Heartbeats() []guest.Heartbeat { return c.con.Heartbeats() }
+
+// waitHeartbeats waits until the tail has read n heartbeats.
+func (c *consoleTail) waitHeartbeats(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d heartbeats on %s's console", n, c.host), func() bool { return len(c.Heartbeats()) >= n })
+}
+
+// waitMoreHeartbeats waits until the tail has read n heartbeats more than
+// it has now.
+func (c *consoleTail) waitMoreHeartbeats(t *testing.T, n int) {
+	t.Helper()
+	c.waitHeartbeats(t, len(c.Heartbeats())+n)
+}
 
 // hostBeat is a heartbeat and the host whose console printed it.
 type hostBeat struct {

@@ -57,7 +57,7 @@ func TestPoolMigrateCLI(t *testing.T) {
 
 	src, dst := l.follow("a", "vm1"), l.follow("b", "vm1")
 	l.typeLine("a", "vm1", "W 64 16 0", "ACK W", 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	src.waitHeartbeats(t, 20)
 
 	began := time.Now()
 	out, errOut, err := l.cli("vm", "migrate", "vm1", "--to", "b", "--wait", "--json")
@@ -88,7 +88,7 @@ func TestPoolMigrateCLI(t *testing.T) {
 	if !strings.HasPrefix(verify, "VERIFY OK") {
 		t.Errorf("verify on b: %s", verify)
 	}
-	time.Sleep(200 * time.Millisecond)
+	dst.waitMoreHeartbeats(t, 10)
 	src.Stop()
 	dst.Stop()
 	g := twoHostCheck(t, src, dst)
@@ -166,7 +166,7 @@ func TestPoolAgentKilled(t *testing.T) {
 		pid2 := l.waitRunning("vm2", "b")
 		con := l.follow("a", "vm1")
 		w := l.watchDeletes()
-		time.Sleep(200 * time.Millisecond)
+		con.waitHeartbeats(t, 20)
 
 		killed := time.Now()
 		a.kill9()
@@ -211,7 +211,7 @@ func TestPoolAgentKilled(t *testing.T) {
 		h0 := l.waitHostAlive("a", 0)
 		_, rev0, _ := l.owner("vm1")
 		con := l.follow("a", "vm1")
-		time.Sleep(200 * time.Millisecond)
+		con.waitHeartbeats(t, 20)
 
 		killed := time.Now()
 		a.kill9()
@@ -221,7 +221,8 @@ func TestPoolAgentKilled(t *testing.T) {
 			return strings.Contains(s[strings.LastIndex(s, "=== agent a start"):], "adopted the host lease")
 		})
 		back := time.Since(killed)
-		// Well past the old deadline and the TTL.
+		// Well past the old deadline and the TTL: the sleep proves the VMM
+		// is not stopped meanwhile.
 		time.Sleep(leaseTTL + time.Second)
 		con.Stop()
 		if !vmmAlive(pid, l.sockPath("a", "vm1")) {
@@ -264,7 +265,9 @@ func TestPoolHostCut(t *testing.T) {
 	h0 := l.waitHostAlive("a", 0)
 	cons := map[string]*consoleTail{"vm1": l.follow("a", "vm1"), "vm2": l.follow("a", "vm2")}
 	w := l.watchDeletes()
-	time.Sleep(200 * time.Millisecond)
+	for _, c := range cons {
+		c.waitHeartbeats(t, 20)
+	}
 
 	cut := time.Now()
 	l.ns("a", "ip", "link", "set", "mig", "down")
@@ -294,7 +297,9 @@ func TestPoolHostCut(t *testing.T) {
 	l.ns("a", "ip", "link", "set", "mig", "up")
 	h1 := l.waitHostAlive("a", h0.Alive.Lease)
 	t.Logf("link back: a joined again with lease %x (was %x) %s after the cut", h1.Alive.Lease, h0.Alive.Lease, ms(time.Since(cut)))
-	time.Sleep(2 * time.Second) // reconcile passes
+	// The sleep proves that a's reconcile passes start none of its old VMs
+	// again: nothing counts them for the test to wait on.
+	time.Sleep(2 * time.Second)
 	if p := l.vmmPIDs("a"); len(p) != 0 {
 		t.Errorf("VMMs on a after it lost its lease: %v", p)
 	}
@@ -321,14 +326,15 @@ func TestPoolFreeze(t *testing.T) {
 	pid := l.waitRunning("vm1", "a")
 	w := l.watchDeletes()
 	path := l.consolePath("a", "vm1")
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 30*time.Second, "vm1's heartbeats", func() bool { return len(fileHeartbeats(path)) >= 20 })
 
 	frozen := time.Now()
 	syscall.Kill(a.pid(), syscall.SIGSTOP)
 	syscall.Kill(pid, syscall.SIGSTOP)
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the agent and the VMM to stop", func() bool { return stopped(a.pid()) && stopped(pid) })
 	before, _ := os.ReadFile(path)
-	time.Sleep(5*time.Second - 100*time.Millisecond)
+	// Frozen for 5 s, longer than the lease: the scenario, not a wait.
+	time.Sleep(time.Until(frozen.Add(5 * time.Second)))
 	atCont, _ := os.ReadFile(path)
 	if len(atCont) != len(before) {
 		t.Errorf("the console grew while the VMM was stopped (%d → %d bytes)", len(before), len(atCont))
@@ -339,8 +345,7 @@ func TestPoolFreeze(t *testing.T) {
 	syscall.Kill(a.pid(), syscall.SIGCONT)
 	waitFor(t, 5*time.Second, "the VMM to exit after the resume", func() bool { return !vmmAlive(pid, l.sockPath("a", "vm1")) })
 	exited := time.Now()
-	time.Sleep(300 * time.Millisecond)
-	after, _ := os.ReadFile(path)
+	after, _ := os.ReadFile(path) // complete: the VMM has exited
 	grown := after[len(atCont):]
 	// A line cut by the stop may be completed; anything past it is output
 	// of the resumed guest.
@@ -389,7 +394,9 @@ func TestPoolEtcdRestart(t *testing.T) {
 	}
 	leases := map[string]int64{"a": l.waitHostAlive("a", 0).Alive.Lease, "b": l.waitHostAlive("b", 0).Alive.Lease}
 	cons := []*consoleTail{l.follow("a", "vm1"), l.follow("b", "vm2")}
-	time.Sleep(300 * time.Millisecond)
+	for _, c := range cons {
+		c.waitHeartbeats(t, 20)
+	}
 
 	killed := time.Now()
 	l.ctl.kill9()
@@ -397,6 +404,8 @@ func TestPoolEtcdRestart(t *testing.T) {
 	back := l.waitEtcd(10 * time.Second)
 	t.Logf("controller killed and restarted: etcd answers again %s after the kill", ms(time.Since(killed)))
 	_ = back
+	// The sleep proves that the VMs outlive a lease TTL without the
+	// controller.
 	time.Sleep(leaseTTL + time.Second)
 	for _, c := range cons {
 		c.Stop()
@@ -455,7 +464,7 @@ func partitionAtHandover(t *testing.T, hold time.Duration) {
 	_, rev0, _ := l.owner("vm1")
 	src, dst := l.follow("a", "vm1"), l.follow("b", "vm1")
 	l.typeLine("a", "vm1", "W 64 32 0", "ACK W", 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	src.waitHeartbeats(t, 20)
 
 	var m store.Migration
 	if err := l.cliJSON(&m, "vm", "migrate", "vm1", "--to", "b"); err != nil {
@@ -509,6 +518,8 @@ func partitionAtHandover(t *testing.T, hold time.Duration) {
 		rec, _, err = l.st.GetMigration(ctx, "vm1")
 		return err == nil && rec.Phase.Terminal()
 	})
+	// Any lease that the cut left to expire has expired after this sleep,
+	// and the outcome below is final.
 	time.Sleep(leaseTTL + time.Second)
 	src.Stop()
 	dst.Stop()
@@ -548,10 +559,9 @@ func partitionAtHandover(t *testing.T, hold time.Duration) {
 		} else {
 			t.Logf("vm1 on %s: state %s", o.Host, s.State)
 			n0 := len(fileHeartbeats(l.consolePath(o.Host, "vm1")))
-			time.Sleep(300 * time.Millisecond)
-			if n := len(fileHeartbeats(l.consolePath(o.Host, "vm1"))); n <= n0 {
-				t.Errorf("vm1 on its owner %s prints no heartbeats (state %s)", o.Host, s.State)
-			}
+			waitFor(t, 10*time.Second, fmt.Sprintf("vm1 on its owner %s (state %s) to print heartbeats", o.Host, s.State), func() bool {
+				return len(fileHeartbeats(l.consolePath(o.Host, "vm1"))) > n0
+			})
 		}
 	case isNotFound(oerr):
 		t.Logf("outcome: vm1 has no owner (its owner's lease expired during the cut): the VM is stopped, not running twice")
@@ -667,6 +677,8 @@ func TestPoolBadInput(t *testing.T) {
 		t.Errorf("the second controller did not refuse the other pool's etcd clearly")
 	}
 
+	// The sleep proves that the refused controller left nothing behind
+	// that changes the pool a moment later.
 	time.Sleep(500 * time.Millisecond)
 	if after := snapshot(); after != before {
 		t.Errorf("the pool changed:\nbefore %s\nafter  %s", before, after)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/godwit-vmm/godwit/internal/cluster/election"
 	"github.com/godwit-vmm/godwit/internal/cluster/internal/clustertest"
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
@@ -55,6 +57,8 @@ func TestTwoCandidates(t *testing.T) {
 	defer b.Close()
 	bLeads := make(chan error, 1)
 	go func() { bLeads <- b.Campaign(ctx) }()
+	waitCandidates(ctx, t, cliA, 2)
+	// b is in line; the wait proves it does not take over meanwhile.
 	select {
 	case err := <-bLeads:
 		t.Fatalf("b leads while a does: %v", err)
@@ -102,7 +106,7 @@ func TestTwoCandidates(t *testing.T) {
 	// write fails.
 	aLeads := make(chan error, 1)
 	go func() { aLeads <- a.Campaign(ctx) }()
-	time.Sleep(100 * time.Millisecond)
+	waitCandidates(ctx, t, cliA, 2) // a is in line behind b
 	began = time.Now()
 	if _, err := cliA.Revoke(ctx, b.Lease()); err != nil {
 		t.Fatal(err)
@@ -125,5 +129,25 @@ func TestTwoCandidates(t *testing.T) {
 	c, _, err := st.GetConfig(ctx)
 	if err != nil || c.BalanceLevel != 3 {
 		t.Fatalf("config = %+v, %v; want the last legitimate write (level 3)", c, err)
+	}
+}
+
+// waitCandidates polls etcd until n candidates' keys are under the
+// election prefix.
+func waitCandidates(ctx context.Context, t *testing.T, cli *clientv3.Client, n int64) {
+	t.Helper()
+	for {
+		resp, err := cli.Get(ctx, election.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatalf("waiting for %d candidates: %v", n, err)
+		}
+		if resp.Count == n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d candidates, want %d", resp.Count, n)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

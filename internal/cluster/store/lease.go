@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -31,6 +32,11 @@ type LeaseConfig struct {
 	OnRenew func(deadline time.Time)
 	// Logger, if set, receives renewal failures and the expiry.
 	Logger *slog.Logger
+	// Clock, if set, is what the deadline, the renewal period and the
+	// expiry are measured on: tests advance a fake one. Default: the real
+	// clock, whose readings carry the monotonic clock the deadline must be
+	// in. The request timeout is always real time.
+	Clock clockwork.Clock
 }
 
 // Lease defaults.
@@ -54,6 +60,9 @@ func (c LeaseConfig) withDefaults() LeaseConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }
@@ -107,7 +116,7 @@ type HostLease struct {
 	stop     chan struct{} // closed by Close/Revoke
 	loopDone chan struct{} // closed when the renewal loop returns
 	expired  chan struct{} // closed when the deadline passes
-	timer    *time.Timer
+	timer    clockwork.Timer
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -128,7 +137,7 @@ func GrantHostLease(ctx context.Context, cli *clientv3.Client, cfg LeaseConfig) 
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	sent := time.Now()
+	sent := cfg.Clock.Now()
 	resp, err := cli.Grant(ctx, int64(cfg.TTL/time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("store: grant host lease: %w", err)
@@ -156,7 +165,7 @@ func AdoptHostLease(ctx context.Context, cli *clientv3.Client, id clientv3.Lease
 	if ttl.TTL <= 0 {
 		return nil, fmt.Errorf("store: adopt lease %x: %w", int64(id), ErrLeaseNotFound)
 	}
-	sent := time.Now()
+	sent := cfg.Clock.Now()
 	ka, err := cli.KeepAliveOnce(ctx, id)
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -175,7 +184,7 @@ func startHostLease(cli *clientv3.Client, id clientv3.LeaseID, cfg LeaseConfig, 
 	}
 	h.deadline = sent.Add(ttl - cfg.Margin)
 	h.mu.Lock() // checkDeadline may run before AfterFunc returns
-	h.timer = time.AfterFunc(time.Until(h.deadline), h.checkDeadline)
+	h.timer = cfg.Clock.AfterFunc(cfg.Clock.Until(h.deadline), h.checkDeadline)
 	h.mu.Unlock()
 	if cfg.OnRenew != nil {
 		cfg.OnRenew(h.deadline)
@@ -226,13 +235,13 @@ func (h *HostLease) Stats() LeaseStats {
 	return LeaseStats{
 		Renewals: h.renewals, FailuresInARow: h.failures, LastError: h.lastErr,
 		LastAckedSend: h.lastSend, TTL: h.ttl, Deadline: h.deadline,
-		DeadlinePassed: h.isExpired, TimeToDeadline: time.Until(h.deadline),
+		DeadlinePassed: h.isExpired, TimeToDeadline: h.cfg.Clock.Until(h.deadline),
 	}
 }
 
 func (h *HostLease) loop() {
 	defer close(h.loopDone)
-	t := time.NewTicker(h.cfg.RenewEvery)
+	t := h.cfg.Clock.NewTicker(h.cfg.RenewEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -240,7 +249,7 @@ func (h *HostLease) loop() {
 			return
 		case <-h.expired:
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if !h.renew() {
 			return
@@ -259,7 +268,7 @@ func (h *HostLease) renew() bool {
 		case <-ctx.Done():
 		}
 	}()
-	sent := time.Now()
+	sent := h.cfg.Clock.Now()
 	resp, err := h.cli.KeepAliveOnce(ctx, h.id)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		h.expire(fmt.Errorf("%w: etcd reports lease %x gone", ErrLeaseExpired, int64(h.id)))
@@ -274,7 +283,7 @@ func (h *HostLease) renew() bool {
 		h.cfg.Logger.Warn("host lease renewal failed", "lease", fmt.Sprintf("%x", int64(h.id)), "failures_in_a_row", n, "err", err)
 		return true
 	}
-	if h.isExpired || h.closed || !time.Now().Before(h.deadline) {
+	if h.isExpired || h.closed || !h.cfg.Clock.Now().Before(h.deadline) {
 		// The deadline passed while this renewal was in flight: the VMMs may
 		// already have stopped on it, so the expiry stands.
 		h.mu.Unlock()
@@ -305,7 +314,7 @@ func (h *HostLease) checkDeadline() {
 		h.mu.Unlock()
 		return
 	}
-	if left := time.Until(h.deadline); left > 0 {
+	if left := h.cfg.Clock.Until(h.deadline); left > 0 {
 		h.timer.Reset(left)
 		h.mu.Unlock()
 		return
@@ -322,7 +331,7 @@ func (h *HostLease) expire(err error) {
 	}
 	h.isExpired = true
 	h.err = err
-	if now := time.Now(); now.Before(h.deadline) {
+	if now := h.cfg.Clock.Now(); now.Before(h.deadline) {
 		h.deadline = now // etcd said it is gone: the deadline is now
 	}
 	h.timer.Stop()

@@ -1,10 +1,13 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/etcdserver"
 	"github.com/godwit-vmm/godwit/internal/cluster/internal/clustertest"
@@ -56,16 +59,11 @@ func TestLeaseDeadlineBeforeExpiry(t *testing.T) {
 	if r, err := as.CreateOwner(ctx, "vm1", "h1", hl.ID(), store.Guard{}); err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
-	// Let a few renewals happen; the deadline must keep moving.
+	// A few renewals happen; the deadline must keep moving.
 	d0 := hl.Deadline()
-	time.Sleep(1500 * time.Millisecond)
-	if st := hl.Stats(); st.Renewals < 3 || !hl.Deadline().After(d0) {
-		t.Fatalf("renewals not moving the deadline: %+v", st)
-	}
-	select {
-	case <-hl.Expired():
-		t.Fatalf("expired while connected: %v", hl.Err())
-	default:
+	waitLease(ctx, t, hl, "three renewals", func(st store.LeaseStats) bool { return st.Renewals >= 3 })
+	if !hl.Deadline().After(d0) {
+		t.Fatalf("renewals not moving the deadline: %+v", hl.Stats())
 	}
 
 	rev, err := observer.Revision(ctx)
@@ -108,6 +106,7 @@ func TestLeaseDeadlineBeforeExpiry(t *testing.T) {
 		t.Fatalf("key deleted %s after the last acked send, less than the TTL %s", got, testLease.TTL)
 	}
 	// The fence is terminal: healing the link does not revive the lease.
+	// Sleeping proves that nothing happens in two renewal periods.
 	proxy.Heal()
 	time.Sleep(2 * testLease.RenewEvery)
 	if hl.Err() == nil {
@@ -129,21 +128,26 @@ func TestAdoptHostLease(t *testing.T) {
 	if r, err := store.New(first).CreateOwner(ctx, "vm1", "h1", id, store.Guard{}); err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
-	// The agent "dies": no revoke, connection gone.
+	// The agent "dies": no revoke, connection gone; it stays dead for a
+	// second of the lease's TTL.
 	hl.Close()
 	first.Close()
 	time.Sleep(time.Second)
 
 	second := clustertest.Connect(t, srv.Endpoints())
+	before := time.Now()
 	adopted, err := store.AdoptHostLease(ctx, second, id, testLease)
 	if err != nil {
 		t.Fatalf("adopt live lease: %v", err)
 	}
 	defer adopted.Close()
-	if left := time.Until(adopted.Deadline()); left < testLease.TTL-testLease.Margin-500*time.Millisecond {
-		t.Errorf("adopted lease deadline only %s away", left)
+	// The adoption's renewal is sent after before: the deadline counts
+	// from then.
+	if d, want := adopted.Deadline(), before.Add(testLease.TTL-testLease.Margin); d.Before(want) {
+		t.Errorf("adopted lease deadline %s before the renewal's send time + TTL − margin", want.Sub(d))
 	}
-	time.Sleep(testLease.TTL + 500*time.Millisecond) // past the original expiry
+	// The sleep proves the owner key outlives the lease's original expiry.
+	time.Sleep(testLease.TTL + 500*time.Millisecond)
 	if o, _, err := store.New(second).GetOwner(ctx, "vm1"); err != nil || o.Lease != int64(id) {
 		t.Fatalf("owner after adoption = %+v, %v", o, err)
 	}
@@ -182,13 +186,13 @@ func TestEtcdRestart(t *testing.T) {
 	if r, err := st.CreateOwner(ctx, "vm1", "h1", hl.ID(), store.Guard{}); err != nil || !r.Won {
 		t.Fatal(r, err)
 	}
-	time.Sleep(time.Second)
+	waitLease(ctx, t, hl, "a renewal", func(st store.LeaseStats) bool { return st.Renewals >= 2 })
 
 	before := hl.Stats()
 	began := time.Now()
 	srv.Close()
 	stopped := time.Since(began)
-	time.Sleep(500 * time.Millisecond) // etcd is down
+	time.Sleep(500 * time.Millisecond) // etcd stays down a while
 	srv2, err := etcdserver.Start(ctx, srv.Config())
 	if err != nil {
 		t.Fatal(err)
@@ -213,6 +217,7 @@ func TestEtcdRestart(t *testing.T) {
 		resumed.Round(time.Millisecond), after.TimeToDeadline.Round(time.Millisecond), testLease.TTL, testLease.Margin)
 
 	// Keep running past the pre-restart expiry: no fence, owner intact.
+	// The sleep proves that the lease is not lost meanwhile.
 	time.Sleep(testLease.TTL)
 	if err := hl.Err(); err != nil {
 		t.Fatalf("lease lost after etcd restart: %v", err)
@@ -224,5 +229,102 @@ func TestEtcdRestart(t *testing.T) {
 	ttl, err := agent.TimeToLive(ctx, hl.ID())
 	if err != nil || ttl.TTL <= 0 {
 		t.Fatalf("lease TTL after restart = %+v, %v", ttl, err)
+	}
+}
+
+// waitLease polls hl's stats until cond holds; the lease expiring first,
+// or ctx ending, fails t.
+func waitLease(ctx context.Context, t *testing.T, hl *store.HostLease, what string, cond func(store.LeaseStats) bool) {
+	t.Helper()
+	for !cond(hl.Stats()) {
+		select {
+		case <-hl.Expired():
+			t.Fatalf("lease expired waiting for %s: %v", what, hl.Err())
+		case <-ctx.Done():
+			t.Fatalf("no %s: %+v", what, hl.Stats())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestLeaseDeadlineOnFakeClock runs the lease's clock by hand against a
+// real etcd: each renewal moves the deadline to its send time + TTL −
+// margin exactly; once renewals fail, the lease expires at the last
+// deadline to the nanosecond, not before, and stays expired.
+func TestLeaseDeadlineOnFakeClock(t *testing.T) {
+	srv := clustertest.StartEtcd(t, "")
+	proxy := clustertest.NewProxy(t, strings.TrimPrefix(srv.Endpoints()[0], "http://"))
+	agent := clustertest.Connect(t, []string{proxy.Endpoint()})
+	ctx := ctxT(t, 60*time.Second)
+	clock := clockwork.NewFakeClock()
+	cfg := testLease
+	cfg.Clock = clock
+	t0 := clock.Now()
+	hl, err := store.GrantHostLease(ctx, agent, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	life := cfg.TTL - cfg.Margin
+	// Idle, the lease waits on two timers: the renewal ticker and the
+	// deadline's.
+	idle := func() {
+		t.Helper()
+		if err := clock.BlockUntilContext(ctx, 2); err != nil {
+			t.Fatalf("the lease's timers are not armed: %v", err)
+		}
+	}
+	// tick moves the clock one renewal period and waits for the renewal.
+	tick := func(ok bool) {
+		t.Helper()
+		before := hl.Stats()
+		clock.Advance(cfg.RenewEvery)
+		if ok {
+			waitLease(ctx, t, hl, "renewal", func(st store.LeaseStats) bool { return st.Renewals > before.Renewals })
+		} else {
+			waitLease(ctx, t, hl, "failed renewal", func(st store.LeaseStats) bool { return st.FailuresInARow > before.FailuresInARow })
+		}
+		idle()
+	}
+	idle()
+	if d := hl.Deadline(); !d.Equal(t0.Add(life)) {
+		t.Fatalf("deadline after the grant %s after it, want %s", d.Sub(t0), life)
+	}
+	tick(true)
+	tick(true)
+	last := t0.Add(2 * cfg.RenewEvery) // the last acknowledged send
+	if st := hl.Stats(); !st.LastAckedSend.Equal(last) || !st.Deadline.Equal(last.Add(life)) {
+		t.Fatalf("after two renewals: last acked send %s, deadline %s after the grant; want %s, %s",
+			st.LastAckedSend.Sub(t0), st.Deadline.Sub(t0), last.Sub(t0), last.Add(life).Sub(t0))
+	}
+
+	proxy.Cut()
+	for clock.Now().Add(cfg.RenewEvery).Before(last.Add(life)) {
+		tick(false)
+	}
+	clock.Advance(clock.Until(last.Add(life)) - time.Nanosecond)
+	idle()
+	if err := hl.Err(); err != nil {
+		t.Fatalf("expired a nanosecond before the deadline: %v", err)
+	}
+	clock.Advance(time.Nanosecond)
+	select {
+	case <-hl.Expired():
+	case <-ctx.Done():
+		t.Fatal("not expired at the deadline")
+	}
+	if st := hl.Stats(); !errors.Is(hl.Err(), store.ErrLeaseExpired) || !st.DeadlinePassed || !st.Deadline.Equal(last.Add(life)) {
+		t.Fatalf("at the deadline: Err %v, stats %+v", hl.Err(), st)
+	}
+
+	// Terminal: with the link back, no renewal revives it.
+	proxy.Heal()
+	renewals := hl.Stats().Renewals
+	clock.Advance(3 * cfg.RenewEvery)
+	// The sleep proves that no renewal goes out: one would be acknowledged
+	// well within it on loopback.
+	time.Sleep(200 * time.Millisecond)
+	if st := hl.Stats(); st.Renewals != renewals || hl.Err() == nil {
+		t.Fatalf("lease revived after expiry: %+v", st)
 	}
 }
