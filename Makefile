@@ -76,7 +76,7 @@ bench-migrate: bench-deps build guest
 # namespaces (docs/NETWORK.md); results in $BENCH_OUT/godwit-netbench-<time>/.
 .PHONY: bench-net
 bench-net: bench-deps build guest
-	$(GO) run ./internal/tools/netbench --godwit $(BIN) --guest $(GUEST)
+	$(GO) run ./internal/tools/netbench --godwit $(BIN) --guest $(GUEST) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

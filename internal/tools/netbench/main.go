@@ -86,6 +86,7 @@ func main() {
 	redo := flag.Int("redo-disturbed", 3, "per setting, repeat up to this many runs during which the host was so loaded that the probe sender itself stalled > 50 ms (they stay in the JSON, marked discarded)")
 	accelName := flag.String("accel", "auto", "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu; QEMU runs the same kind (KVM or TCG)")
 	render := flag.String("render", "", "only print the markdown tables of an earlier results.json")
+	save := flag.String("save", "", "also write the results as DIR/<date>-bench-net.json and .md (e.g. docs/results)")
 	flag.Parse()
 	if *render != "" {
 		if err := renderFile(*render); err != nil {
@@ -99,7 +100,7 @@ func main() {
 		progress("error: %v", err)
 		os.Exit(2)
 	}
-	if err := run(*runs, *redo, *godwitBin, *guestELF, *scen, *qemuDefault, !*noQEMU, accel); err != nil {
+	if err := run(*runs, *redo, *godwitBin, *guestELF, *scen, *qemuDefault, !*noQEMU, accel, *save); err != nil {
 		progress("error: %v", err)
 		os.Exit(1)
 	}
@@ -139,7 +140,7 @@ func doCleanup() {
 	})
 }
 
-func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, withQEMU bool, accel string) error {
+func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, withQEMU bool, accel, save string) error {
 	if runs < 1 {
 		return fmt.Errorf("--runs %d: at least 1", runs)
 	}
@@ -236,8 +237,14 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	res.LoadAfter = loadavg()
 	res.Finished = time.Now()
-	if err := res.write(); err != nil {
+	if err := res.write(res.OutDir, "results"); err != nil {
 		return err
+	}
+	if save != "" {
+		if err := res.write(save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
+			return err
+		}
+		progress("results saved in %s", save)
 	}
 	fmt.Print(res.markdown())
 	progress("results in %s", outDir)

@@ -492,15 +492,15 @@ func okMark(b bool) string {
 	return "**stale**"
 }
 
-// write saves results.json and results.md.
-func (res *results) write() error {
+// write saves dir/base.json and dir/base.md.
+func (res *results) write(dir, base string) error {
 	md := res.markdown()
 	b, err := json.MarshalIndent(res, "", " ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(res.OutDir, "results.json"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, base+".json"), b, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(res.OutDir, "results.md"), []byte(md), 0o644)
+	return os.WriteFile(filepath.Join(dir, base+".md"), []byte(md), 0o644)
 }
