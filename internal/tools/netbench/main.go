@@ -241,7 +241,7 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 		return err
 	}
 	if save != "" {
-		if err := res.write(save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
+		if err := res.writeCompact(save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
 			return err
 		}
 		progress("results saved in %s", save)

@@ -236,7 +236,7 @@ type streamResult struct {
 	MaxSendGapMs float64 `json:"max_send_gap_ms"`
 	// Probes lists every probe: send time and first reply time (-1:
 	// none), ms from migration start, rounded to 10 µs.
-	Probes [][2]float64 `json:"probes"`
+	Probes [][2]float64 `json:"probes,omitempty"`
 }
 
 // result computes the summary relative to t0.

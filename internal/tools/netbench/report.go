@@ -494,8 +494,30 @@ func okMark(b bool) string {
 
 // write saves dir/base.json and dir/base.md.
 func (res *results) write(dir, base string) error {
+	return res.writeAs(res, dir, base)
+}
+
+// writeCompact saves dir/base.json and dir/base.md without the per-probe
+// send and reply times: the form kept in the repository.
+func (res *results) writeCompact(dir, base string) error {
+	c := *res
+	c.Results, c.Controls = nil, nil
+	for _, r := range res.Results {
+		r2 := *r
+		r2.Ping.Probes, r2.UDP.Probes = nil, nil
+		c.Results = append(c.Results, &r2)
+	}
+	for _, r := range res.Controls {
+		r2 := *r
+		r2.Ping.Probes, r2.UDP.Probes = nil, nil
+		c.Controls = append(c.Controls, &r2)
+	}
+	return res.writeAs(&c, dir, base)
+}
+
+func (res *results) writeAs(v *results, dir, base string) error {
 	md := res.markdown()
-	b, err := json.MarshalIndent(res, "", " ")
+	b, err := json.MarshalIndent(v, "", " ")
 	if err != nil {
 		return err
 	}
