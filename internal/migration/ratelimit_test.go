@@ -1,8 +1,11 @@
 package migration
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // TestRateLimiter: writes pace to the rate; a write waiting for its slot
@@ -44,5 +47,41 @@ func TestRateLimiter(t *testing.T) {
 	l.setRate(1)
 	if d := waited(func() {}); d > 400*time.Millisecond {
 		t.Errorf("a disabled limiter held a write for %v", d)
+	}
+}
+
+// TestRateLimiterPaceOnFakeClock: at 1 MiB/s each 1 MiB write takes its
+// second on the shared timeline, to the nanosecond: the second write is
+// held until exactly one second has passed, not before.
+func TestRateLimiterPaceOnFakeClock(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	l := newRateLimiter(1 << 20)
+	l.clock = clock
+	l.wait(1 << 20) // goes at once and books [0, 1 s)
+	done := make(chan struct{})
+	go func() { l.wait(1 << 20); close(done) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("the second write did not wait for its slot")
+	}
+	clock.Advance(time.Second - time.Nanosecond)
+	select {
+	case <-done:
+		t.Fatal("the second write went 1 ns before its slot")
+	case <-time.After(50 * time.Millisecond):
+	}
+	clock.Advance(time.Nanosecond)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the second write still waits at its slot")
+	}
+	// Idle time is not banked: after a pause the next write goes at once
+	// and books from now, so no burst can exceed the rate.
+	clock.Advance(10 * time.Second)
+	l.wait(1 << 20)
+	if got, want := l.next, clock.Now().Add(time.Second); !got.Equal(want) {
+		t.Errorf("after idling the next slot starts at %v, want %v", got, want)
 	}
 }

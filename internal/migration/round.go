@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/godwit-vmm/godwit/internal/memory"
 	"github.com/godwit-vmm/godwit/internal/migration/wire"
 )
@@ -219,7 +221,8 @@ func (st *stream) close() {
 // rateLimiter paces the data streams to a bandwidth limit (bytes/s): each
 // write reserves its bytes on a shared timeline and sleeps until its slot.
 type rateLimiter struct {
-	off atomic.Bool // set by disable, for good
+	off   atomic.Bool // set by disable, for good
+	clock clockwork.Clock
 
 	mu      sync.Mutex
 	rate    float64 // bytes per second, 0: none
@@ -240,7 +243,7 @@ func (l *rateLimiter) disable() {
 // newRateLimiter returns a limiter at bytesPerSec; 0: no limit (yet: see
 // setRate).
 func newRateLimiter(bytesPerSec uint64) *rateLimiter {
-	return &rateLimiter{rate: float64(bytesPerSec), changed: make(chan struct{})}
+	return &rateLimiter{rate: float64(bytesPerSec), changed: make(chan struct{}), clock: clockwork.NewRealClock()}
 }
 
 // setRate changes the limit (0: none). Writes waiting for their slot
@@ -269,7 +272,7 @@ func (l *rateLimiter) wait(n uint64) {
 			l.mu.Unlock()
 			return
 		}
-		now := time.Now()
+		now := l.clock.Now()
 		start := l.next
 		if start.Before(now) {
 			start = now
@@ -277,13 +280,13 @@ func (l *rateLimiter) wait(n uint64) {
 		l.next = start.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
 		changed := l.changed
 		l.mu.Unlock()
-		d := time.Until(start)
+		d := start.Sub(now)
 		if d <= 0 {
 			return
 		}
-		t := time.NewTimer(d)
+		t := l.clock.NewTimer(d)
 		select {
-		case <-t.C:
+		case <-t.Chan():
 			return
 		case <-changed:
 			t.Stop() // the rate changed or the limit is off: look again
