@@ -357,6 +357,7 @@ func (a *Agent) session(ctx context.Context, lease *store.HostLease) error {
 		case <-t.C:
 		}
 		a.reconcile(sctx, lease)
+		a.metrics.reconciles.Inc()
 	}
 }
 

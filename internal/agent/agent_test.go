@@ -644,15 +644,39 @@ func TestAgentLeaseLost(t *testing.T) {
 		_, _, err := p.st.GetOwner(ctx, "vm1")
 		return errors.Is(err, store.ErrNotFound)
 	})
-	// The sleep proves that no reconcile pass starts vm1 here again: it
-	// spans a pass or two, and the agent counts no passes to wait on.
-	time.Sleep(1500 * time.Millisecond)
+	// Two reconcile passes after the owner key went: none may start vm1
+	// here again.
+	passes := reconcilePasses(t, a)
+	waitFor(t, 30*time.Second, "two more reconcile passes", func() bool { return reconcilePasses(t, a) >= passes+2 })
 	if vms, err := a.client().VMs(ctx); err != nil || len(vms) != 0 {
 		t.Errorf("VMs on h1 after the lease was lost: %+v %v", vms, err)
 	}
 	if b, _ := os.ReadFile(a.log); !strings.Contains(string(b), "host lease lost") {
 		t.Error("the agent log does not report the lost lease")
 	}
+}
+
+// reconcilePasses reads the agent's count of reconcile passes from its
+// metrics.
+func reconcilePasses(t *testing.T, a *testAgent) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m, err := a.client().Metrics(ctx)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	for _, line := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(line, "godwit_agent_reconcile_passes_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics: %q", line)
+			}
+			return int(n)
+		}
+	}
+	t.Fatal("metrics: no godwit_agent_reconcile_passes_total")
+	return 0
 }
 
 // TestAgentSandboxedVMM: the agent's VMM runs under its seccomp filter

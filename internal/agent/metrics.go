@@ -13,6 +13,7 @@ type metrics struct {
 	renewals     prometheus.Counter
 	renewLatency prometheus.Histogram
 	leaseLost    prometheus.Counter
+	reconciles   prometheus.Counter
 	migrations   *prometheus.CounterVec
 	downtime     prometheus.Histogram
 	hostLoad     prometheus.Gauge
@@ -33,6 +34,9 @@ func newMetrics(a *Agent) *metrics {
 		}),
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_agent_lease_lost_total", Help: "Times the host lease deadline passed (every VM was stopped).",
+		}),
+		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "godwit_agent_reconcile_passes_total", Help: "Reconcile passes run (periodic, and on each change of the pool that concerns this host).",
 		}),
 		migrations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_agent_migrations_total", Help: "Migrations driven from this host, by result.",
@@ -59,7 +63,7 @@ func newMetrics(a *Agent) *metrics {
 		}
 		return 0
 	})
-	m.reg = promreg.New(m.vmsRunning, m.renewals, m.renewLatency, m.leaseLost, m.migrations, m.downtime,
+	m.reg = promreg.New(m.vmsRunning, m.renewals, m.renewLatency, m.leaseLost, m.reconciles, m.migrations, m.downtime,
 		m.hostLoad, m.memUsed, deadline)
 	return m
 }
