@@ -117,12 +117,33 @@ func Prepare(root *cobra.Command, stdout, stderr io.Writer) {
 		root.Version = VersionText(root.Name())
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	root.InitDefaultCompletionCmd() // now, so that it reports errors as the rest
 	for _, c := range root.Commands() {
 		if c.Name() == "completion" {
-			return
+			Group(c)
 		}
 	}
-	root.InitDefaultCompletionCmd()
+	usageArgs(root)
+}
+
+// usageArgs makes the positional-argument errors of every command in the
+// tree usage errors, as flag errors are.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				var ue *UsageError
+				if errors.As(err, &ue) {
+					return err
+				}
+				return &UsageError{Cmd: cmd, Err: err}
+			}
+			return nil
+		}
+	}
+	for _, s := range c.Commands() {
+		usageArgs(s)
+	}
 }
 
 // Report prints err (from running cmd of root) and returns the exit status.
@@ -141,7 +162,7 @@ func Report(root, cmd *cobra.Command, err error, stderr io.Writer) int {
 		err = &UsageError{Err: errors.New(msg)}
 	}
 	var ue *UsageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) {
 		c := cmd
 		if ue != nil && ue.Cmd != nil {
 			c = ue.Cmd
@@ -162,17 +183,6 @@ func Report(root, cmd *cobra.Command, err error, stderr io.Writer) int {
 
 // exclusive is cobra's error for flags marked mutually exclusive.
 var exclusive = regexp.MustCompile(`^if any flags in the group \[[^]]*\] are set none of the others can be; \[([^]]*)\] were all set$`)
-
-// isCobraUsage recognises the argument errors cobra makes itself.
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received ", "invalid argument", "unknown flag", "unknown shorthand flag", "flag needs an argument"} {
-		if strings.HasPrefix(s, p) || strings.Contains(s, " "+p) {
-			return true
-		}
-	}
-	return false
-}
 
 // Group makes cmd a group of subcommands: run bare, or with a word that
 // is none of them, it fails with a usage error naming them.
