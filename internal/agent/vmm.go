@@ -122,8 +122,8 @@ func probeVMM(bin string) (handover bool, err error) {
 // checkShape refuses a spec the VMM would refuse (package limits), before
 // anything is created for it.
 func checkShape(vm string, spec *store.VMSpec) error {
-	if err := spec.Shape(vm).Check(); err != nil {
-		return fmt.Errorf("vm %s cannot run: %s", vm, strings.ReplaceAll(err.Error(), "\n", "; "))
+	if err := spec.CheckShape(vm); err != nil {
+		return fmt.Errorf("vm %s cannot run: %w", vm, err)
 	}
 	return nil
 }

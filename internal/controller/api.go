@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/cluster/store"
@@ -261,9 +260,9 @@ func validateSpec(name string, s *store.VMSpec) error {
 	if err := store.ValidName("vm", name); err != nil {
 		return badRequest(err.Error())
 	}
-	if err := s.Shape(name).Check(); err != nil {
+	if err := s.CheckShape(name); err != nil {
 		// The checks the VMM makes: the pool stores no VM that cannot run.
-		return badRequest(fmt.Sprintf("vm %s: %s", name, strings.ReplaceAll(err.Error(), "\n", "; ")))
+		return badRequest(fmt.Sprintf("vm %s: %v", name, err))
 	}
 	if s.Kernel == "" {
 		return badRequest(fmt.Sprintf("vm %s: no kernel: give the guest kernel's path (the same on every host)", name))

@@ -167,11 +167,6 @@ func (c *Controller) newDrainRecord(ctx context.Context, p poolState, h store.Ho
 	c.ops.mu.Lock()
 	run.concurrency = req.Concurrency
 	c.ops.mu.Unlock()
-	clusterSlots, slotsIn := c.slots(ctx)
-	c.placeMu.Lock()
-	plan := planDrain(c.drainInputs(p, h.Name, run, clusterSlots, slotsIn))
-	c.placeMu.Unlock()
-
 	old, drev, err := c.st.GetDrain(ctx, h.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -184,6 +179,10 @@ func (c *Controller) newDrainRecord(ctx context.Context, p poolState, h store.Ho
 		old.OnBlocked = req.OnBlocked
 		return old, drev, nil
 	}
+	clusterSlots, slotsIn := c.slots(ctx)
+	c.placeMu.Lock()
+	plan := planDrain(c.drainInputs(p, h.Name, run, clusterSlots, slotsIn))
+	c.placeMu.Unlock()
 	return store.Drain{Host: h.Name, OnBlocked: req.OnBlocked, Queue: plan.order, Total: len(plan.order),
 		InFlight: plan.inFlight, Blocked: blockedList(plan.blocked), Started: c.clock.Now().UTC()}, drev, nil
 }

@@ -263,9 +263,8 @@ func (c *Controller) drainTick(ctx context.Context, g store.Guard, p poolState, 
 		byName[v.Name] = v
 	}
 	c.ops.mu.Lock()
-	ends := endedAttempts(run.attempts, byName)
+	c.noteEnded(h.Name, run, endedAttempts(run.attempts, byName))
 	c.ops.mu.Unlock()
-	c.noteEnded(h.Name, run, ends)
 	c.cancelOverdue(ctx, drainTimeouts(now, h.Name, p.vms, run.warned), run)
 
 	plan, starts := c.reserveDrainStarts(ctx, p, h.Name, run, byName, now)
@@ -319,11 +318,9 @@ func endedAttempts(attempts map[string][]drainAttempt, vms map[string]store.VM) 
 	return out
 }
 
-// noteEnded records ends in run (under ops.mu: the API's drain view reads
-// the attempts).
+// noteEnded records ends in run (caller holds ops.mu: the API's drain
+// view reads the attempts).
 func (c *Controller) noteEnded(host string, run *drainRun, ends []attemptEnd) {
-	c.ops.mu.Lock()
-	defer c.ops.mu.Unlock()
 	for _, e := range ends {
 		atts := run.attempts[e.vm]
 		a := &atts[len(atts)-1]
@@ -466,8 +463,9 @@ type drainFinish struct {
 	rec   store.Drain
 	drev  int64 // the record's revision as read (0: none yet)
 	end   drainEnd
-	stop  []store.VM // blocked VMs to stop (on_blocked=shutdown), by name
-	write bool       // write rec (else it is unchanged, or was written less than a second ago)
+	stop  []store.VM        // blocked VMs to stop (on_blocked=shutdown), by name
+	why   map[string]string // why each VM is blocked
+	write bool              // write rec (else it is unchanged, or was written less than a second ago)
 }
 
 // planDrainFinish builds the drain record from d (plan order, with the VMs
@@ -492,7 +490,7 @@ func planDrainFinish(d store.Drain, drev int64, plan drainPlan, stopped map[stri
 	}
 	rec.InFlight = slices.Sorted(slices.Values(plan.inFlight))
 	rec.Blocked = blockedList(plan.blocked)
-	f := drainFinish{rec: rec, drev: drev}
+	f := drainFinish{rec: rec, drev: drev, why: plan.blocked}
 	switch {
 	case len(plan.order) == 0:
 		f.end = drainDone
@@ -535,7 +533,7 @@ func (c *Controller) finishDrain(ctx context.Context, g store.Guard, h store.Hos
 			continue
 		}
 		run.stopped[v.Name] = true
-		c.log.Info("drain: blocked vm stopped (on_blocked=shutdown)", "host", h.Name, "vm", v.Name, "why", f.rec.Blocked)
+		c.log.Info("drain: blocked vm stopped (on_blocked=shutdown)", "host", h.Name, "vm", v.Name, "why", f.why[v.Name])
 	}
 	if !f.write {
 		return nil

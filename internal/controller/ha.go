@@ -199,8 +199,12 @@ func (c *Controller) haPass(ctx context.Context) {
 			c.log.Warn("ha: cannot release the owner of a failed vm", "vm", o.vm, "err", err)
 		}
 	}
+	idx := make(map[string]int, len(p.vms))
+	for i, v := range p.vms {
+		idx[v.Name] = i
+	}
 	for _, name := range plan.cands {
-		c.placeHA(rctx, g, p, name, plan, lastLost)
+		c.placeHA(rctx, g, p, &p.vms[idx[name]], plan, lastLost)
 	}
 }
 
@@ -278,9 +282,10 @@ func planHA(starts map[string]*haStart, tried map[string][]string, errs map[stri
 	var cands []*store.VM
 	for i := range vms {
 		v := &vms[i]
-		gaveUp := slices.ContainsFunc(pl.outcomes, func(o haOutcome) bool { return o.vm == v.Name && o.kind == haGaveUp })
+		// A restart that ended here left an owner behind (haEnded), so
+		// no VM whose restart just ended is a candidate again.
 		if v.Spec != nil && v.Spec.HA.Restart && v.Spec.Desired == store.DesiredRunning && v.Owner == nil &&
-			(starts[v.Name] == nil || ended[v.Name]) && errs[v.Name] == "" && !gaveUp {
+			(starts[v.Name] == nil || ended[v.Name]) && errs[v.Name] == "" {
 			cands = append(cands, v)
 		}
 	}
@@ -372,12 +377,11 @@ func (c *Controller) haTarget(p poolState, v store.VM, tried []string, perTarget
 	return d, lease, nil
 }
 
-// placeHA writes HA VM name's owner on its best host (only if it has
-// none), for that host's agent to start it. The next VM of the pass sees
-// it there.
-func (c *Controller) placeHA(ctx context.Context, g store.Guard, p poolState, name string, pl haPlan, lastLost time.Time) {
-	i := slices.IndexFunc(p.vms, func(v store.VM) bool { return v.Name == name })
-	v := &p.vms[i]
+// placeHA writes HA VM v's owner on its best host (only if it has none),
+// for that host's agent to start it. v is an element of p.vms: the next
+// VM of the pass sees it there.
+func (c *Controller) placeHA(ctx context.Context, g store.Guard, p poolState, v *store.VM, pl haPlan, lastLost time.Time) {
+	name := v.Name
 	d, lease, why := c.haTarget(p, *v, pl.tried[name], pl.perTarget)
 	if d.host == "" {
 		c.log.Debug("ha: no host for vm yet", "vm", name, "err", why)

@@ -14,7 +14,7 @@ import (
 type Config struct {
 	Name     string // used in logs and as the default API socket name
 	MemBytes uint64 // guest RAM, a multiple of 2 MiB
-	VCPUs    int    // 1..MaxVCPUs
+	VCPUs    int    // 1..limits.MaxVCPUs
 	Kernel   string // multiboot v1 ELF
 	Cmdline  string // kernel command line
 	// Accel names the accelerator: "auto" (or ""), "kvm" or "emu"
@@ -43,23 +43,19 @@ type DiskConfig struct {
 	ReadOnly bool
 }
 
-// MaxVCPUs is the most vCPUs a VM may have (package limits).
-const MaxVCPUs = limits.MaxVCPUs
-
-// MinMemBytes is the least RAM a VM may have (package limits).
-const MinMemBytes = limits.MinMemBytes
-
 // Validate checks the configuration and says what to change.
-func (c Config) Validate() error { return c.validate(true) }
+func (c Config) Validate() error { return c.validate(true, true) }
 
 // ValidateIncoming checks a configuration for a VM that arrives by
 // migration: no kernel is needed, and RAM and vCPUs come from the source.
 func (c Config) ValidateIncoming() error {
-	return c.validate(false)
+	return c.validate(false, false)
 }
 
-func (c Config) validate(needKernel bool) error {
-	shape := limits.VM{Name: c.Name, MemBytes: c.MemBytes, VCPUs: c.VCPUs, Cmdline: c.Cmdline, Incoming: !needKernel}
+// validate checks c; needKernel for a VM that boots, shapeKnown once its
+// RAM and vCPUs are set (an incoming VM's come from its source).
+func (c Config) validate(needKernel, shapeKnown bool) error {
+	shape := limits.VM{Name: c.Name, MemBytes: c.MemBytes, VCPUs: c.VCPUs, Cmdline: c.Cmdline, Incoming: !shapeKnown}
 	if c.Net != nil {
 		shape.TAP, shape.MAC = c.Net.TAP, c.Net.MAC
 	}

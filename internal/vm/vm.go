@@ -116,7 +116,7 @@ func New(cfg Config, log *slog.Logger) (*VM, error) {
 // migration (RestoreState) instead of a kernel: RAM, devices and parked
 // vCPUs, nothing loaded. cfg.Kernel is not needed.
 func NewIncoming(cfg Config, log *slog.Logger) (*VM, error) {
-	if err := cfg.validate(false); err != nil {
+	if err := cfg.validate(false, true); err != nil {
 		return nil, err
 	}
 	return create(cfg, log, nil)

@@ -2,8 +2,10 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/godwit-vmm/godwit/internal/limits"
@@ -291,6 +293,15 @@ func decode(key string, data []byte, v value) error {
 		return fmt.Errorf("%w: %s has no version field", ErrSchema, key)
 	case ver > SchemaVersion:
 		return fmt.Errorf("%w: %s has version %d, this build reads up to %d (upgrade this program)", ErrSchema, key, ver, SchemaVersion)
+	}
+	return nil
+}
+
+// CheckShape is Shape(name).Check() as one line: what the controller and
+// the agent refuse a spec with.
+func (s VMSpec) CheckShape(name string) error {
+	if err := s.Shape(name).Check(); err != nil {
+		return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
 }
