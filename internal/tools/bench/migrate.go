@@ -143,18 +143,11 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 		return g
 	}
 	defer func() { src.Stop(5 * time.Second) }()
-	ready, err := src.WaitPrefix(0, "READY", 120*time.Second)
-	if err != nil {
+	if g.BootS, err = waitReady(src); err != nil {
 		g.Error = err.Error()
 		return g
 	}
-	g.BootS = ready.At.Sub(src.Launched).Seconds()
-	mark := src.Con.Mark()
-	if err := src.Send("W " + s.Workload + "\n"); err != nil {
-		g.Error = err.Error()
-		return g
-	}
-	ack, err := src.WaitPrefix(mark, "ACK W "+s.Workload, 300*time.Second)
+	ack, err := startWorkload(src, s.Workload)
 	if err != nil {
 		g.Error = err.Error()
 		return g
@@ -177,20 +170,16 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 		}
 		time.Sleep(2 * time.Second) // the destination's first ~2.5 s, for its longest heartbeat gap
 		if dst != nil {
-			// The destination's own heartbeat record since it resumed.
-			hbs := dst.Con.Heartbeats()
-			c := guest.CheckHeartbeats(hbs)
-			g.Runs[len(g.Runs)-1].DstMaxGapMs = ms(c.LongestGap)
-			g.Runs[len(g.Runs)-1].DstSeqErrors = c.SeqErrors
+			last := &g.Runs[len(g.Runs)-1]
+			last.DstMaxGapMs, last.DstSeqErrors = dstHeartbeats(dst)
 		}
 	}
 
-	mark = src.Con.Mark()
-	if err := src.Send("V\n"); err != nil {
+	v, sent, err := verify(src)
+	if !sent {
 		g.Error = err.Error()
 		return g
 	}
-	v, err := src.WaitPrefix(mark, "VERIFY ", 600*time.Second)
 	if err != nil {
 		g.Error = err.Error()
 	} else {
@@ -209,6 +198,44 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 		g.Error = fmt.Sprintf("heartbeat sequence broken in %d of %d migrations", g.Completed-g.SeqOK, g.Completed)
 	}
 	return g
+}
+
+// waitReady waits for the guest's READY on p and returns the seconds
+// since p was launched.
+func waitReady(p *toolkit.Proc) (float64, error) {
+	ready, err := p.WaitPrefix(0, "READY", 120*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	return ready.At.Sub(p.Launched).Seconds(), nil
+}
+
+// startWorkload types `W workload` on p's console and waits for the
+// guest's ACK line.
+func startWorkload(p *toolkit.Proc, workload string) (guest.Line, error) {
+	mark := p.Con.Mark()
+	if err := p.Send("W " + workload + "\n"); err != nil {
+		return guest.Line{}, err
+	}
+	return p.WaitPrefix(mark, "ACK W "+workload, 300*time.Second)
+}
+
+// dstHeartbeats checks the heartbeats a migration destination printed
+// since it resumed: the longest gap (ms) and the sequence errors.
+func dstHeartbeats(dst *toolkit.Proc) (gapMs float64, seqErrors []string) {
+	c := guest.CheckHeartbeats(dst.Con.Heartbeats())
+	return ms(c.LongestGap), c.SeqErrors
+}
+
+// verify types V on p's console and waits for the guest's VERIFY line
+// (sent is false if typing failed).
+func verify(p *toolkit.Proc) (l guest.Line, sent bool, err error) {
+	mark := p.Con.Mark()
+	if err := p.Send("V\n"); err != nil {
+		return l, false, err
+	}
+	l, err = p.WaitPrefix(mark, "VERIFY ", 600*time.Second)
+	return l, true, err
 }
 
 // migrateOnce starts a fresh destination on a free loopback port and
@@ -273,14 +300,13 @@ func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.P
 		r.Status, r.Error = "no heartbeats on the destination", err.Error()
 		return dst, r
 	}
-	last, first, split, err := handover(src, dst)
+	sw, err := toolkit.Handover(src, dst)
 	if err != nil {
 		r.Status, r.Error = "no heartbeats", err.Error()
 		return dst, r
 	}
-	r.SrcLastSeq, r.DstFirstSeq, r.SplitLine = last.Seq, first.Seq, split
-	r.SeqContinuous = first.Seq == last.Seq+1
-	r.GuestPauseMs = ms(first.At.Sub(last.At))
+	r.SrcLastSeq, r.DstFirstSeq, r.SplitLine = sw.SrcLast.Seq, sw.DstFirst.Seq, sw.Split
+	r.SeqContinuous, r.GuestPauseMs = sw.SeqContinuous, ms(sw.Pause)
 	var during []guest.Heartbeat
 	for _, h := range src.Con.Heartbeats() {
 		if !h.At.Before(t0.Add(-20 * time.Millisecond)) {
@@ -289,25 +315,6 @@ func migrateOnce(e *env, src *toolkit.Proc, dstName string, run int) (*toolkit.P
 	}
 	r.SrcMaxGapMs = ms(guest.CheckHeartbeats(during).LongestGap)
 	return dst, r
-}
-
-// handover finds the source's last heartbeat and the destination's first.
-// The source may have stopped in the middle of a console line, whose end
-// the destination then prints: such a line is joined before parsing.
-func handover(src, dst *toolkit.Proc) (last, first guest.Heartbeat, split bool, err error) {
-	shb := src.Con.Heartbeats()
-	if len(shb) == 0 {
-		return last, first, false, fmt.Errorf("%s printed no heartbeat", src.Name)
-	}
-	last = shb[len(shb)-1]
-	if hb, ok := toolkit.SplitHeartbeat(src, dst); ok {
-		return last, hb, true, nil
-	}
-	dhb := dst.Con.Heartbeats()
-	if len(dhb) == 0 {
-		return last, first, false, fmt.Errorf("%s printed no heartbeat", dst.Name)
-	}
-	return last, dhb[0], false, nil
 }
 
 // waitIncoming waits until the destination VMM listens for the VM (its API

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
 )
@@ -29,11 +28,7 @@ var qemuVariants = []qemuVariant{
 // qemuConfig is the QEMU of the benchmarks on the test guest: mem MiB,
 // vcpus vCPUs, the accelerator of the same kind as Godwit's.
 func (e *env) qemuConfig(mem, vcpus int) qemu.Config {
-	c := qemu.Config{Kernel: e.guestELF, MemMiB: mem, CPUs: vcpus, Accel: e.qemuAccel()}
-	if vcpus > 1 {
-		c.Append = fmt.Sprintf("cpus=%d", vcpus)
-	}
-	return c
+	return qemu.Config{Kernel: e.guestELF, MemMiB: mem, CPUs: vcpus, Accel: e.qemuAccel()}
 }
 
 // qemuRun is one QEMU migration.
@@ -117,21 +112,14 @@ func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
 		return q
 	}
 	defer func() { src.Stop(5 * time.Second) }()
-	ready, err := src.WaitPrefix(0, "READY", 120*time.Second)
-	if err != nil {
+	if q.BootS, err = waitReady(src.Proc); err != nil {
 		q.Error = err.Error()
 		return q
 	}
-	q.BootS = ready.At.Sub(src.Launched).Seconds()
 	if e.qemuDefaults == nil {
 		e.qemuDefaults, _ = src.MigrationParameters()
 	}
-	mark := src.Con.Mark()
-	if err := src.Send("W " + s.Workload + "\n"); err != nil {
-		q.Error = err.Error()
-		return q
-	}
-	if _, err := src.WaitPrefix(mark, "ACK W "+s.Workload, 300*time.Second); err != nil {
+	if _, err := startWorkload(src.Proc, s.Workload); err != nil {
 		q.Error = err.Error()
 		return q
 	}
@@ -151,18 +139,17 @@ func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
 		}
 		time.Sleep(2 * time.Second)
 		if dst != nil {
-			c := guest.CheckHeartbeats(dst.Con.Heartbeats())
-			q.Runs[len(q.Runs)-1].DstMaxGapMs = ms(c.LongestGap)
-			q.Runs[len(q.Runs)-1].DstSeqErrors = c.SeqErrors
+			last := &q.Runs[len(q.Runs)-1]
+			last.DstMaxGapMs, last.DstSeqErrors = dstHeartbeats(dst.Proc)
 		}
 	}
 
-	mark = src.Con.Mark()
-	if err := src.Send("V\n"); err != nil {
+	l, sent, err := verify(src.Proc)
+	if !sent {
 		q.Error = err.Error()
 		return q
 	}
-	if l, err := src.WaitPrefix(mark, "VERIFY ", 600*time.Second); err != nil {
+	if err != nil {
 		q.Error = err.Error()
 	} else {
 		// A failed verify is QEMU's result, reported beside its times.
@@ -212,7 +199,7 @@ func qemuMigrateOnce(e *env, src *qemu.VM, dstName string, c qemu.Config, v qemu
 	if err != nil {
 		r.Error = err.Error()
 		hbs := src.Con.Heartbeats()
-		r.SrcMaxGapMs = ms(qemu.LongestGap(hbs, res.Started, time.Now()))
+		r.SrcMaxGapMs = ms(toolkit.LongestGap(hbs, res.Started, time.Now()))
 		dst.Stop(5 * time.Second)
 		return nil, r
 	}
@@ -224,7 +211,7 @@ func qemuMigrateOnce(e *env, src *qemu.VM, dstName string, c qemu.Config, v qemu
 	if r.DstStatus, err = dst.Status(); err != nil {
 		r.Error = err.Error()
 	}
-	sw, err := qemu.MeasureSwitchover(src.Con.Heartbeats(), src.Unfinished(), dst.Con.Lines())
+	sw, err := toolkit.Handover(src.Proc, dst.Proc)
 	src.Stop(5 * time.Second) // paused in postmigrate: quit it, as a manager would
 	if err != nil {
 		r.Status, r.Error = "no heartbeats", err.Error()
@@ -232,7 +219,7 @@ func qemuMigrateOnce(e *env, src *qemu.VM, dstName string, c qemu.Config, v qemu
 	}
 	r.SrcLastSeq, r.DstFirstSeq, r.SplitLine = sw.SrcLast.Seq, sw.DstFirst.Seq, sw.Split
 	r.SeqContinuous, r.GuestPauseMs = sw.SeqContinuous, ms(sw.Pause)
-	r.SrcMaxGapMs = ms(qemu.LongestGap(src.Con.Heartbeats(), res.Started.Add(-20*time.Millisecond), sw.SrcLast.At))
+	r.SrcMaxGapMs = ms(toolkit.LongestGap(src.Con.Heartbeats(), res.Started.Add(-20*time.Millisecond), sw.SrcLast.At))
 	return dst, r
 }
 

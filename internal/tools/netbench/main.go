@@ -46,7 +46,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/godwit-vmm/godwit/internal/guest"
 	"github.com/godwit-vmm/godwit/internal/netlab"
 	"github.com/godwit-vmm/godwit/internal/tools/qemu"
 	"github.com/godwit-vmm/godwit/internal/tools/toolkit"
@@ -237,16 +236,17 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	res.LoadAfter = loadavg()
 	res.Finished = time.Now()
-	if err := res.write(res.OutDir, "results"); err != nil {
+	md := res.markdown()
+	if err := res.write(md, res.OutDir, "results"); err != nil {
 		return err
 	}
 	if save != "" {
-		if err := res.writeCompact(save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
+		if err := res.writeCompact(md, save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
 			return err
 		}
 		progress("results saved in %s", save)
 	}
-	fmt.Print(res.markdown())
+	fmt.Print(md)
 	progress("results in %s", outDir)
 	return nil
 }
@@ -434,20 +434,17 @@ func oneRun(lab *netlab.Lab, v vmm, src *instance, dstHost *netlab.Host, addr ne
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	dst.p.Con.WaitHeartbeats(ctx, 3)
 	cancel()
-	shb, dhb := src.p.Con.Heartbeats(), dst.p.Con.Heartbeats()
 	// A heartbeat line the source began and the destination finished
 	// counts as the destination's first, arriving with its newline.
-	if hb, ok := toolkit.SplitHeartbeat(src.p, dst.p); ok {
-		dhb = append([]guest.Heartbeat{hb}, dhb...)
-		r.SplitLine = true
-	}
+	sw, err := toolkit.Handover(src.p, dst.p)
+	r.SplitLine = sw.Split
 	r.PauseMs, r.SrcLastHBMs, r.DstFirstHBMs = -1, -1, -1
-	if len(shb) > 0 && len(dhb) > 0 {
-		last, first := shb[len(shb)-1], dhb[0]
-		r.PauseMs = ms(first.At.Sub(last.At))
+	if err == nil {
+		last, first := sw.SrcLast, sw.DstFirst
+		r.PauseMs = ms(sw.Pause)
 		r.SrcLastHBMs, r.DstFirstHBMs = msSince(t0, last.At), msSince(t0, first.At)
 		r.SrcLastSeq, r.DstFirstSeq = last.Seq, first.Seq
-		r.SeqOK = first.Seq == last.Seq+1
+		r.SeqOK = sw.SeqContinuous
 	}
 	r.GuestAnnounceMs = -1
 	for _, l := range dst.p.Con.Lines() {

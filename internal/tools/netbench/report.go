@@ -492,31 +492,27 @@ func okMark(b bool) string {
 	return "**stale**"
 }
 
-// write saves dir/base.json and dir/base.md.
-func (res *results) write(dir, base string) error {
-	return res.writeAs(res, dir, base)
+// write saves dir/base.json and dir/base.md (md: res.markdown()).
+func (res *results) write(md, dir, base string) error {
+	return writeAs(res, md, dir, base)
 }
 
-// writeCompact saves dir/base.json and dir/base.md without the per-probe
-// send and reply times: the form kept in the repository.
-func (res *results) writeCompact(dir, base string) error {
+// writeCompact saves dir/base.json and dir/base.md (md: res.markdown())
+// without the per-probe send and reply times: the form kept in the
+// repository. The control windows carry none (controlWindow drops them).
+func (res *results) writeCompact(md, dir, base string) error {
 	c := *res
-	c.Results, c.Controls = nil, nil
+	c.Results = nil
 	for _, r := range res.Results {
 		r2 := *r
 		r2.Ping.Probes, r2.UDP.Probes = nil, nil
 		c.Results = append(c.Results, &r2)
 	}
-	for _, r := range res.Controls {
-		r2 := *r
-		r2.Ping.Probes, r2.UDP.Probes = nil, nil
-		c.Controls = append(c.Controls, &r2)
-	}
-	return res.writeAs(&c, dir, base)
+	return writeAs(&c, md, dir, base)
 }
 
-func (res *results) writeAs(v *results, dir, base string) error {
-	md := res.markdown()
+// writeAs saves v as dir/base.json and md as dir/base.md.
+func writeAs(v *results, md, dir, base string) error {
 	b, err := json.MarshalIndent(v, "", " ")
 	if err != nil {
 		return err

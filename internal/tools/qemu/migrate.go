@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -91,8 +90,8 @@ type MigrateResult struct {
 // only for a completed migration.
 func Migrate(src, dst *VM, o MigrateOptions) (MigrateResult, error) {
 	var r MigrateResult
-	if src.QMP == nil {
-		return r, errors.New(src.Name + ": no QMP socket: give Config.QMP a path")
+	if _, err := src.qmp(); err != nil {
+		return r, err
 	}
 	if len(o.Capabilities) > 0 {
 		var caps []map[string]any

@@ -4,9 +4,9 @@
 // software CPU), its serial console read line by line with host arrival
 // times (toolkit's guest.Console), driven through a QMP client. It starts
 // destinations in incoming mode, migrates with chosen capabilities and
-// parameters, polls query-migrate to the end (cancelling a pre-copy that
-// runs past its timeout), and computes the guest-visible pause of a
-// migration from the heartbeats of both consoles.
+// parameters, and polls query-migrate to the end (cancelling a pre-copy
+// that runs past its timeout). The guest-visible pause of a migration
+// comes from toolkit.Handover, as for Godwit.
 //
 // Who may import: the tools under internal/tools (bench, netbench). It
 // imports internal/guest and internal/tools/toolkit.
@@ -138,22 +138,33 @@ func Start(name string, c Config, o toolkit.Options) (*VM, error) {
 	return vm, nil
 }
 
+// qmp is the VM's QMP connection, or an error if it was started without
+// a QMP socket.
+func (vm *VM) qmp() (*QMP, error) {
+	if vm.QMP == nil {
+		return nil, errors.New(vm.Name + ": no QMP socket: give Config.QMP a path")
+	}
+	return vm.QMP, nil
+}
+
 // Incoming makes a VM started with Incoming "defer" listen on uri.
 func (vm *VM) Incoming(uri string) error {
-	if vm.QMP == nil {
-		return errors.New(vm.Name + ": no QMP socket: give Config.QMP a path")
+	q, err := vm.qmp()
+	if err != nil {
+		return err
 	}
-	_, err := vm.QMP.Do("migrate-incoming", map[string]any{"uri": uri})
+	_, err = q.Do("migrate-incoming", map[string]any{"uri": uri})
 	return err
 }
 
 // Status is query-status: QEMU's run state (running, inmigrate,
 // postmigrate, paused, …).
 func (vm *VM) Status() (string, error) {
-	if vm.QMP == nil {
-		return "", errors.New(vm.Name + ": no QMP socket: give Config.QMP a path")
+	q, err := vm.qmp()
+	if err != nil {
+		return "", err
 	}
-	raw, err := vm.QMP.Do("query-status", nil)
+	raw, err := q.Do("query-status", nil)
 	if err != nil {
 		return "", err
 	}
@@ -177,10 +188,11 @@ func (vm *VM) Running() bool {
 
 // MigrationParameters is query-migrate-parameters as QEMU returns it.
 func (vm *VM) MigrationParameters() (json.RawMessage, error) {
-	if vm.QMP == nil {
-		return nil, errors.New(vm.Name + ": no QMP socket: give Config.QMP a path")
+	q, err := vm.qmp()
+	if err != nil {
+		return nil, err
 	}
-	return vm.QMP.Do("query-migrate-parameters", nil)
+	return q.Do("query-migrate-parameters", nil)
 }
 
 // Stop ends QEMU: quit through QMP, then by its pid after a grace period.

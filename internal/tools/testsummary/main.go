@@ -26,8 +26,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -209,7 +211,6 @@ func (s *stream) printDigest(w io.Writer) {
 // most common reason first.
 func (s *stream) printSkips(w io.Writer) {
 	byReason := map[string]map[string][]string{} // reason → package → tests
-	count := map[string]int{}
 	for _, k := range s.order {
 		t := s.tests[k]
 		if t.result != "skip" {
@@ -223,25 +224,28 @@ func (s *stream) printSkips(w io.Writer) {
 			byReason[reason] = map[string][]string{}
 		}
 		byReason[reason][k.pkg] = append(byReason[reason][k.pkg], k.name)
-		count[reason]++
 	}
-	if len(count) == 0 {
+	if len(byReason) == 0 {
 		return
 	}
-	var reasons []string
-	for r := range count {
-		reasons = append(reasons, r)
+	count := func(reason string) int { // the tests skipped for reason
+		n := 0
+		for _, names := range byReason[reason] {
+			n += len(names)
+		}
+		return n
 	}
+	reasons := slices.Collect(maps.Keys(byReason))
 	sort.Slice(reasons, func(i, j int) bool {
-		if count[reasons[i]] != count[reasons[j]] {
-			return count[reasons[i]] > count[reasons[j]]
+		if ci, cj := count(reasons[i]), count(reasons[j]); ci != cj {
+			return ci > cj
 		}
 		return reasons[i] < reasons[j]
 	})
 	fmt.Fprintln(w, "\nskipped tests and subtests, by reason:")
 	for _, r := range reasons {
-		fmt.Fprintf(w, "  [%d] %s\n", count[r], r)
-		for _, p := range sortedKeys(byReason[r]) {
+		fmt.Fprintf(w, "  [%d] %s\n", count(r), r)
+		for _, p := range slices.Sorted(maps.Keys(byReason[r])) {
 			names := byReason[r][p]
 			sort.Strings(names)
 			fmt.Fprintf(w, "      %s: %s\n", p, strings.Join(names, ", "))
@@ -300,11 +304,11 @@ func (s *stream) printFacilities(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\ntests and subtests that need host facilities (internal/testenv): %s\n", all)
-	for _, f := range sortedKeys(by) {
+	for _, f := range slices.Sorted(maps.Keys(by)) {
 		line := fmt.Sprintf("  %s: %s", f, by[f])
 		if f == "vm" && len(accels) > 0 {
 			var on []string
-			for _, a := range sortedKeys(accels) {
+			for _, a := range slices.Sorted(maps.Keys(accels)) {
 				on = append(on, fmt.Sprintf("%s %d", a, accels[a]))
 			}
 			line += " (ran on accelerator: " + strings.Join(on, ", ") + ")"
@@ -334,13 +338,4 @@ func (s *stream) printTotals(w io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,9 +2,10 @@
 // starts VMM processes (Godwit, QEMU) and helper commands with their stdout
 // fed to a time-stamped guest.Console and their stdin a pipe, keeps every
 // child it started in a registry so that StopAll can end each by its pid
-// (or its process group) on exit, failure or a signal, writes each one's
-// console (with host arrival times) and stderr to a log directory, and
-// waits for lines on a console.
+// on exit, failure or a signal, writes each one's console (with host
+// arrival times) and stderr to a log directory, and waits for lines on a
+// console. It also computes the guest-visible pause of a migration from
+// the heartbeats of both consoles (Handover).
 //
 // Who may import: the tools under internal/tools (bench, netbench); not
 // the VMM or its libraries. It imports internal/guest.
@@ -44,8 +45,7 @@ type Proc struct {
 	stdin   io.WriteCloser
 	tail    *tailWriter // the unfinished last line of stdout
 	stderr  syncBuffer  // all of stderr
-	group   bool
-	logBase string // LogDir/Name, "" for no logs
+	logBase string      // LogDir/Name, "" for no logs
 	logTail bool
 
 	done    chan struct{} // closed when it has exited and stdout is drained
@@ -54,9 +54,6 @@ type Proc struct {
 
 // Options are the optional parts of Start.
 type Options struct {
-	Dir    string
-	Env    []string  // added to this process's environment
-	Group  bool      // own process group, signalled as a whole (a command and its children)
 	Stdout io.Writer // extra copy of stdout (besides the console)
 	Stderr io.Writer // extra copy of stderr, if there is no LogDir
 	// LogDir receives NAME.stderr.log (written as it comes) and, once the
@@ -104,16 +101,12 @@ func Start(name string, argv []string, o Options) (*Proc, error) {
 	if registry.stopped {
 		return nil, fmt.Errorf("%s: shutting down", name)
 	}
-	p := &Proc{Name: name, Con: guest.NewConsole(nil), tail: &tailWriter{}, group: o.Group,
+	p := &Proc{Name: name, Con: guest.NewConsole(nil), tail: &tailWriter{},
 		logTail: !o.OmitUnfinished, done: make(chan struct{})}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = o.Dir
-	if o.Env != nil {
-		cmd.Env = append(os.Environ(), o.Env...)
-	}
 	// Children die with us even if we are killed without a chance to
-	// clean up (a process group's grandchildren excepted: see StopAll).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: o.Group}
+	// clean up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	outs := []io.Writer{p.Con, p.tail}
 	if o.Stdout != nil {
 		outs = append(outs, o.Stdout)
@@ -215,7 +208,7 @@ func (p *Proc) Stderr() string { return p.stderr.String() }
 // destination prints the rest).
 func (p *Proc) Unfinished() string { return p.tail.partial() }
 
-// Stop ends the process by its pid (or its group): SIGTERM, then SIGKILL
+// Stop ends the process by its pid: SIGTERM, then SIGKILL
 // after grace.
 func (p *Proc) Stop(grace time.Duration) {
 	if p.Exited() {
@@ -229,10 +222,6 @@ func (p *Proc) Stop(grace time.Duration) {
 }
 
 func (p *Proc) signal(s syscall.Signal) {
-	if p.group {
-		syscall.Kill(-p.Pid(), s) // its own group: the command and its children
-		return
-	}
 	p.Cmd.Process.Signal(s)
 }
 
@@ -323,25 +312,6 @@ func (p *Proc) WaitHeartbeats(n int, timeout time.Duration) error {
 		return fmt.Errorf("%s: waiting for %d heartbeats: %w", p.Name, n, err)
 	}
 	return nil
-}
-
-// SplitHeartbeat is the heartbeat line that the migration source src began
-// and the destination dst finished, joined, at the arrival time of dst's
-// part (ok false if src finished its last line or the join is no
-// heartbeat).
-func SplitHeartbeat(src, dst *Proc) (hb guest.Heartbeat, ok bool) {
-	part := src.Unfinished()
-	if part == "" {
-		return hb, false
-	}
-	lines := dst.Con.Lines()
-	if len(lines) == 0 {
-		return hb, false
-	}
-	if hb, ok = guest.ParseHeartbeat(part + lines[0].Text); ok {
-		hb.At = lines[0].At
-	}
-	return hb, ok
 }
 
 // Shorten cuts s to n bytes, marking the cut.

@@ -1,4 +1,4 @@
-package qemu
+package toolkit
 
 import (
 	"errors"
@@ -26,19 +26,13 @@ type Switchover struct {
 
 // MeasureSwitchover finds the switch-over in the source's heartbeats, the
 // line the source left unfinished ("" if none) and the destination's
-// console lines.
+// console lines. On error, Split is still set if the destination
+// finished a heartbeat line of the source's.
 func MeasureSwitchover(src []guest.Heartbeat, srcUnfinished string, dst []guest.Line) (Switchover, error) {
 	var s Switchover
-	if len(src) == 0 {
-		return s, errors.New("the source printed no heartbeat")
-	}
-	s.SrcLast = src[len(src)-1]
 	found := false
-	if srcUnfinished != "" && len(dst) > 0 {
-		if hb, ok := guest.ParseHeartbeat(srcUnfinished + dst[0].Text); ok {
-			hb.At = dst[0].At
-			s.DstFirst, s.Split, found = hb, true, true
-		}
+	if hb, ok := splitHeartbeat(srcUnfinished, dst); ok {
+		s.DstFirst, s.Split, found = hb, true, true
 	}
 	for _, l := range dst {
 		if found {
@@ -49,12 +43,37 @@ func MeasureSwitchover(src []guest.Heartbeat, srcUnfinished string, dst []guest.
 			s.DstFirst, found = hb, true
 		}
 	}
+	if len(src) == 0 {
+		return s, errors.New("the source printed no heartbeat")
+	}
+	s.SrcLast = src[len(src)-1]
 	if !found {
 		return s, errors.New("the destination printed no heartbeat")
 	}
 	s.Pause = s.DstFirst.At.Sub(s.SrcLast.At)
 	s.SeqContinuous = s.DstFirst.Seq == s.SrcLast.Seq+1
 	return s, nil
+}
+
+// Handover is MeasureSwitchover on the consoles of the migration source
+// src and destination dst as they are now.
+func Handover(src, dst *Proc) (Switchover, error) {
+	return MeasureSwitchover(src.Con.Heartbeats(), src.Unfinished(), dst.Con.Lines())
+}
+
+// splitHeartbeat is the heartbeat line that the migration source began
+// (part, its unfinished last line) and the destination finished (the
+// first of its lines), joined, at the arrival time of the destination's
+// part (ok false if part is "", there is no line, or the join is no
+// heartbeat).
+func splitHeartbeat(part string, lines []guest.Line) (hb guest.Heartbeat, ok bool) {
+	if part == "" || len(lines) == 0 {
+		return hb, false
+	}
+	if hb, ok = guest.ParseHeartbeat(part + lines[0].Text); ok {
+		hb.At = lines[0].At
+	}
+	return hb, ok
 }
 
 // LongestGap is the longest time between two consecutive heartbeats that

@@ -1,4 +1,4 @@
-package qemu
+package toolkit
 
 import (
 	"fmt"
@@ -82,5 +82,14 @@ func TestLongestGap(t *testing.T) {
 		if got := LongestGap(hbs, at(c.from), at(c.to)); got != time.Duration(c.want)*time.Millisecond {
 			t.Errorf("[%d, %d] ms: %v, want %d ms", c.from, c.to, got, c.want)
 		}
+	}
+}
+
+// TestMeasureSwitchoverSplitWithoutSource: netbench reports a split line
+// even when the source printed no whole heartbeat.
+func TestMeasureSwitchoverSplitWithoutSource(t *testing.T) {
+	s, err := MeasureSwitchover(nil, "HB 1", []guest.Line{{At: at(44), Text: "2 100 0"}})
+	if err == nil || !s.Split || s.DstFirst.Seq != 12 {
+		t.Errorf("%+v, %v; want an error, split, first seq 12", s, err)
 	}
 }
