@@ -227,3 +227,28 @@ func TestKickEndsEndlessLoop(t *testing.T) {
 		})
 	}
 }
+
+// TestSregsKeepAPICEnabled: GetSregs2 then SetSregs2 (what a VMM does to
+// set a boot state) leaves the LAPIC enabled at its base, as KVM's
+// apic_base round trip does; a guest that never writes IA32_APIC_BASE
+// (Linux on x86-64) then finds its APIC.
+func TestSregsKeepAPICEnabled(t *testing.T) {
+	v, _ := newVM(t, 1, 4)
+	c0, err := v.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c0.GetSregs2()
+	if s.APICBase&(1<<11) == 0 || s.APICBase&^0xfff != 0xfee00000 {
+		t.Fatalf("apic_base %#x: want 0xfee00000 with the enable bit", s.APICBase)
+	}
+	if err := c0.SetSregs2(s); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c0.GetSregs2(); got.APICBase != s.APICBase {
+		t.Fatalf("apic_base %#x after the round trip, want %#x", got.APICBase, s.APICBase)
+	}
+	if v, ok := v.chips.MMIORead(0, 0xfee00030, 4); !ok || v&0xff == 0 {
+		t.Fatalf("LAPIC version register: %#x %v: the APIC does not answer", v, ok)
+	}
+}

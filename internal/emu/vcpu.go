@@ -217,7 +217,9 @@ func (c *VCPU) SetRegs(r hv.Regs) error { c.cpu.SetRegs(r); return nil }
 // base and TPR as KVM reports them.
 func (c *VCPU) GetSregs2() (hv.Sregs2, error) {
 	s := c.cpu.GetSregs2()
-	s.APICBase = c.lapic.Base()
+	// The whole IA32_APIC_BASE, enable and BSP bits included, as KVM
+	// reports apic_base: SetSregs2 writes it back.
+	s.APICBase, _ = c.lapic.ReadMSR(msrAPICBase)
 	s.CR8 = uint64(c.lapic.Read(0x80) >> 4) // TPR
 	return s, nil
 }
