@@ -15,8 +15,9 @@ type Config struct {
 	Name     string // used in logs and as the default API socket name
 	MemBytes uint64 // guest RAM, a multiple of 2 MiB
 	VCPUs    int    // 1..limits.MaxVCPUs
-	Kernel   string // multiboot v1 ELF
+	Kernel   string // multiboot v1 ELF or Linux bzImage
 	Cmdline  string // kernel command line
+	Initrd   string // initial ramdisk for a bzImage, or ""
 	// Accel names the accelerator: "auto" (or ""), "kvm" or "emu"
 	// (package accel).
 	Accel string
@@ -71,6 +72,17 @@ func (c Config) validate(needKernel, shapeKnown bool) error {
 		errs = append(errs, fmt.Errorf("guest kernel %s: %w (build it with `make guest` or pass --kernel)", c.Kernel, unwrapPath(err)))
 	} else if !st.Mode().IsRegular() {
 		errs = append(errs, fmt.Errorf("guest kernel %s is not a regular file", c.Kernel))
+	}
+	if c.Initrd != "" {
+		if c.Kernel == "" {
+			errs = append(errs, errors.New("an initrd (--initrd) needs a Linux kernel (--kernel)"))
+		} else if st, err := os.Stat(c.Initrd); err != nil {
+			errs = append(errs, fmt.Errorf("initrd %s: %w", c.Initrd, unwrapPath(err)))
+		} else if !st.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("initrd %s is not a regular file", c.Initrd))
+		} else if st.Size() == 0 {
+			errs = append(errs, fmt.Errorf("initrd %s is empty", c.Initrd))
+		}
 	}
 	if c.Net != nil && c.Net.TAP == "" {
 		errs = append(errs, errors.New("a NIC needs a TAP name (--tap)"))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/godwit-vmm/godwit/internal/arch/x86"
 	"github.com/godwit-vmm/godwit/internal/devices"
 	"github.com/godwit-vmm/godwit/internal/devices/legacy"
 	"github.com/godwit-vmm/godwit/internal/devices/pci"
@@ -29,15 +30,18 @@ const (
 
 // deviceSet is every emulated device of a VM.
 type deviceSet struct {
-	uart  *serial.UART
-	i8042 *legacy.I8042
-	cmos  *legacy.CMOS
-	pci   *pci.Bus
-	net   *virtionet.Device
-	tap   *virtionet.TAP
-	blk   *blk.Device
+	uart   *serial.UART
+	i8042  *legacy.I8042
+	cmos   *legacy.CMOS
+	acpiPM *legacy.ACPIPM
+	pci    *pci.Bus
+	net    *virtionet.Device
+	tap    *virtionet.TAP
+	blk    *blk.Device
 	// blkPath is the disk image's path, for status.
 	blkPath string
+	// pciIRQs says which GSI each PCI slot interrupts on, for the DSDT.
+	pciIRQs []x86.PCIInterrupt
 }
 
 // DeviceState is the migratable state of every device.
@@ -48,6 +52,9 @@ type DeviceState struct {
 	PCI   pci.BusState
 	Net   *virtionet.State
 	Blk   *blk.State
+	// ACPIPM is nil in the state of a VMM that predates the device: the
+	// device then keeps its reset state.
+	ACPIPM *legacy.ACPIPMState
 }
 
 // irq returns a new interrupt line on gsi, owned by v.
@@ -80,6 +87,7 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 	reset := func() { v.guestStop("guest reset (i8042/0xcf9)") }
 	d.i8042 = legacy.NewI8042(reset)
 	d.cmos = legacy.NewCMOS(time.Now)
+	d.acpiPM = legacy.NewACPIPM(x86.ACPIPMBase, func() { v.guestStop("guest powered off (ACPI S5)") })
 	d.pci = pci.NewBus()
 	fixed := []struct {
 		base, n uint16
@@ -90,6 +98,7 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 		{0x64, 1, d.i8042},
 		{0x70, 2, d.cmos},
 		{0x80, 1, legacy.POST{}},
+		{x86.ACPIPMBase, legacy.ACPIPMLen, d.acpiPM},
 		{0xcf8, 8, d.pci},
 		{0xcf9, 1, legacy.NewResetControl(reset)},
 		{0xf4, 1, legacy.NewDebugExit(func(val uint32) { v.guestStop(fmt.Sprintf("guest powered off (code %d)", val)) })},
@@ -149,10 +158,17 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 	return d, nil
 }
 
+// addPCI puts dev on the PCI bus with its interrupt line set to irq (a
+// GSI below 16, which is also its ISA IRQ) and records the slot's
+// routing for the DSDT.
 func (d *deviceSet) addPCI(dev pci.Device, irq uint8) error {
 	dev.Config().SetInterruptLine(irq)
-	_, err := d.pci.Add(dev)
-	return err
+	slot, err := d.pci.Add(dev)
+	if err != nil {
+		return err
+	}
+	d.pciIRQs = append(d.pciIRQs, x86.PCIInterrupt{Slot: slot, GSI: uint32(irq)})
+	return nil
 }
 
 // MAC returns the guest NIC's MAC address: the configured one, or a locally
@@ -193,7 +209,8 @@ func (d *deviceSet) resume() {
 }
 
 func (d *deviceSet) save() (DeviceState, error) {
-	s := DeviceState{UART: d.uart.Save(), I8042: d.i8042.Save(), CMOS: d.cmos.Save(), PCI: d.pci.Save()}
+	pm := d.acpiPM.Save()
+	s := DeviceState{UART: d.uart.Save(), I8042: d.i8042.Save(), CMOS: d.cmos.Save(), PCI: d.pci.Save(), ACPIPM: &pm}
 	if d.net != nil {
 		ns := d.net.Save()
 		s.Net = &ns
@@ -210,6 +227,9 @@ func (d *deviceSet) restore(s DeviceState) error {
 		return errors.New("the source and this VM have different devices")
 	}
 	errs := []error{d.uart.Restore(s.UART), d.i8042.Restore(s.I8042), d.cmos.Restore(s.CMOS), d.pci.Restore(s.PCI)}
+	if s.ACPIPM != nil {
+		errs = append(errs, d.acpiPM.Restore(*s.ACPIPM))
+	}
 	if d.net != nil {
 		errs = append(errs, d.net.Restore(*s.Net))
 	}

@@ -1,6 +1,8 @@
 // Package vm runs one virtual machine: guest RAM, the KVM VM with its
 // in-kernel interrupt controllers and PIT, one locked OS thread per vCPU, the
-// I/O-port bus and the emulated devices, and the multiboot boot path.
+// I/O-port bus and the emulated devices, and the boot paths: a multiboot v1
+// ELF (the test guest) or a Linux bzImage with an initrd, both with the
+// machine's ACPI tables.
 //
 // vCPU threads are controlled by requests (pause, resume, run-on-thread,
 // exit), never by flags poked from outside; see vcpu.go.
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,11 +108,52 @@ func New(cfg Config, log *slog.Logger) (*VM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	kernel, err := x86.ReadKernel(cfg.Kernel)
+	boot, err := readBootFiles(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return create(cfg, log, kernel)
+	return create(cfg, log, boot)
+}
+
+// bootFiles is what New loads into a fresh VM: the kernel and, for a
+// bzImage, its initrd.
+type bootFiles struct {
+	kernel *x86.KernelImage
+	initrd []byte
+}
+
+// readBootFiles reads the kernel and the initrd and checks that they fit
+// the VM's memory and command line, before anything is created.
+func readBootFiles(cfg Config) (*bootFiles, error) {
+	img, err := x86.ReadKernelImage(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	b := &bootFiles{kernel: img}
+	if img.Linux == nil {
+		if cfg.Initrd != "" {
+			return nil, fmt.Errorf("vm: %s is a multiboot kernel: --initrd needs a Linux bzImage kernel", cfg.Kernel)
+		}
+		return b, nil
+	}
+	var size uint64
+	if cfg.Initrd != "" {
+		st, err := os.Stat(cfg.Initrd)
+		if err != nil {
+			return nil, fmt.Errorf("vm: initrd: %w", err)
+		}
+		size = uint64(st.Size())
+	}
+	// Refuse an initrd too large for the VM before reading it.
+	if _, err := img.Linux.Layout(cfg.MemBytes, len(cfg.Cmdline), size); err != nil {
+		return nil, err
+	}
+	if cfg.Initrd != "" {
+		if b.initrd, err = os.ReadFile(cfg.Initrd); err != nil {
+			return nil, fmt.Errorf("vm: read initrd: %w", err)
+		}
+	}
+	return b, nil
 }
 
 // NewIncoming creates a VM of cfg's shape whose state will come from a
@@ -122,7 +166,8 @@ func NewIncoming(cfg Config, log *slog.Logger) (*VM, error) {
 	return create(cfg, log, nil)
 }
 
-func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error) {
+// create builds the VM; boot is nil for one that arrives by migration.
+func create(cfg Config, log *slog.Logger, boot *bootFiles) (_ *VM, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -133,7 +178,7 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 	}
 	defer sys.Close()
 
-	v := &VM{cfg: cfg, log: log, accel: sys.Name(), state: StateCreated, stopped: make(chan struct{}), incoming: kernel == nil}
+	v := &VM{cfg: cfg, log: log, accel: sys.Name(), state: StateCreated, stopped: make(chan struct{}), incoming: boot == nil}
 	defer func() {
 		if err != nil {
 			v.release()
@@ -157,15 +202,11 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 	if v.dev, err = v.createDevices(); err != nil {
 		return nil, err
 	}
-	var entry, info uint32
-	if kernel != nil {
-		if info, err = kernel.Load(v.mem, cfg.Cmdline); err != nil {
+	var entry bootEntry
+	if boot != nil {
+		if entry, err = v.loadGuest(boot); err != nil {
 			return nil, err
 		}
-		if err = x86.WriteBootGDT(v.mem); err != nil {
-			return nil, err
-		}
-		entry = kernel.Entry
 	}
 	cpuid, err := sys.SupportedCPUID()
 	if err != nil {
@@ -178,10 +219,10 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 		setup := func(cpu hv.VCPU) error {
 			ids := x86.PatchCPUID(cpuid, cpu.ID(), cfg.VCPUs)
 			var err error
-			if kernel == nil {
+			if boot == nil {
 				err = cpu.SetCPUID2(ids) // the rest comes with the state
 			} else {
-				err = setupVCPU(cpu, ids, entry, info)
+				err = setupVCPU(cpu, ids, entry)
 			}
 			if err == nil && cpu.ID() == 0 {
 				v.info, err = probeMigrationInfo(sys, v.hvm, cpu)
@@ -192,14 +233,50 @@ func create(cfg Config, log *slog.Logger, kernel *x86.Kernel) (_ *VM, err error)
 			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)
 		}
 	}
-	log.Info("vm created", "accel", v.accel, "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", kernel == nil)
+	log.Info("vm created", "accel", v.accel, "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", boot == nil)
 	return v, nil
 }
 
+// bootEntry is the BSP's state at the kernel's entry point.
+type bootEntry struct {
+	regs  hv.Regs
+	sregs func(hv.Sregs2) hv.Sregs2 // from the vCPU's reset sregs
+}
+
+// loadGuest writes the ACPI tables, the boot GDT and the kernel (with its
+// boot information) into guest RAM and returns the BSP's entry state.
+func (v *VM) loadGuest(b *bootFiles) (bootEntry, error) {
+	tables, err := x86.BuildACPI(v.cfg.VCPUs, v.dev.pciIRQs)
+	if err != nil {
+		return bootEntry{}, err
+	}
+	if err := v.mem.WriteAt(tables.Data, tables.Base); err != nil {
+		return bootEntry{}, fmt.Errorf("vm: write ACPI tables: %w", err)
+	}
+	if err := x86.WriteBootGDT(v.mem); err != nil {
+		return bootEntry{}, err
+	}
+	if k := b.kernel.Linux; k != nil {
+		l, err := k.Load(v.mem, v.cfg.Cmdline, b.initrd, tables.RSDP)
+		if err != nil {
+			return bootEntry{}, err
+		}
+		v.log.Info("linux kernel loaded", "protocol", fmt.Sprintf("%d.%02d", k.Protocol>>8, k.Protocol&0xff),
+			"load", fmt.Sprintf("%#x", l.LoadAddr), "initrd", fmt.Sprintf("%#x+%#x", l.InitrdAddr, l.InitrdSize))
+		return bootEntry{x86.LinuxRegs(uint32(l.LoadAddr), x86.ZeroPageAddr), x86.LinuxSregs}, nil
+	}
+	k := b.kernel.Multiboot
+	info, err := k.Load(v.mem, v.cfg.Cmdline)
+	if err != nil {
+		return bootEntry{}, err
+	}
+	return bootEntry{x86.MultibootRegs(k.Entry, info), x86.MultibootSregs}, nil
+}
+
 // setupVCPU sets the reset state of one vCPU: CPUID, LAPIC LINT pins, and
-// for the BSP the multiboot entry state. APs stay in wait-for-SIPI, as KVM
+// for the BSP the kernel's entry state. APs stay in wait-for-SIPI, as KVM
 // creates them with an in-kernel irqchip.
-func setupVCPU(cpu hv.VCPU, cpuid []hv.CPUIDEntry2, entry, info uint32) error {
+func setupVCPU(cpu hv.VCPU, cpuid []hv.CPUIDEntry2, entry bootEntry) error {
 	if err := cpu.SetCPUID2(cpuid); err != nil {
 		return err
 	}
@@ -218,10 +295,10 @@ func setupVCPU(cpu hv.VCPU, cpuid []hv.CPUIDEntry2, entry, info uint32) error {
 	if err != nil {
 		return err
 	}
-	if err := cpu.SetSregs2(x86.MultibootSregs(sregs)); err != nil {
+	if err := cpu.SetSregs2(entry.sregs(sregs)); err != nil {
 		return err
 	}
-	return cpu.SetRegs(x86.MultibootRegs(entry, info))
+	return cpu.SetRegs(entry.regs)
 }
 
 // Start runs the vCPUs.

@@ -23,6 +23,7 @@ import (
 // runFlags are the command line of `godwit run`.
 type runFlags struct {
 	name, kernel, cmdline, mem    string
+	initrd                        string
 	cpus                          string
 	tap, mac, bridge              string
 	announceRounds                int
@@ -52,8 +53,9 @@ var Features = []string{"fence-file", "owner-handover"}
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "VM name ("+limits.NameGrammar+"); names the API socket /run/godwit/NAME.sock")
-	fs.StringVar(&f.kernel, "kernel", "", "multiboot v1 ELF guest kernel")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot v1 ELF (the test guest) or a Linux bzImage")
 	fs.StringVar(&f.cmdline, "cmdline", "", "guest kernel command line")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (e.g. a cpio archive) for a Linux bzImage --kernel")
 	fs.StringVar(&f.mem, "mem", "256M", "guest RAM, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+
 		" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
 	fs.StringVar(&f.cpus, "cpus", "1", fmt.Sprintf("number of vCPUs, 1 to %d", limits.MaxVCPUs))
@@ -103,6 +105,7 @@ default /run/godwit/NAME.sock) serves godwit status, pause, resume, stop,
 console and migrate. With --incoming the VMM waits for the VM to arrive by
 live migration instead of booting one.`,
 		Example: strings.ReplaceAll(`  PROG run --name vm1 --kernel guest/build/guest.elf --mem 1G --cpus 2
+  PROG run --name vm1 --kernel vmlinuz --initrd initrd.cpio --cmdline "console=ttyS0" --mem 512M
   PROG run --name vm1 --kernel guest.elf --tap tap0 --bridge br0 --disk vm1.img
   PROG run --name vm1 --incoming tcp:127.0.0.1:4444 --console none`, "PROG", prog),
 		Args: cobra.NoArgs,
@@ -164,7 +167,7 @@ func (f *runFlags) plan(stderr io.Writer) (*runPlan, error) {
 	if _, err := accel.Parse(f.accel); err != nil {
 		return nil, fmt.Errorf("--accel: %w", err)
 	}
-	p.cfg = vm.Config{Name: f.name, MemBytes: memBytes, VCPUs: cpus, Kernel: f.kernel, Cmdline: f.cmdline, Accel: f.accel}
+	p.cfg = vm.Config{Name: f.name, MemBytes: memBytes, VCPUs: cpus, Kernel: f.kernel, Cmdline: f.cmdline, Initrd: f.initrd, Accel: f.accel}
 	if err := f.devices(&p.cfg); err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}

@@ -1,7 +1,7 @@
 // Package x86 holds the x86-64 knowledge of the VMM that does not need a
-// running VM: loading a multiboot v1 ELF and writing its boot information,
-// the CPU state a multiboot kernel expects at entry, and the CPUID and MSR
-// lists the VMM sets and migrates.
+// running VM: loading a multiboot v1 ELF or a Linux bzImage and writing
+// their boot information, the machine's ACPI tables, the CPU state a kernel
+// expects at entry, and the CPUID and MSR lists the VMM sets and migrates.
 //
 // Who may import: the vm and migration layers. It imports kvm (for register
 // types) and memory, nothing above.
@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/godwit-vmm/godwit/internal/memory"
 )
@@ -67,16 +66,6 @@ type Segment struct {
 
 // End returns the first address after the segment.
 func (s Segment) End() uint64 { return s.Addr + s.MemSize }
-
-// ReadKernel reads and checks a multiboot v1 ELF file (32- or 64-bit ELF,
-// entered in 32-bit protected mode either way).
-func ReadKernel(path string) (*Kernel, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("x86: read kernel: %w", err)
-	}
-	return ParseKernel(path, data)
-}
 
 // ParseKernel parses a multiboot ELF image held in memory. It never panics on
 // malformed input.

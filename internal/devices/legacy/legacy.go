@@ -1,10 +1,10 @@
 // Package legacy emulates the small ISA devices a PC guest pokes at during
 // boot and shutdown: an i8042 keyboard-controller stub (the guest's reset
 // path), the QEMU-compatible debug-exit port 0xF4 (power-off), the POST
-// diagnostic port 0x80, the reset control register 0xCF9, and the CMOS
-// RTC/NVRAM at 0x70/0x71.
+// diagnostic port 0x80, the reset control register 0xCF9, the CMOS
+// RTC/NVRAM at 0x70/0x71, and the ACPI PM1 register block (S5 power-off).
 //
-// Each device implements devices.PortIO; the stateful ones (I8042, CMOS)
+// Each device implements devices.PortIO; the stateful ones (I8042, CMOS, ACPIPM)
 // have Save/Restore with a versioned state struct.
 //
 // Who may import: the vm layer (to put the devices on the port bus) and
