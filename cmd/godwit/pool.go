@@ -303,10 +303,10 @@ func vmList(f *poolFlags, stdout io.Writer) error {
 
 // vmCreateFlags are the flags of `godwit vm create`.
 type vmCreateFlags struct {
-	kernel, cmdline, mem, onHost, cpus string
-	haPriority                         int
-	disks, nics                        []string
-	ha, stopped                        bool
+	kernel, initrd, cmdline, mem, onHost, cpus string
+	haPriority                                 int
+	disks, nics                                []string
+	ha, stopped                                bool
 }
 
 // vmCreateCommand is `godwit vm create NAME --kernel FILE ...`.
@@ -316,7 +316,8 @@ func vmCreateCommand(pf *poolFlags, stdout io.Writer) *cobra.Command {
 		Use:   "create NAME --kernel FILE [flags]",
 		Short: "Create a VM in the pool; the controller places and starts it",
 		Example: `  godwit vm create web1 --kernel /srv/guest.elf --mem 1G --cpus 2
-  godwit vm create db1 --kernel /srv/guest.elf --disk /srv/pool/db1.img,storage=pool --nic br0 --ha --ha-priority 10`,
+  godwit vm create db1 --kernel /srv/guest.elf --disk /srv/pool/db1.img,storage=pool --nic br0 --ha --ha-priority 10
+  godwit vm create lx1 --kernel /srv/bzImage --initrd /srv/initramfs.cpio.gz --cmdline "console=ttyS0 nokaslr" --mem 512M`,
 		Args: cli.Args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := f.request(cmd, args[0])
@@ -336,7 +337,8 @@ func vmCreateCommand(pf *poolFlags, stdout io.Writer) *cobra.Command {
 		},
 	}
 	fs := c.Flags()
-	fs.StringVar(&f.kernel, "kernel", "", "guest kernel (the same path on every host)")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot ELF or a Linux bzImage (the same path on every host)")
+	fs.StringVar(&f.initrd, "initrd", "", "initramfs of a Linux kernel (the same path on every host)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "guest command line")
 	fs.StringVar(&f.mem, "mem", "512M", "guest memory, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
 	fs.StringVar(&f.cpus, "cpus", "1", fmt.Sprintf("vCPUs, 1 to %d", limits.MaxVCPUs))
@@ -367,7 +369,7 @@ func (f *vmCreateFlags) request(cmd *cobra.Command, name string) (poolapi.Create
 	if f.haPriority < 0 {
 		return req, cli.Usagef(cmd, "--ha-priority %d: want 0 or more", f.haPriority)
 	}
-	spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: f.kernel, Cmdline: f.cmdline,
+	spec := store.VMSpec{VCPUs: cpus, MemBytes: memBytes, Kernel: f.kernel, Initrd: f.initrd, Cmdline: f.cmdline,
 		HA: store.HASpec{Restart: f.ha || cmd.Flags().Changed("ha-priority"), Priority: f.haPriority}}
 	if f.stopped {
 		spec.Desired = store.DesiredStopped
@@ -581,7 +583,7 @@ func printVM(w io.Writer, v poolapi.VM, asJSON bool) error {
 		{"vm", v.Name}, {"phase", v.Phase}, {"desired", string(v.Spec.Desired)},
 		{"host", dash(v.Host)},
 		{"vcpus", strconv.Itoa(v.Spec.VCPUs)}, {"memory", humanBytes(v.Spec.MemBytes)},
-		{"kernel", v.Spec.Kernel}, {"cmdline", dash(v.Spec.Cmdline)},
+		{"kernel", v.Spec.Kernel}, {"initrd", dash(v.Spec.Initrd)}, {"cmdline", dash(v.Spec.Cmdline)},
 	}
 	if v.Host != "" {
 		rows = append(rows, [2]string{"owner rev", strconv.FormatInt(v.OwnerRev, 10)})

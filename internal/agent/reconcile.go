@@ -259,6 +259,9 @@ func (a *Agent) startVM(ctx context.Context, lease *store.HostLease, v *store.VM
 	args := a.vmmArgs(v.Name, int64(lease.ID()))
 	args = append(args, "--kernel", spec.Kernel, "--mem", strconv.FormatUint(spec.MemBytes>>20, 10)+"M",
 		"--cpus", strconv.Itoa(max(spec.VCPUs, 1)))
+	if spec.Initrd != "" {
+		args = append(args, "--initrd", spec.Initrd)
+	}
 	if spec.Cmdline != "" {
 		args = append(args, "--cmdline", spec.Cmdline)
 	}

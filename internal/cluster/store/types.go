@@ -132,6 +132,7 @@ type VMSpec struct {
 	VCPUs    int          `json:"vcpus"`
 	MemBytes uint64       `json:"mem_bytes"`
 	Kernel   string       `json:"kernel"`            // guest kernel path, the same on every host
+	Initrd   string       `json:"initrd,omitempty"`  // a Linux kernel's initramfs, the same on every host
 	Cmdline  string       `json:"cmdline,omitempty"` // guest command line
 	Disks    []DiskSpec   `json:"disks,omitempty"`
 	NICs     []NICSpec    `json:"nics,omitempty"`
