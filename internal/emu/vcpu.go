@@ -297,43 +297,42 @@ func (c *VCPU) SetMPState(s uint32) error {
 	return nil
 }
 
-// GetXSAVE returns the XSAVE area: the software CPU has no x87 or SSE
-// state yet, so it holds their reset values.
+// GetXSAVE returns the x87, MMX and SSE state as a standard-format XSAVE
+// area (KVM_GET_XSAVE's layout), zero-padded to size (at least XSAVESize).
 func (c *VCPU) GetXSAVE(size int) ([]byte, error) {
-	if size < XSAVESize {
-		size = XSAVESize
-	}
-	b := make([]byte, size)
-	binary.LittleEndian.PutUint16(b[0:], 0x37f)   // FCW
-	binary.LittleEndian.PutUint32(b[24:], 0x1f80) // MXCSR
-	binary.LittleEndian.PutUint64(b[512:], 1)     // XSTATE_BV: x87
+	b := make([]byte, max(size, XSAVESize))
+	copy(b, c.cpu.XSAVE())
 	return b, nil
 }
 
-// SetXSAVE accepts an area of the right size whose state is the reset state.
+// SetXSAVE loads a standard-format XSAVE area; it refuses state the
+// software CPU lacks (components beyond x87 and SSE, compaction).
 func (c *VCPU) SetXSAVE(b []byte) error {
-	if len(b) < 576 {
-		return fmt.Errorf("emu: vcpu %d: XSAVE area of %d bytes is too short", c.id, len(b))
+	if err := c.cpu.SetXSAVE(b); err != nil {
+		return fmt.Errorf("emu: vcpu %d: %w", c.id, err)
 	}
 	return nil
 }
 
-// GetXCRs returns XCR0 = x87 (struct kvm_xcrs).
+// GetXCRs returns XCR0 (struct kvm_xcrs).
 func (c *VCPU) GetXCRs() (hv.XCRs, error) {
 	var x hv.XCRs
 	binary.LittleEndian.PutUint32(x[0:], 1) // nr_xcrs
-	binary.LittleEndian.PutUint64(x[16:], 1)
+	binary.LittleEndian.PutUint64(x[16:], c.cpu.XCR0())
 	return x, nil
 }
 
-// SetXCRs accepts XCR0 = x87.
+// SetXCRs sets XCR0, which may enable x87 and SSE only.
 func (c *VCPU) SetXCRs(x hv.XCRs) error {
 	n := binary.LittleEndian.Uint32(x[0:])
 	for i := range min(n, 16) {
 		xcr := binary.LittleEndian.Uint32(x[8+16*i:])
 		val := binary.LittleEndian.Uint64(x[16+16*i:])
-		if xcr == 0 && val&^1 != 0 {
-			return fmt.Errorf("emu: vcpu %d: XCR0 %#x enables state the software CPU lacks", c.id, val)
+		if xcr != 0 {
+			return fmt.Errorf("emu: vcpu %d: XCR%d does not exist", c.id, xcr)
+		}
+		if err := c.cpu.SetXCR0(val); err != nil {
+			return fmt.Errorf("emu: vcpu %d: %w", c.id, err)
 		}
 	}
 	return nil

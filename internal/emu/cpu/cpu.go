@@ -152,6 +152,8 @@ type CPU struct {
 
 	cpuid []hv.CPUIDEntry2
 
+	fpu fpuState // x87, MMX, SSE (fpu.go)
+
 	tlb [tlbSize]tlbEntry
 	// tlbUsed lists the indexes of tlb entries filled since they were
 	// last flushed, each once (tlbListed), so flushes touch only them.
@@ -209,6 +211,7 @@ func New(id int, mem *Memory, p Platform) *CPU {
 	c.cur = &c.in
 	c.tlbUsed = make([]uint16, 0, tlbSize) // each index at most once: never grows
 	c.cpuid = SupportedCPUID()
+	c.fpu.reset() // power-on only: INIT leaves the x87 and SSE state alone
 	c.Reset()
 	mem.register(c)
 	return c

@@ -15,6 +15,7 @@ func str4(s string) uint32 {
 // "GodwitGodwit" with no paravirtual features.
 func SupportedCPUID() []hv.CPUIDEntry2 {
 	const (
+		edxFPU     = 1 << 0
 		edxPSE     = 1 << 3
 		edxTSC     = 1 << 4
 		edxMSR     = 1 << 5
@@ -27,6 +28,11 @@ func SupportedCPUID() []hv.CPUIDEntry2 {
 		edxCMOV    = 1 << 15
 		edxPAT     = 1 << 16
 		edxCLFLUSH = 1 << 19
+		edxMMX     = 1 << 23
+		edxFXSR    = 1 << 24
+		edxSSE     = 1 << 25
+		edxSSE2    = 1 << 26
+		ecxXSAVE   = 1 << 26
 
 		ecxCX16       = 1 << 13
 		ecxMOVBE      = 1 << 22
@@ -41,7 +47,7 @@ func SupportedCPUID() []hv.CPUIDEntry2 {
 		extLM      = 1 << 29
 		extLAHF    = 1 << 0
 	)
-	ecx1 := uint32(ecxMOVBE | ecxPOPCNT | ecxHypervisor)
+	ecx1 := uint32(ecxMOVBE | ecxPOPCNT | ecxXSAVE | ecxHypervisor)
 	if haveCAS128 {
 		ecx1 |= ecxCX16 // cmpxchg16b is atomic only with the host's
 	}
@@ -51,10 +57,15 @@ func SupportedCPUID() []hv.CPUIDEntry2 {
 		brand += "\x00"
 	}
 	ents := []hv.CPUIDEntry2{
-		{Function: 0, EAX: 7, EBX: str4(vendor[0:]), EDX: str4(vendor[4:]), ECX: str4(vendor[8:])},
+		{Function: 0, EAX: 0xd, EBX: str4(vendor[0:]), EDX: str4(vendor[4:]), ECX: str4(vendor[8:])},
 		{Function: 1, EAX: cpuSignature, EBX: 8 << 8, ECX: ecx1,
-			EDX: edxPSE | edxTSC | edxMSR | edxPAE | edxCX8 | edxAPIC | edxSEP | edxMTRR | edxPGE | edxCMOV | edxPAT | edxCLFLUSH},
+			EDX: edxFPU | edxPSE | edxTSC | edxMSR | edxPAE | edxCX8 | edxAPIC | edxSEP | edxMTRR | edxPGE | edxCMOV | edxPAT |
+				edxCLFLUSH | edxMMX | edxFXSR | edxSSE | edxSSE2},
 		{Function: 7, Flags: 1},
+		// XSAVE: x87 and SSE state, the standard format only (no
+		// xsaveopt, xsavec, xgetbv with ECX=1, xsaves).
+		{Function: 0xd, Index: 0, Flags: 1, EAX: xfeaturesSupported, EBX: xsaveSize, ECX: xsaveSize},
+		{Function: 0xd, Index: 1, Flags: 1},
 		{Function: 0x40000000, EAX: 0x40000000, EBX: str4("Godw"), ECX: str4("itGo"), EDX: str4("dwit")},
 		{Function: 0x80000000, EAX: 0x80000008},
 		{Function: 0x80000001, ECX: extLAHF | extABM, EDX: extSYSCALL | extNX | extPDPE1GB | extRDTSCP | extLM},
@@ -91,6 +102,12 @@ func (c *CPU) doCPUID() {
 			e = x
 			break
 		}
+	}
+	switch {
+	case fn == 1 && c.cr4&cr4OSXSAVE != 0:
+		e.ECX |= 1 << 27 // OSXSAVE mirrors CR4
+	case fn == 0xd && idx == 0:
+		e.EBX = xsaveSize // the area for the components XCR0 enables
 	}
 	c.regs[rAX], c.regs[rBX] = uint64(e.EAX), uint64(e.EBX)
 	c.regs[rCX], c.regs[rDX] = uint64(e.ECX), uint64(e.EDX)

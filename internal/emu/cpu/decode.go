@@ -112,7 +112,7 @@ func oneByteImm(op uint8) int {
 func twoByteModRM(op uint8) bool {
 	switch {
 	case op <= 0x03, op == 0x0d, op >= 0x10 && op <= 0x17, op >= 0x18 && op <= 0x1f, op >= 0x20 && op <= 0x23,
-		op >= 0x28 && op <= 0x2f, op >= 0x40 && op <= 0x7f, op >= 0x90 && op <= 0x9f, op >= 0xa3 && op <= 0xa5,
+		op >= 0x28 && op <= 0x2f, op >= 0x40 && op <= 0x7f && op != 0x77, op >= 0x90 && op <= 0x9f, op >= 0xa3 && op <= 0xa5,
 		op >= 0xab && op <= 0xaf, op >= 0xb0 && op <= 0xb7, op >= 0xb8 && op <= 0xbf, op >= 0xc0 && op <= 0xc7,
 		op >= 0xd0:
 		return true
@@ -208,8 +208,7 @@ prefixes:
 			hasModRM = true
 		case b == 0x3a, b == 0x0f, b >= 0x24 && b <= 0x27, b == 0xa6, b == 0xa7:
 			panic(ud()) // SSSE3/SSE4, 3DNow!, mov to/from test registers
-		case b >= 0x10 && b <= 0x17, b >= 0x28 && b <= 0x2f, b >= 0x50 && b <= 0x7f, b >= 0xc2 && b <= 0xc6, b >= 0xd0:
-			panic(ud()) // MMX, SSE, AVX: not implemented (CPUID says so)
+		case b == 0x77: // emms: no ModRM
 		default:
 			hasModRM = twoByteModRM(b)
 			imm = twoByteImm(b)

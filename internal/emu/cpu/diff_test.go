@@ -83,8 +83,8 @@ func newDiffVM(t *testing.T) *diffVM {
 	s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
 	s.TR = hv.Segment{Base: diffTSS, Limit: 0x67, Selector: 0x18, Type: 0xb, Present: 1}
 	s.LDT = hv.Segment{Unusable: 1}
-	s.CR0 = 1<<0 | 1<<4 | 1<<31 // PE ET PG
-	s.CR4 = 1 << 5              // PAE
+	s.CR0 = 1<<0 | 1<<4 | 1<<31         // PE ET PG
+	s.CR4 = 1<<5 | 1<<9 | 1<<10 | 1<<18 // PAE OSFXSR OSXMMEXCPT OSXSAVE
 	s.CR3 = diffPML4
 	s.EFER = 1<<8 | 1<<10 // LME LMA
 	if err := c.SetSregs2(s); err != nil {
@@ -171,6 +171,49 @@ func (v *diffVM) run(c *native.Case, useRun bool) (native.State, string) {
 		fail = fmt.Sprintf("RSP changed to %#x", r.RSP)
 	}
 	return out, fail
+}
+
+// runBoth runs code natively and in the emulator from the same input
+// state, FPU (an FXSAVE64 image) included; in.FPU nil means the default
+// state (native.DefaultFPU). The registers in addrRegs hold offsets into
+// Mem on input and output (natively they hold native.MemBase()+offset, in
+// the emulator diffMem+offset). The code must not fault natively (keep
+// every x87 and SSE exception masked). It returns both output states, each
+// with its FPU image, and why the emulator failed to reach the code's end.
+func runBoth(t *testing.T, v *diffVM, code []byte, in native.State, addrRegs uint16) (nat, emu native.State, fail string) {
+	t.Helper()
+	if in.FPU == nil {
+		in.FPU = native.DefaultFPU()
+	}
+	nat = in
+	fpuIn := *in.FPU
+	nat.FPU = &fpuIn
+	rebase := func(st *native.State, from, to uint64) {
+		for r := 0; r < 16; r++ {
+			if addrRegs&(1<<r) != 0 {
+				st.Regs[r] = st.Regs[r] - from + to
+			}
+		}
+	}
+	rebase(&nat, 0, native.MemBase())
+	if err := native.Run(code, &nat); err != nil {
+		t.Fatal(err)
+	}
+	rebase(&nat, native.MemBase(), 0)
+
+	xs := make([]byte, cpu.XSAVESize)
+	copy(xs, in.FPU[:])
+	xs[512] = 3 // XSTATE_BV: x87 and SSE
+	if err := v.c.SetXSAVE(xs); err != nil {
+		t.Fatalf("SetXSAVE: %v", err)
+	}
+	c := &native.Case{Code: code, Regs: in.Regs, RFLAGS: in.RFLAGS, Mem: in.Mem, AddrRegs: addrRegs}
+	emu, fail = v.run(c, false)
+	rebase(&emu, diffMem, 0)
+	var img [512]byte
+	copy(img[:], v.c.XSAVE())
+	emu.FPU = &img
+	return nat, emu, fail
 }
 
 // raceEnabled reports whether the test binary was built with -race.

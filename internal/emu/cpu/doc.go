@@ -24,8 +24,13 @@
 // and IST, the double- and triple-fault rules, NMI blocking, the STI and
 // MOV SS shadows, TF single-step, alignment checks (#AC at CPL 3 with
 // CR0.AM and RFLAGS.AC); syscall/sysret, sysenter/sysexit; the
-// CPU's own MSRs. x87, MMX, SSE, AVX and XSAVE raise #UD (CPUID says there
-// is no FPU). Not implemented: task switches (an internal error),
+// CPU's own MSRs; the x87 FPU (f80.go: a soft-float of the 80-bit format
+// with precision and rounding control; x87.go, x87_math.go, x87_env.go,
+// x87_trans.go), MMX, SSE and SSE2 (sse.go, sse_float.go: binary32 and
+// binary64 soft-float under MXCSR; sse_int.go), FXSAVE/FXRSTOR and
+// XSAVE/XRSTOR with XCR0 for the x87 and SSE components (fpu.go, which
+// holds that state). SSE3 and later, AVX and XSAVEOPT/XSAVEC/XSAVES raise
+// #UD, as CPUID says. Not implemented: task switches (an internal error),
 // virtual-8086 mode (an internal error), debug-register breakpoints (DR0-7
 // are stored only), SMM.
 //

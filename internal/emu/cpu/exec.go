@@ -203,7 +203,10 @@ func (c *CPU) exec() {
 		c.setReg(rDX, osz, v)
 	case 0x9a: // call far ptr
 		c.callFar(uint16(in.imm2), in.imm, osz)
-	case 0x9b: // fwait: no x87 state, nothing pending
+	case 0x9b:
+		c.fwait()
+	case 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf:
+		c.execX87()
 	case 0x9c: // pushf
 		if c.flags&flagVM != 0 && c.flags&flagIOPL != flagIOPL {
 			panic(gp(0))

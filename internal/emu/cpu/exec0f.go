@@ -29,10 +29,10 @@ func (c *CPU) exec0F() {
 	case b >= 0x90 && b <= 0x9f:
 		c.writeRM(1, boolU(c.cond(b&0xf)))
 		return
-	case b >= 0xc8:
-		if b > 0xcf {
-			panic(ud())
-		}
+	case isSSEOp(b):
+		c.execSSE()
+		return
+	case b >= 0xc8 && b <= 0xcf:
 		r := b&7 | (in.rex&1)<<3
 		switch osz {
 		case 8:
@@ -71,8 +71,10 @@ func (c *CPU) exec0F() {
 		c.sysret()
 	case 0x08, 0x09: // invd, wbinvd
 		c.requireCPL0()
-	case 0x0b:
+	case 0x0b: // ud2
 		panic(ud())
+	case 0x77:
+		c.emms()
 	case 0x20, 0x22:
 		c.movCR(b == 0x22)
 	case 0x21, 0x23:
@@ -374,6 +376,12 @@ func (c *CPU) group7() {
 			c.regs[rAX], c.regs[rDX] = t&0xffffffff, t>>32
 			c.regs[rCX] = c.tscAux & 0xffffffff
 			return
+		case r == 2 && in.modrm&7 == 0 && in.rep == 0 && !in.pfx66: // xgetbv
+			c.xgetbv()
+			return
+		case r == 2 && in.modrm&7 == 1 && in.rep == 0 && !in.pfx66: // xsetbv
+			c.xsetbv()
+			return
 		case r == 4:
 		case r == 6:
 		default:
@@ -496,12 +504,37 @@ func (c *CPU) group9() {
 	}
 }
 
-// group15 executes fences and clflush; the rest (fxsave, xsave...) is #UD.
+// group15 executes fences, clflush, fxsave/fxrstor, ldmxcsr/stmxcsr and
+// xsave/xrstor; the rest (xsaveopt, clwb, the FS/GS base instructions...)
+// is #UD as CPUID says.
 func (c *CPU) group15() {
 	in := c.cur
 	r := in.reg & 7
 	if in.rep != 0 {
 		panic(ud())
+	}
+	if in.mod != 3 && !in.pfx66 {
+		wide := in.rex&8 != 0
+		switch r {
+		case 0:
+			c.fxsave(wide)
+			return
+		case 1:
+			c.fxrstor(wide)
+			return
+		case 2:
+			c.ldmxcsr()
+			return
+		case 3:
+			c.stmxcsr()
+			return
+		case 4:
+			c.xsave(wide)
+			return
+		case 5:
+			c.xrstor(wide)
+			return
+		}
 	}
 	if in.mod == 3 {
 		switch r {

@@ -249,8 +249,23 @@ func TestCPUID(t *testing.T) {
 		t.Errorf("hypervisor signature %q", s)
 	}
 	r = query(1)
-	if r.RDX&1 != 0 || r.RCX&(1<<31) == 0 {
-		t.Errorf("leaf 1 edx %#x ecx %#x: want no FPU, hypervisor bit", r.RDX, r.RCX)
+	// FPU, MMX, FXSR, SSE, SSE2 and XSAVE, with the hypervisor bit; no
+	// SSE3 (ecx 0), no AVX (ecx 28); OSXSAVE (ecx 27) mirrors CR4.
+	const fpuSSE = 1<<0 | 1<<23 | 1<<24 | 1<<25 | 1<<26
+	if r.RDX&fpuSSE != fpuSSE || r.RCX&(1<<31|1<<26) != 1<<31|1<<26 || r.RCX&(1<<0|1<<28|1<<27) != 0 {
+		t.Errorf("leaf 1 edx %#x ecx %#x: want FPU MMX FXSR SSE SSE2 XSAVE hypervisor, no SSE3, AVX or OSXSAVE", r.RDX, r.RCX)
+	}
+	s := v.c.GetSregs2()
+	s.CR4 |= 1 << 18
+	if err := v.c.SetSregs2(s); err != nil {
+		t.Fatal(err)
+	}
+	if r = query(1); r.RCX&(1<<27) == 0 {
+		t.Errorf("leaf 1 ecx %#x with CR4.OSXSAVE: want OSXSAVE", r.RCX)
+	}
+	v.c.SetRegs(hv.Regs{RAX: 0xd, RCX: 0, RIP: tCode, RSP: tStack, RFLAGS: 2})
+	if r = v.run(); r.RAX != 3 || r.RBX != 576 || r.RCX != 576 || r.RDX != 0 {
+		t.Errorf("leaf 0xd.0: eax %#x ebx %d ecx %d edx %#x, want x87|SSE and a 576-byte area", r.RAX, r.RBX, r.RCX, r.RDX)
 	}
 	r = query(0x80000001)
 	if r.RDX&(1<<29) == 0 || r.RDX&(1<<20) == 0 {

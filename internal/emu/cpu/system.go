@@ -89,9 +89,8 @@ func (c *CPU) setCR0(v uint64) {
 }
 
 // cr4Supported are the CR4 bits a guest may set: TSD, DE, PSE, PAE, MCE,
-// PGE, PCE, OSFXSR, OSXMMEXCPT (the last two are accepted so a kernel
-// probing them does not fault; no SSE state exists).
-const cr4Supported = 1<<2 | 1<<3 | cr4PSE | cr4PAE | 1<<6 | cr4PGE | 1<<8 | 1<<9 | 1<<10
+// PGE, PCE, OSFXSR, OSXMMEXCPT, OSXSAVE.
+const cr4Supported = 1<<2 | 1<<3 | cr4PSE | cr4PAE | 1<<6 | cr4PGE | 1<<8 | cr4OSFXSR | cr4OSXMMEXCPT | cr4OSXSAVE
 
 func (c *CPU) setCR4(v uint64) {
 	if v&^cr4Supported != 0 || (c.longMode() && v&cr4PAE == 0) {

@@ -14,10 +14,12 @@ import (
 // One mapping of two pages: the code page (executable) and right after it
 // the context page the assembly stub and the RSP prologue/epilogue use.
 const (
-	ctxRegs  = 0   // [16]uint64, by register number; [RSP] only when pinned
-	ctxFlags = 128 // uint64
-	ctxGoRSP = 136 // uint64: Go's RSP while the code runs on a pinned RSP
-	ctxMem   = 512 // [MemSize]byte, the buffer MemBase returns
+	ctxRegs  = 0    // [16]uint64, by register number; [RSP] only when pinned
+	ctxFlags = 128  // uint64
+	ctxGoRSP = 136  // uint64: Go's RSP while the code runs on a pinned RSP
+	ctxMem   = 512  // [MemSize]byte, the buffer MemBase returns
+	ctxFX    = 1024 // [512]byte: the test's FXSAVE64 image
+	ctxGoFX  = 1536 // [512]byte: Go's, while the code runs
 	maxCode  = 2048
 )
 
@@ -161,11 +163,19 @@ func Run(code []byte, st *State) error {
 	*regs = st.Regs
 	*(*uint64)(unsafe.Pointer(&ctxPage[ctxFlags])) = st.RFLAGS&StateFlags | 2
 	copy(ctxPage[ctxMem:ctxMem+MemSize], st.Mem[:])
+	if st.FPU != nil {
+		copy(ctxPage[ctxFX:ctxFX+512], st.FPU[:])
+	} else {
+		copy(ctxPage[ctxFX:ctxFX+512], DefaultFPU()[:])
+	}
 
 	callNative(uintptr(unsafe.Pointer(&ctxPage[0])), uintptr(unsafe.Pointer(&codePage[0])))
 
 	st.Regs = *regs
 	st.RFLAGS = *(*uint64)(unsafe.Pointer(&ctxPage[ctxFlags])) & StateFlags
 	copy(st.Mem[:], ctxPage[ctxMem:ctxMem+MemSize])
+	if st.FPU != nil {
+		copy(st.FPU[:], ctxPage[ctxFX:ctxFX+512])
+	}
 	return nil
 }

@@ -2,6 +2,9 @@
 
 // func callNative(ctx uintptr, entry uintptr)
 //
+// The x87/SSE state of the test is ctx+1024 (FXSAVE64 image); Go's own
+// is saved at ctx+1536 for the call and restored after.
+//
 // RSP is not loaded here: when the test pins it, the code page starts with
 // a prologue that saves Go's RSP and loads the test's (see Run).
 //
@@ -17,6 +20,11 @@ TEXT ·callNative(SB), NOSPLIT, $48-16
 	MOVQ R14, 16(SP)
 	MOVQ R15, 24(SP)
 	MOVQ BP, 32(SP)
+
+	// Go's x87 and SSE state (MXCSR, X15 and the rest) is kept aside
+	// while the test's runs.
+	FXSAVE64 1536(AX)
+	FXRSTOR64 1024(AX)
 
 	PUSHQ 128(AX)
 	POPFQ
@@ -59,6 +67,8 @@ TEXT ·callNative(SB), NOSPLIT, $48-16
 	MOVQ R13, 104(AX)
 	MOVQ R14, 112(AX)
 	MOVQ R15, 120(AX)
+	FXSAVE64 1024(AX)
+	FXRSTOR64 1536(AX)
 
 	MOVQ 16(SP), R14
 	MOVQ 24(SP), R15

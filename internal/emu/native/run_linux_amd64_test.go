@@ -125,3 +125,29 @@ func TestRunPinnedRSP(t *testing.T) {
 		t.Fatalf("pushfq image %#x, want 0x203", got)
 	}
 }
+
+// TestRunFPU: the SSE and x87 state of a State goes in and comes out
+// (FXSAVE64 image), and Go's own (MXCSR) is back after the call.
+func TestRunFPU(t *testing.T) {
+	st := State{FPU: DefaultFPU()}
+	binary.LittleEndian.PutUint64(st.FPU[160:], 40) // XMM0 low
+	binary.LittleEndian.PutUint64(st.FPU[176:], 2)  // XMM1 low
+	st.FPU[24] = 0x80 | 0x20                        // MXCSR 0x1fa0: PE already set
+	// addsd xmm0, xmm1 (40+2, bit patterns of small denormals: exact);
+	// fld1; movq rax, xmm0
+	runOrFail(t, []byte{0xf2, 0x0f, 0x58, 0xc1, 0xd9, 0xe8, 0x66, 0x48, 0x0f, 0x7e, 0xc0}, &st)
+	if st.Regs[RAX] != 42 || binary.LittleEndian.Uint64(st.FPU[160:]) != 42 {
+		t.Fatalf("addsd: rax=%d xmm0=%d", st.Regs[RAX], binary.LittleEndian.Uint64(st.FPU[160:]))
+	}
+	if fsw := binary.LittleEndian.Uint16(st.FPU[2:]); fsw>>11&7 != 7 || st.FPU[4] != 0x80 {
+		t.Fatalf("fld1: fsw %#x abridged tag %#x, want TOP 7 and tag of R7", fsw, st.FPU[4])
+	}
+	if mx := binary.LittleEndian.Uint32(st.FPU[24:]); mx != 0x1fa2 && mx != 0x1fa0 {
+		t.Fatalf("mxcsr %#x", mx) // a denormal operand may set DE (bit 1)
+	}
+	var plain State
+	runOrFail(t, []byte{0x90}, &plain)
+	if plain.FPU != nil {
+		t.Fatal("FPU image appeared")
+	}
+}

@@ -57,6 +57,21 @@ type State struct {
 	Regs   [16]uint64
 	RFLAGS uint64
 	Mem    [MemSize]byte
+	// FPU, if not nil, is the x87/MMX/SSE state as an FXSAVE64 image
+	// (512 bytes): Run loads it with FXRSTOR64 before the code and stores
+	// it back with FXSAVE64 after. If nil the code runs with DefaultFPU
+	// and its x87/SSE results are not kept.
+	FPU *[512]byte
+}
+
+// DefaultFPU returns the FXSAVE image of the state after FNINIT with the
+// SSE default MXCSR (0x1f80: every exception masked, round to nearest)
+// and all registers zero.
+func DefaultFPU() *[512]byte {
+	var b [512]byte
+	b[0], b[1] = 0x7f, 0x03   // FCW 0x037f
+	b[24], b[25] = 0x80, 0x1f // MXCSR 0x1f80
+	return &b
 }
 
 // FlagString formats the StateFlags bits of f, e.g. "CF|ZF".
