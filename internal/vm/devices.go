@@ -79,6 +79,7 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 	if console == nil {
 		console = consoleWriter
 	}
+	console = newPanicWatch(console, v.fail)
 	comIRQ, err := v.irq(irqCOM1)
 	if err != nil {
 		return nil, err
