@@ -32,14 +32,30 @@ build:
 guest:
 	$(MAKE) -C guest
 
+# The Linux guest: Debian's kernel (a bzImage) and an initramfs with
+# busybox-static, the virtio modules and the workload guest/linux/gwload,
+# built from apt packages into guest/build/linux (rebuilt only when an
+# input changes). See guest/linux/README.md.
+LINUX_GUEST := guest/build/linux
+.PHONY: linux-guest
+linux-guest: deps
+	$(GO) run ./internal/tools/linuxguest --out $(LINUX_GUEST)
+
 # The main job: boot the test guest, show it working, then stop it.
 demo: deps build guest
 	$(GO) run ./internal/tools/demo --godwit $(BIN) --guest $(GUEST)
 
+# The same with the Linux guest: Debian's kernel and the project's
+# initramfs, booted and live-migrated A -> B -> A on the software CPU (a few
+# minutes of boot here; see README.md).
+.PHONY: demo-linux
+demo-linux: deps build linux-guest
+	$(GO) run ./internal/tools/demo --godwit $(BIN) --linux $(LINUX_GUEST)
+
 # Everything CI runs: formatting, vet, staticcheck, then every test with the
 # race detector; the summary counts the tests that need /dev/kvm, root or
 # network namespaces and says which skipped and why.
-test: deps build guest check
+test: deps build guest linux-guest check
 	set -o pipefail; GODWIT_GUEST=$(CURDIR)/$(GUEST) $(GO) test -race -count=1 -timeout 40m -json ./... \
 		| $(GO) run ./internal/tools/testsummary
 
@@ -67,6 +83,13 @@ bench-boot: bench-deps build guest
 .PHONY: bench-cpu
 bench-cpu: bench-deps build guest
 	$(GO) run ./internal/tools/bench cpu --godwit $(BIN) --guest $(GUEST) $(BENCH_FLAGS)
+
+# Launch -> READY of the Linux guest (Debian's kernel, the project's
+# initramfs), Godwit vs QEMU on the same files; BENCH_FLAGS as above (e.g.
+# --boot-runs 2: a boot takes minutes on the software CPU).
+.PHONY: bench-linux
+bench-linux: bench-deps build linux-guest
+	$(GO) run ./internal/tools/bench linux-boot --godwit $(BIN) --guest $(GUEST) --linux $(LINUX_GUEST) $(BENCH_FLAGS)
 
 .PHONY: bench-migrate
 bench-migrate: bench-deps build guest

@@ -111,6 +111,12 @@ func benchBoot(e *env) (*bootResult, error) {
 // bootOnce launches argv, waits for the first heartbeat and READY, measures
 // RSS one second after READY and stops the VMM.
 func bootOnce(e *env, name string, argv []string, run int) bootRun {
+	return bootWithin(e, name, argv, run, 120*time.Second, bootMemMiB)
+}
+
+// bootWithin is bootOnce with a limit on the wait for READY and the guest
+// size that RSS is measured against.
+func bootWithin(e *env, name string, argv []string, run int, ready time.Duration, memMiB int) bootRun {
 	r := bootRun{Run: run}
 	p, err := toolkit.Start(name, argv, toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
@@ -118,7 +124,7 @@ func bootOnce(e *env, name string, argv []string, run int) bootRun {
 		return r
 	}
 	defer p.Stop(5 * time.Second)
-	ready, err := p.WaitPrefix(0, "READY", 120*time.Second)
+	readyLine, err := p.WaitPrefix(0, "READY", ready)
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -127,10 +133,10 @@ func bootOnce(e *env, name string, argv []string, run int) bootRun {
 		r.Error = err.Error()
 		return r
 	}
-	r.ReadyS = ready.At.Sub(p.Launched).Seconds()
+	r.ReadyS = readyLine.At.Sub(p.Launched).Seconds()
 	r.FirstHBS = p.Con.Heartbeats()[0].At.Sub(p.Launched).Seconds()
 	time.Sleep(time.Second)
-	rss, err := measureRSS(p.Pid(), bootMemMiB<<20)
+	rss, err := measureRSS(p.Pid(), uint64(memMiB)<<20)
 	if err != nil {
 		r.Error = err.Error()
 	}

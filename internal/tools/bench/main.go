@@ -70,6 +70,7 @@ import (
 type config struct {
 	godwit      string
 	guestELF    string
+	linuxDir    string // the Linux guest (make linux-guest)
 	outBase     string
 	bootRuns    int
 	runs        int
@@ -100,6 +101,7 @@ type env struct {
 const usageText = `usage: go run ./internal/tools/bench <boot|cpu|migrate|loopback|all> [flags]
 
   boot      launch -> first heartbeat / READY, and VMM memory overhead (Godwit vs QEMU)
+  linux-boot  the same with the Linux guest (Debian's bzImage and the project's initramfs)
   cpu       the guest's W 64 64 0 dirty rate, V time and LOOP int|mem|br rates on 1 and 2 vCPUs, each VMM's CPU (--boot-runs runs)
   migrate   live migration scenarios (Godwit vs QEMU default vs QEMU uncapped), then loopback
   loopback  plain loopback TCP throughput
@@ -132,7 +134,8 @@ func run(args []string) int {
 	fs.StringVar(&c.godwit, "godwit", filepath.Join(root, "bin", "godwit"), "godwit binary (make build)")
 	fs.StringVar(&c.guestELF, "guest", filepath.Join(root, "guest", "build", "guest.elf"), "test guest ELF (make guest)")
 	fs.StringVar(&c.outBase, "out", envOr("BENCH_OUT", "/tmp/godwit-bench"), "results go to OUT/godwit-bench-<time>/ (default $BENCH_OUT)")
-	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot: launches per VMM")
+	fs.StringVar(&c.linuxDir, "linux", filepath.Join(root, "guest", "build", "linux"), "linux-boot: the Linux guest's directory (make linux-guest)")
+	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot, linux-boot: launches per VMM")
 	fs.IntVar(&c.runs, "runs", 3, "migrate: migrations per scenario and VMM")
 	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated")
 	fs.DurationVar(&c.settle, "settle", 3*time.Second, "migrate: run the workload this long before the first migration")
@@ -166,7 +169,7 @@ func run(args []string) int {
 		c.scenarios = append(c.scenarios, s)
 	}
 	switch mode {
-	case "boot", "cpu", "migrate", "loopback", "all":
+	case "boot", "linux-boot", "cpu", "migrate", "loopback", "all":
 	default:
 		fs.Usage()
 		return 2
@@ -193,6 +196,13 @@ func run(args []string) int {
 		res.Boot = b
 		if err != nil {
 			failed = append(failed, "boot: "+err.Error())
+		}
+	}
+	if mode == "linux-boot" {
+		b, err := benchLinuxBoot(e)
+		res.LinuxBoot = b
+		if err != nil {
+			failed = append(failed, "linux-boot: "+err.Error())
 		}
 	}
 	if mode == "cpu" {
@@ -254,6 +264,11 @@ func newEnv(c config, mode string) (*env, error) {
 		if _, err := os.Stat(e.guestELF); err != nil {
 			return nil, fmt.Errorf("test guest: %w (run `make guest`)", err)
 		}
+		if mode == "linux-boot" {
+			if _, err := os.Stat(filepath.Join(e.linuxDir, "initramfs.cpio.gz")); err != nil {
+				return nil, fmt.Errorf("linux guest: %w (run `make linux-guest`)", err)
+			}
+		}
 		switch e.accel {
 		case "auto":
 			e.accel = "kvm"
@@ -293,7 +308,7 @@ func newEnv(c config, mode string) (*env, error) {
 
 func (e *env) describe() map[string]any {
 	return map[string]any{
-		"godwit": e.godwit, "guest": e.guestELF, "qemu": e.qemuOK,
+		"godwit": e.godwit, "guest": e.guestELF, "linux_guest": e.linuxDir, "qemu": e.qemuOK,
 		"boot_runs": e.bootRuns, "runs": e.runs, "scenarios": e.scenarios, "settle_s": e.settle.Seconds(),
 		"qemu_timeout_s": e.qemuTimeout, "loopback_gib": e.loopbackGiB, "out": e.outDir, "godwit_tls": e.tlsDir != "",
 		"godwit_accel": e.accel, "qemu_accel": e.qemuAccel(),
@@ -309,6 +324,7 @@ type results struct {
 	HostAfter map[string]any  `json:"host_after"`
 	Config    map[string]any  `json:"config"`
 	Boot      *bootResult     `json:"boot,omitempty"`
+	LinuxBoot *bootResult     `json:"linux_boot,omitempty"`
 	CPU       *cpuResult      `json:"cpu,omitempty"`
 	Migrate   *migrateResult  `json:"migrate,omitempty"`
 	Loopback  *loopbackResult `json:"loopback,omitempty"`

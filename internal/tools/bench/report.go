@@ -82,6 +82,9 @@ func renderMarkdown(r *results) string {
 	if r.Boot != nil {
 		renderBoot(&b, r.Boot)
 	}
+	if r.LinuxBoot != nil {
+		renderLinuxBoot(&b, r.LinuxBoot)
+	}
 	if r.CPU != nil {
 		renderCPU(&b, r.CPU)
 	}

@@ -36,6 +36,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.godwit, "godwit", "bin/godwit", "godwit binary")
 	flag.StringVar(&o.elf, "guest", "guest/build/guest.elf", "test guest ELF")
+	flag.StringVar(&o.linux, "linux", "", "boot the Linux guest of this directory instead (bzImage and initramfs.cpio.gz, from make linux-guest)")
 	flag.StringVar(&o.mem, "mem", "1G", "guest RAM")
 	flag.IntVar(&o.cpus, "cpus", 2, "guest vCPUs")
 	flag.StringVar(&o.workload, "workload", "256 64 0", "guest workload: alloc_MiB wset_MiB pages_per_s (0 = flat out)")
@@ -54,6 +55,7 @@ func main() {
 // options are the command line's choices.
 type options struct {
 	godwit, elf, mem string
+	linux            string // the Linux guest's directory, or "" for the test guest
 	cpus             int
 	workload, accel  string
 }
@@ -79,9 +81,13 @@ func makePlan(o options) (plan, error) {
 	if os.Geteuid() != 0 {
 		return plan{}, errors.New("needs root (network namespaces and TAP devices)")
 	}
-	for _, p := range []*string{&o.godwit, &o.elf} {
+	files := []*string{&o.godwit, &o.elf}
+	if o.linux != "" {
+		files = []*string{&o.godwit, &o.linux}
+	}
+	for _, p := range files {
 		if _, err := os.Stat(*p); err != nil {
-			return plan{}, fmt.Errorf("%s: %w (run `make build guest`)", *p, err)
+			return plan{}, fmt.Errorf("%s: %w (run `make build guest`, or `make linux-guest` for --linux)", *p, err)
 		}
 		*p, _ = filepath.Abs(*p)
 	}

@@ -72,7 +72,8 @@ func Version() string {
 
 // Config is one QEMU virtual machine.
 type Config struct {
-	Kernel string // the multiboot guest ELF
+	Kernel string // the multiboot guest ELF or a Linux bzImage
+	Initrd string // a Linux kernel's initramfs ("" for none)
 	MemMiB int
 	CPUs   int    // 0: 1
 	Accel  string // KVM or TCG
@@ -96,6 +97,9 @@ func (c Config) Args() []string {
 	argv = append(argv, AccelArgs(c.Accel)...)
 	argv = append(argv, "-m", strconv.Itoa(c.MemMiB), "-smp", strconv.Itoa(cpus),
 		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-kernel", c.Kernel)
+	if c.Initrd != "" {
+		argv = append(argv, "-initrd", c.Initrd)
+	}
 	if c.Append != "" {
 		argv = append(argv, "-append", c.Append)
 	}
