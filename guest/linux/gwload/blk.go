@@ -2,33 +2,24 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
 )
 
 // The block commands of guest/PROTOCOL.md §6 on /dev/vda, with O_DIRECT so
 // every sector goes to and comes from the virtio-blk device, not the page
 // cache.
 
-const sectorSize = 512
+const sectorSize = guest.SectorSize
 
 // blkDevice is the disk the commands use.
 var blkDevice = "/dev/vda"
-
-// sector returns the pattern of sector s for seed.
-func sector(seed, s uint64) []byte {
-	b := make([]byte, sectorSize)
-	h := mix64(mix64(seed) ^ (s + 0x9E3779B97F4A7C15))
-	for i := uint64(0); i < sectorSize/8; i++ {
-		binary.LittleEndian.PutUint64(b[i*8:], h+i*0xD6E8FEB86659FD93)
-	}
-	return b
-}
 
 // alignedBuf returns n bytes of page-aligned memory, as O_DIRECT needs.
 func alignedBuf(n int) ([]byte, error) {
@@ -67,7 +58,7 @@ func blkCommand(word string, v []uint64) string {
 	off := int64(lba * sectorSize)
 	if word == "BLKW" {
 		for i := uint64(0); i < count; i++ {
-			copy(data[i*sectorSize:], sector(v[2], lba+i))
+			copy(data[i*sectorSize:], guest.Sector(v[2], lba+i))
 		}
 		if _, err := f.WriteAt(data, off); err != nil {
 			return fail("write %v", err)
@@ -101,7 +92,7 @@ func blkCommand(word string, v []uint64) string {
 // pattern of seed, and the first of them.
 func compare(data []byte, seed, lba uint64) (bad int, first uint64) {
 	for i := uint64(0); i < uint64(len(data))/sectorSize; i++ {
-		if !bytes.Equal(data[i*sectorSize:(i+1)*sectorSize], sector(seed, lba+i)) {
+		if !bytes.Equal(data[i*sectorSize:(i+1)*sectorSize], guest.Sector(seed, lba+i)) {
 			if bad == 0 {
 				first = lba + i
 			}

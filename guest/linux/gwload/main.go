@@ -41,7 +41,7 @@ func main() {
 	o := &out{f: os.Stdout}
 	rawConsole(0)
 	os.WriteFile("/proc/sys/kernel/printk", []byte("1\n"), 0) // keep kernel messages off the protocol
-	g := &guest{o: o, start: time.Now()}
+	g := &session{o: o, start: time.Now()}
 	if err := g.boot(); err != nil {
 		o.printf("PANIC %v", err)
 		os.Exit(1)
@@ -72,8 +72,8 @@ func rawConsole(fd int) {
 	unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
-// guest is the state behind the commands.
-type guest struct {
+// session is the state behind the commands.
+type session struct {
 	o     *out
 	start time.Time
 	wl    *workload
@@ -83,7 +83,7 @@ type guest struct {
 	hbMu  sync.Mutex
 }
 
-func (g *guest) boot() error {
+func (g *session) boot() error {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	cpus := onlineCPUs()
 	memMiB := meminfo("MemTotal") >> 10
@@ -122,7 +122,7 @@ func (g *guest) boot() error {
 
 // heartbeats prints HB every 10 ms and CPU every 100 ms. t is the time
 // since start in units of 65536 ns (CLOCK says the "TSC" runs at 1 GHz).
-func (g *guest) heartbeats() {
+func (g *session) heartbeats() {
 	tick := time.NewTicker(10 * time.Millisecond)
 	var cpuSeq uint64
 	for range tick.C {
@@ -145,7 +145,7 @@ func (g *guest) heartbeats() {
 var commands = []string{"W", "V", "VERIFY", "STATUS", "CPUS", "NETSTAT", "BLKW", "BLKR", "BLKV", "WPAUSE", "WRESUME", "POKE", "ECHO", "HELP", "OFF"}
 
 // command runs one command line.
-func (g *guest) command(line string) {
+func (g *session) command(line string) {
 	f := strings.Fields(line)
 	word := strings.ToUpper(f[0])
 	args := f[1:]

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/godwit-vmm/godwit/internal/guest"
 )
 
 // The memory workload of guest/PROTOCOL.md §5, on a buffer of the
@@ -15,17 +17,9 @@ import (
 
 const pageSize = 4096
 
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xBF58476D1CE4E5B9
-	x ^= x >> 27
-	x *= 0x94D049BB133111EB
-	return x ^ (x >> 31)
-}
-
 // stamp is the first word of page va holding generation gen of run run.
 func stamp(run, gen, va uint64) uint64 {
-	return mix64(run<<32+gen) ^ (va>>12)*0x9E3779B97F4A7C15
+	return guest.Mix64(run<<32+gen) ^ (va>>12)*0x9E3779B97F4A7C15
 }
 
 // workload stamps and verifies pages of buf. Commands and the sweep take

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	hostguest "github.com/godwit-vmm/godwit/internal/guest"
 )
 
 func newTestWorkload(t *testing.T, mib int) *workload {
@@ -26,14 +23,6 @@ func newTestWorkload(t *testing.T, mib int) *workload {
 func TestStampMatchesProtocol(t *testing.T) {
 	if got, want := stamp(1, 2, 0x1000000), uint64(0x855d05bada3f823e); got != want {
 		t.Fatalf("stamp(1, 2, 0x1000000) = %#x, want %#x", got, want)
-	}
-}
-
-func TestSectorMatchesHost(t *testing.T) {
-	for _, s := range []uint64{0, 1, 12345} {
-		if !bytes.Equal(sector(7, s), hostguest.Sector(7, s)) {
-			t.Fatalf("sector(7, %d) differs from internal/guest.Sector", s)
-		}
 	}
 }
 
@@ -130,7 +119,7 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	blkDevice = disk
-	g := &guest{o: &out{f: outFile}, wl: newTestWorkload(t, 2)}
+	g := &session{o: &out{f: outFile}, wl: newTestWorkload(t, 2)}
 	for _, c := range []string{"w 2 1 0", "V", "W x", "ECHO hi there", "BLKW 2 3 9", "BLKV 2 3 9", "BLKV 2 3 8", "BLKR 60 8", "FROB"} {
 		g.command(c)
 	}

@@ -216,6 +216,24 @@ func runBoth(t *testing.T, v *diffVM, code []byte, in native.State, addrRegs uin
 	return nat, emu, fail
 }
 
+// caseCount returns how many random cases a differential test runs per
+// form and its seed: 150 and 1, or short under -short and -race; the
+// environment's <prefix>_N and <prefix>_SEED override them.
+func caseCount(t *testing.T, prefix string, short int) (n int, seed int64) {
+	n, seed = 150, 1
+	if testing.Short() || raceEnabled() {
+		n = short
+	}
+	if s := os.Getenv(prefix + "_N"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	if s := os.Getenv(prefix + "_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 0, 64)
+	}
+	t.Logf("seed %d (%s_SEED), %d cases per form (%s_N)", seed, prefix, n, prefix)
+	return n, seed
+}
+
 // raceEnabled reports whether the test binary was built with -race.
 func raceEnabled() bool {
 	bi, ok := debug.ReadBuildInfo()

@@ -14,9 +14,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -602,28 +600,13 @@ func approxEqual(x, y uint32) bool {
 	return math.Abs(fx-fy) <= math.Abs(fx)*0x1p-11
 }
 
-func sseN(t *testing.T) (n int, seed int64) {
-	n, seed = 150, 1
-	if testing.Short() || raceEnabled() {
-		n = 10
-	}
-	if s := os.Getenv("EMUSSE_N"); s != "" {
-		n, _ = strconv.Atoi(s)
-	}
-	if s := os.Getenv("EMUSSE_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 0, 64)
-	}
-	t.Logf("seed %d (EMUSSE_SEED), %d cases per form (EMUSSE_N)", seed, n)
-	return n, seed
-}
-
 // TestSSEDifferential runs every MMX, SSE and SSE2 form natively and in
 // the emulator and compares the results.
 func TestSSEDifferential(t *testing.T) {
 	if !native.Supported() {
 		t.Skip("native execution not supported here")
 	}
-	n, seed := sseN(t)
+	n, seed := caseCount(t, "EMUSSE", 10)
 	v := newDiffVM(t)
 	rng := rand.New(rand.NewSource(seed))
 	forms := sseForms()

@@ -32,6 +32,7 @@ func sseVM(t *testing.T, xmexcpt bool, code []byte) *testVM {
 
 // step executes one instruction and returns the exception vector, or -1.
 func (v *testVM) step() int {
+	v.t.Helper()
 	ex := v.c.Step()
 	switch ex.Kind {
 	case ExitNone:

@@ -842,28 +842,13 @@ func describe(c *x87Case, f *x87Form) string {
 	return s.String()
 }
 
-// x87Iterations returns the cases per form and the seed.
-func x87Iterations() (n int, seed int64) {
-	n, seed = 150, 1
-	if testing.Short() || raceEnabled() {
-		n = 3
-	}
-	if s := os.Getenv("EMUX87_N"); s != "" {
-		n, _ = strconv.Atoi(s)
-	}
-	if s := os.Getenv("EMUX87_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 0, 64)
-	}
-	return n, seed
-}
-
 // TestX87Differential runs every x87 form natively and in the emulator
 // from random states and compares the results.
 func TestX87Differential(t *testing.T) {
 	if !native.Supported() {
 		t.Skip("native execution not supported here")
 	}
-	n, seed := x87Iterations()
+	n, seed := caseCount(t, "EMUX87", 3)
 	t.Logf("seed %d (EMUX87_SEED), %d cases per form (EMUX87_N)", seed, n)
 	v := newX87VM(t)
 	g := &x87Gen{rng: rand.New(rand.NewSource(seed))}

@@ -25,21 +25,6 @@ func x87VM(t *testing.T, mode int, code []byte) *testVM {
 	return v
 }
 
-// x87Step executes one instruction and returns the exception vector, or
-// -1.
-func (v *testVM) x87Step() int {
-	v.t.Helper()
-	ex := v.c.Step()
-	switch ex.Kind {
-	case ExitNone:
-		return -1
-	case ExitException:
-		return ex.Vector
-	}
-	v.t.Fatalf("exit %v (%+v)", ex.Kind, ex)
-	return 0
-}
-
 // setCR0 sets CR0 bits.
 func (v *testVM) setCR0(bits uint64) {
 	v.t.Helper()
@@ -107,7 +92,7 @@ func TestX87Availability(t *testing.T) {
 		if tc.pending {
 			v.c.fpu.fcw, v.c.fpu.fsw = 0x037e, fswIE|fswES|fswB
 		}
-		if vec := v.x87Step(); vec != tc.want {
+		if vec := v.step(); vec != tc.want {
 			t.Errorf("%s: vector %d, want %d", tc.name, vec, tc.want)
 		}
 	}
@@ -132,7 +117,7 @@ func TestX87DeferredException(t *testing.T) {
 	v.setCR0(cr0NE)
 	v.c.fpu.fcw = fcwInit &^ fswZE
 	for i := 0; i < 4; i++ {
-		if vec := v.x87Step(); vec != -1 {
+		if vec := v.step(); vec != -1 {
 			t.Fatalf("instruction %d: vector %d", i, vec)
 		}
 	}
@@ -147,7 +132,7 @@ func TestX87DeferredException(t *testing.T) {
 		t.Errorf("FOP %#x FIP %#x, want 0x6f9 at %#x", f.fop, f.fip, tCode+4)
 	}
 	before := *f
-	if vec := v.x87Step(); vec != vecMF || v.c.GetRegs().RIP != tCode+8 {
+	if vec := v.step(); vec != vecMF || v.c.GetRegs().RIP != tCode+8 {
 		t.Fatalf("fld1: vector %d at %#x, want #MF at %#x", vec, v.c.GetRegs().RIP, tCode+8)
 	}
 	if *f != before {
@@ -157,7 +142,7 @@ func TestX87DeferredException(t *testing.T) {
 	r.RIP = tCode + 10 // as a handler would: clear, and go on
 	v.c.SetRegs(r)
 	for i := 0; i < 2; i++ {
-		if vec := v.x87Step(); vec != -1 {
+		if vec := v.step(); vec != -1 {
 			t.Fatalf("after fnclex: vector %d", vec)
 		}
 	}
@@ -207,7 +192,7 @@ func TestX87EnvironmentLayouts(t *testing.T) {
 		v.mem.WritePhys(base+4, one)
 		v.c.fpu.fninit()
 		for i := 0; i < 2; i++ {
-			if vec := v.x87Step(); vec != -1 {
+			if vec := v.step(); vec != -1 {
 				t.Fatalf("%s: instruction %d: vector %d", tc.name, i, vec)
 			}
 		}
@@ -237,7 +222,7 @@ func TestX87EnvironmentLayouts(t *testing.T) {
 			lin = 0x12343
 		}
 		v.mem.WritePhys(lin, fldenv)
-		if vec := v.x87Step(); vec != -1 {
+		if vec := v.step(); vec != -1 {
 			t.Fatalf("%s: fldenv: vector %d", tc.name, vec)
 		}
 		f := v.c.fpu
@@ -285,7 +270,7 @@ func TestX87SaveRestore(t *testing.T) {
 		v.c.SetRegs(hv.Regs{RIP: tCode, RSP: tStack, RFLAGS: 2, RBX: tScratch})
 		v.c.fpu.fcw = 0x0b7f // RC up: fldpi rounds up
 		for i := 0; i < 3; i++ {
-			if vec := v.x87Step(); vec != -1 {
+			if vec := v.step(); vec != -1 {
 				t.Fatalf("%s: instruction %d: vector %d", tc.name, i, vec)
 			}
 		}
@@ -307,7 +292,7 @@ func TestX87SaveRestore(t *testing.T) {
 		if f := v.c.fpu; f.fcw != fcwInit || f.fsw != 0 || f.ftw != 0 {
 			t.Errorf("%s: after fnsave FCW %#x FSW %#x FTW %#x, want fninit's", tc.name, f.fcw, f.fsw, f.ftw)
 		}
-		if vec := v.x87Step(); vec != -1 {
+		if vec := v.step(); vec != -1 {
 			t.Fatalf("%s: frstor: vector %d", tc.name, vec)
 		}
 		if f := &v.c.fpu; f.fcw != saved.fcw || f.fsw != saved.fsw || f.ftw != saved.ftw || v.c.st(0) != pi || v.c.st(1) != f80One {
@@ -422,7 +407,7 @@ func TestX87FaultsLeaveState(t *testing.T) {
 			}
 			f.fop, f.fip, f.fdp = 0x123, 0x4567, 0x89ab
 			before := *f
-			if vec := v.x87Step(); vec != vecPF {
+			if vec := v.step(); vec != vecPF {
 				t.Errorf("%s (empty %v): vector %d, want #PF", tc.name, empty, vec)
 				continue
 			}
