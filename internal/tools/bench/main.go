@@ -137,7 +137,7 @@ func run(args []string) int {
 	fs.StringVar(&c.linuxDir, "linux", filepath.Join(root, "guest", "build", "linux"), "linux-boot: the Linux guest's directory (make linux-guest)")
 	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot, linux-boot: launches per VMM")
 	fs.IntVar(&c.runs, "runs", 3, "migrate: migrations per scenario and VMM")
-	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated")
+	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated (linux-idle and linux-ws64 boot the Linux guest of --linux)")
 	fs.DurationVar(&c.settle, "settle", 3*time.Second, "migrate: run the workload this long before the first migration")
 	fs.IntVar(&c.qemuTimeout, "qemu-timeout", 45, "migrate: seconds after which a QEMU pre-copy is cancelled")
 	fs.BoolVar(&c.noQEMU, "no-qemu", false, "measure Godwit only")
@@ -163,7 +163,7 @@ func run(args []string) int {
 			continue
 		}
 		if _, ok := scenarioByName(s); !ok {
-			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q (have idle, ws64, ws512, idle4g)\n", s)
+			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q (have idle, ws64, ws512, idle4g, linux-idle, linux-ws64)\n", s)
 			return 2
 		}
 		c.scenarios = append(c.scenarios, s)
@@ -264,7 +264,7 @@ func newEnv(c config, mode string) (*env, error) {
 		if _, err := os.Stat(e.guestELF); err != nil {
 			return nil, fmt.Errorf("test guest: %w (run `make guest`)", err)
 		}
-		if mode == "linux-boot" {
+		if mode == "linux-boot" || strings.Contains(strings.Join(c.scenarios, ","), "linux-") {
 			if _, err := os.Stat(filepath.Join(e.linuxDir, "initramfs.cpio.gz")); err != nil {
 				return nil, fmt.Errorf("linux guest: %w (run `make linux-guest`)", err)
 			}

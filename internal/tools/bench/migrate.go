@@ -21,13 +21,33 @@ type scenario struct {
 	Name     string
 	MemMiB   int
 	Workload string // "alloc wset rate" for the guest's W command
+	Linux    bool   // the Linux guest (--linux) instead of the test guest
 }
 
 var allScenarios = []scenario{
-	{"idle", 1024, "0 0 0"},
-	{"ws64", 1024, "64 64 0"},
-	{"ws512", 1024, "512 512 0"},
-	{"idle4g", 4096, "0 0 0"},
+	{"idle", 1024, "0 0 0", false},
+	{"ws64", 1024, "64 64 0", false},
+	{"ws512", 1024, "512 512 0", false},
+	{"idle4g", 4096, "0 0 0", false},
+	{"linux-idle", 1024, "0 0 0", true},
+	{"linux-ws64", 1024, "64 64 0", true},
+}
+
+// guestArgs are the VMM flags that boot s's guest.
+func (e *env) guestArgs(s scenario) []string {
+	if s.Linux {
+		return []string{"--kernel", filepath.Join(e.linuxDir, "bzImage"), "--initrd", filepath.Join(e.linuxDir, "initramfs.cpio.gz"),
+			"--cmdline", linuxCmdline}
+	}
+	return []string{"--kernel", e.guestELF}
+}
+
+// readyWithin bounds the wait for s's guest to boot.
+func readyWithin(s scenario) time.Duration {
+	if s.Linux {
+		return linuxReady
+	}
+	return 120 * time.Second
 }
 
 func scenarioByName(n string) (scenario, bool) {
@@ -135,15 +155,17 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 	gen := 1
 	name := func() string { return fmt.Sprintf("godwit-%s-vm%d", s.Name, gen) }
 	progress("migrate: Godwit %s: booting a %d MiB guest", s.Name, s.MemMiB)
-	src, err := toolkit.Start(name(), append([]string{e.godwit, "run", "--name", name(), "--kernel", e.guestELF,
-		"--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()), "--log-level", "warn", "--accel", e.accel}, e.tlsArgs()...),
+	argv := append([]string{e.godwit, "run", "--name", name()}, e.guestArgs(s)...)
+	argv = append(argv, "--mem", fmt.Sprintf("%dM", s.MemMiB), "--cpus", "1", "--api-socket", e.sock(name()),
+		"--log-level", "warn", "--accel", e.accel)
+	src, err := toolkit.Start(name(), append(argv, e.tlsArgs()...),
 		toolkit.Options{LogDir: e.logDir()})
 	if err != nil {
 		g.Error = err.Error()
 		return g
 	}
 	defer func() { src.Stop(5 * time.Second) }()
-	if g.BootS, err = waitReady(src); err != nil {
+	if g.BootS, err = waitReady(src, readyWithin(s)); err != nil {
 		g.Error = err.Error()
 		return g
 	}
@@ -202,8 +224,8 @@ func godwitScenarioRun(e *env, s scenario) *godwitScenario {
 
 // waitReady waits for the guest's READY on p and returns the seconds
 // since p was launched.
-func waitReady(p *toolkit.Proc) (float64, error) {
-	ready, err := p.WaitPrefix(0, "READY", 120*time.Second)
+func waitReady(p *toolkit.Proc, within time.Duration) (float64, error) {
+	ready, err := p.WaitPrefix(0, "READY", within)
 	if err != nil {
 		return 0, err
 	}

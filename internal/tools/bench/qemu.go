@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -102,6 +103,10 @@ func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
 	name := func() string { return fmt.Sprintf("qemu-%s-%s-vm%d", s.Name, v.Label, gen) }
 	cfg := func() qemu.Config {
 		c := e.qemuConfig(s.MemMiB, 1)
+		if s.Linux {
+			c.Kernel, c.Initrd = filepath.Join(e.linuxDir, "bzImage"), filepath.Join(e.linuxDir, "initramfs.cpio.gz")
+			c.Append = linuxCmdline
+		}
 		c.QMP = e.sock(name())
 		return c
 	}
@@ -112,7 +117,7 @@ func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
 		return q
 	}
 	defer func() { src.Stop(5 * time.Second) }()
-	if q.BootS, err = waitReady(src.Proc); err != nil {
+	if q.BootS, err = waitReady(src.Proc, readyWithin(s)); err != nil {
 		q.Error = err.Error()
 		return q
 	}
