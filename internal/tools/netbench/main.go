@@ -79,6 +79,7 @@ func main() {
 	runs := flag.Int("runs", 5, "migrations per VMM setting and scenario (ping-pong A→B, B→A, …)")
 	godwitBin := flag.String("godwit", "bin/godwit", "godwit binary")
 	guestELF := flag.String("guest", "guest/build/guest.elf", "test guest ELF (booted by both VMMs)")
+	linuxDir := flag.String("linux", "", "boot the Linux guest of this directory in both VMMs instead (bzImage and initramfs.cpio.gz, make linux-guest)")
 	scen := flag.String("scenarios", "idle,w64", "comma-separated scenarios: idle (heartbeats only), w64 (W 64 64 0: 64 MiB dirtied flat out)")
 	qemuDefault := flag.Bool("qemu-default", true, "also measure QEMU with its default bandwidth cap (idle scenario only: a dirtying guest does not converge under the cap)")
 	noQEMU := flag.Bool("no-qemu", false, "measure Godwit only")
@@ -99,7 +100,7 @@ func main() {
 		progress("error: %v", err)
 		os.Exit(2)
 	}
-	if err := run(*runs, *redo, *godwitBin, *guestELF, *scen, *qemuDefault, !*noQEMU, accel, *save); err != nil {
+	if err := run(*runs, *redo, *godwitBin, *guestELF, *linuxDir, *scen, *qemuDefault, !*noQEMU, accel, *save); err != nil {
 		progress("error: %v", err)
 		os.Exit(1)
 	}
@@ -139,7 +140,7 @@ func doCleanup() {
 	})
 }
 
-func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, withQEMU bool, accel, save string) error {
+func run(runs, redo int, godwitBin, guestELF, linuxDir, scenList string, qemuDefault, withQEMU bool, accel, save string) error {
 	if runs < 1 {
 		return fmt.Errorf("--runs %d: at least 1", runs)
 	}
@@ -201,13 +202,24 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 
 	res := &results{Started: time.Now(), Runs: runs, Redo: redo, OutDir: outDir, Lab: lab.Prefix, CPUs: runtime.NumCPU(),
 		LoadBefore: loadavg(), Godwit: godwitBin, Guest: guestELF, Scenarios: scens}
+	if linuxDir != "" {
+		res.Guest = linuxDir + " (the Linux guest)"
+	}
 	res.Host, _ = os.Hostname()
 	res.Kernel = strings.TrimSpace(string(must(exec.Command("uname", "-r").Output())))
 	res.QEMUVersion = qemu.Version()
 
 	res.GodwitAccel, res.QEMUAccel = accel, qemu.AccelFor(accel)
 	progress("accelerators: Godwit %s, QEMU %s", res.GodwitAccel, res.QEMUAccel)
-	g := &godwitVMM{bin: godwitBin, elf: guestELF, mac: "52:54:00:6e:62:01", ip: lab.GuestAddr(0), dir: sockDir, logDir: logDir, accel: accel}
+	if linuxDir != "" {
+		if linuxDir, err = filepath.Abs(linuxDir); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(linuxDir, "initramfs.cpio.gz")); err != nil {
+			return fmt.Errorf("%w (run make linux-guest)", err)
+		}
+	}
+	g := &godwitVMM{bin: godwitBin, elf: guestELF, linux: linuxDir, mac: "52:54:00:6e:62:01", ip: lab.GuestAddr(0), dir: sockDir, logDir: logDir, accel: accel}
 	type plan struct {
 		v        vmm
 		mac, ip  string
@@ -215,7 +227,7 @@ func run(runs, redo int, godwitBin, guestELF, scenList string, qemuDefault, with
 	}
 	plans := []plan{{g, g.mac, g.ip.String(), func(scenario) []variant { return []variant{{VMM: "Godwit", Label: "Godwit"}} }}}
 	if withQEMU {
-		q := &qemuVMM{elf: guestELF, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir, accel: qemu.AccelFor(accel)}
+		q := &qemuVMM{elf: guestELF, linux: linuxDir, mac: "52:54:00:6e:62:02", ip: lab.GuestAddr(1), dir: sockDir, logDir: logDir, accel: qemu.AccelFor(accel)}
 		plans = append(plans, plan{q, q.mac, q.ip.String(), func(s scenario) []variant {
 			vs := []variant{{VMM: "QEMU", Label: "QEMU uncapped", QEMUBandwidth: 10 << 30}}
 			if qemuDefault && s.Workload == "" {

@@ -72,6 +72,7 @@ type variant struct {
 // godwitVMM runs bin/godwit.
 type godwitVMM struct {
 	bin, elf string
+	linux    string // the Linux guest's directory, or "" for the test guest
 	mac      string
 	ip       netip.Addr
 	dir      string // sockets
@@ -81,6 +82,22 @@ type godwitVMM struct {
 }
 
 func (g *godwitVMM) name() string { return "Godwit" }
+
+// linuxArgs boots the Linux guest of dir with address ip:
+// --kernel K --initrd I --cmdline C (QEMU takes the same three).
+func linuxArgs(dir string, ip netip.Addr) []string {
+	return []string{"--kernel", filepath.Join(dir, "bzImage"), "--initrd", filepath.Join(dir, "initramfs.cpio.gz"),
+		"--cmdline", "console=ttyS0 nokaslr godwit.ip=" + ip.String()}
+}
+
+// bootWait is how long a guest may take to boot: minutes for Linux on the
+// software CPU.
+func bootWait(linux string, testGuest time.Duration) time.Duration {
+	if linux != "" {
+		return 10 * time.Minute
+	}
+	return testGuest
+}
 
 func (g *godwitVMM) start(h *netlab.Host, args ...string) (*instance, error) {
 	g.n++
@@ -95,12 +112,15 @@ func (g *godwitVMM) start(h *netlab.Host, args ...string) (*instance, error) {
 }
 
 func (g *godwitVMM) boot(h *netlab.Host) (*instance, error) {
-	in, err := g.start(h, "--kernel", g.elf, "--mem", "1G", "--cpus", "1",
-		"--cmdline", "cpus=1 ip="+g.ip.String(), "--mac", g.mac)
+	args := []string{"--kernel", g.elf, "--cmdline", "cpus=1 ip=" + g.ip.String()}
+	if g.linux != "" {
+		args = linuxArgs(g.linux, g.ip)
+	}
+	in, err := g.start(h, append(args, "--mem", "1G", "--cpus", "1", "--mac", g.mac)...)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := waitPrefix(in.p, 0, "READY", 60*time.Second); err != nil {
+	if _, err := waitPrefix(in.p, 0, "READY", bootWait(g.linux, 60*time.Second)); err != nil {
 		g.stop(in)
 		return nil, err
 	}
@@ -189,6 +209,7 @@ func (g *godwitVMM) stop(in *instance) {
 // virtio-net on a TAP joined to the host's bridge.
 type qemuVMM struct {
 	elf      string
+	linux    string // as godwitVMM's
 	mac      string
 	ip       netip.Addr
 	dir      string
@@ -210,6 +231,10 @@ func (q *qemuVMM) start(h *netlab.Host, incoming bool) (*instance, error) {
 		Net: []string{"-netdev", "tap,id=n0,ifname=" + qemuTAP + ",script=no,downscript=no,vhost=off",
 			"-device", "virtio-net-pci,disable-modern=on,netdev=n0,mac=" + q.mac},
 		Wrap: []string{"ip", "netns", "exec", h.Name}}
+	if q.linux != "" {
+		a := linuxArgs(q.linux, q.ip)
+		c.Kernel, c.Initrd, c.Append = a[1], a[3], a[5]
+	}
 	if incoming {
 		c.Incoming = "defer"
 	}
@@ -231,7 +256,7 @@ func (q *qemuVMM) boot(h *netlab.Host) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := waitPrefix(in.p, 0, "READY", 120*time.Second); err != nil {
+	if _, err := waitPrefix(in.p, 0, "READY", bootWait(q.linux, 120*time.Second)); err != nil {
 		q.stop(in)
 		return nil, err
 	}
