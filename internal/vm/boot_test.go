@@ -137,3 +137,38 @@ func TestBootLinuxPowersOffByACPI(t *testing.T) {
 		t.Errorf("stop reason %q, want the ACPI S5 power-off", r)
 	}
 }
+
+// TestStartRacesGuestPowerOff: a guest that powers off at once stops the
+// VM while Start is still resuming the other vCPUs, so the stop's exit
+// requests and Start's resumes reach the APs in either order. Neither
+// Start nor the stop may hang, whichever order they take.
+func TestStartRacesGuestPowerOff(t *testing.T) {
+	testenv.RequireVM(t)
+	kernel := writeFile(t, "bzImage", bzImage(s5Kernel))
+	initrd := writeFile(t, "initrd", []byte("070701"))
+	for i := range 25 {
+		cfg := vm.Config{Name: "race", Kernel: kernel, Initrd: initrd, MemBytes: 32 << 20, VCPUs: 4}
+		v, err := vm.New(cfg, testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan error, 1)
+		go func() { started <- v.Start() }()
+		select {
+		case err := <-started:
+			if err != nil {
+				t.Fatalf("run %d: start: %v", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("run %d: Start hung while the guest powered off", i)
+		}
+		select {
+		case <-v.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("run %d: the VM did not stop after the guest powered off", i)
+		}
+		if r := v.Status().Stopped; r != "guest powered off (ACPI S5)" {
+			t.Fatalf("run %d: stop reason %q", i, r)
+		}
+	}
+}

@@ -41,6 +41,7 @@ type vcpu struct {
 	closed bool
 
 	reqs chan request
+	gone chan struct{} // closed when the loop has returned
 
 	exits atomic.Uint64 // exits to userspace, for status
 
@@ -57,18 +58,54 @@ func (c *vcpu) start(setup func(hv.VCPU) error) error {
 	return <-ready
 }
 
+// errVCPUGone answers a request to a vCPU whose loop has ended: the VM
+// has stopped.
+var errVCPUGone = errors.New("vm: the vcpu has exited (the VM stopped)")
+
 // send queues a request, kicks the vCPU out of its run and waits for the
 // answer.
-func (c *vcpu) send(r request) error { return <-c.post(r) }
+func (c *vcpu) send(r request) error { return c.post(r).wait() }
 
-// post queues a request and kicks the vCPU out of its run without waiting;
-// the returned channel carries the answer. Posting to every vCPU before
-// waiting on any lets them all act at once.
-func (c *vcpu) post(r request) <-chan error {
+// answer is the pending answer to a posted request.
+type answer struct {
+	c    *vcpu
+	kind requestKind
+	done chan error
+}
+
+// wait returns the vCPU's answer. A vCPU that has exited answers nothing:
+// then a resume or an exit has nothing left to do, and anything else
+// fails with errVCPUGone. (A guest can stop the VM at any moment, so a
+// request may race with that stop's exit request.)
+func (a answer) wait() error {
+	select {
+	case err := <-a.done:
+		return err
+	case <-a.c.gone:
+	}
+	select {
+	case err := <-a.done: // answered just before the loop ended
+		return err
+	default:
+	}
+	if a.kind == reqExit || a.kind == reqResume {
+		return nil
+	}
+	return errVCPUGone
+}
+
+// post queues a request and kicks the vCPU out of its run without waiting.
+// Posting to every vCPU before waiting on any lets them all act at once.
+func (c *vcpu) post(r request) answer {
 	r.done = make(chan error, 1)
-	c.reqs <- r
+	a := answer{c: c, kind: r.kind, done: r.done}
+	select {
+	case c.reqs <- r:
+	case <-c.gone:
+		return a
+	}
 	c.kick()
-	return r.done
+	return a
 }
 
 func (c *vcpu) kick() {
@@ -84,6 +121,7 @@ func (c *vcpu) loop(setup func(hv.VCPU) error, ready chan<- error) {
 	// The thread stays locked until the goroutine ends; the runtime then
 	// destroys it, with the vCPU closed before.
 	runtime.LockOSThread()
+	defer close(c.gone)
 	cpu, err := c.vm.hvm.CreateVCPU(c.id)
 	if err == nil {
 		c.cpu = cpu
@@ -134,9 +172,11 @@ func (c *vcpu) loop(setup func(hv.VCPU) error, ready chan<- error) {
 				}
 				r.done <- nil
 			case reqResume:
+				// Go on draining: a request queued behind the
+				// resume must not wait for a kick, which may have
+				// come before this loop cleared the immediate exit.
 				parked = false
 				r.done <- nil
-				done = true
 			case reqDo:
 				if !parked {
 					r.done <- errors.New("vm: vcpu must be paused")

@@ -213,7 +213,7 @@ func create(cfg Config, log *slog.Logger, boot *bootFiles) (_ *VM, err error) {
 		return nil, err
 	}
 	for i := 0; i < cfg.VCPUs; i++ {
-		v.vcpus = append(v.vcpus, &vcpu{id: i, vm: v, reqs: make(chan request, 4)})
+		v.vcpus = append(v.vcpus, &vcpu{id: i, vm: v, reqs: make(chan request, 4), gone: make(chan struct{})})
 	}
 	for _, c := range v.vcpus {
 		setup := func(cpu hv.VCPU) error {
@@ -365,13 +365,13 @@ func (v *VM) Resume() error {
 // eachVCPU asks every vCPU at once and waits for all answers: a pause or
 // resume takes as long as the slowest vCPU, not the sum of all.
 func (v *VM) eachVCPU(r request) error {
-	answers := make([]<-chan error, len(v.vcpus))
+	answers := make([]answer, len(v.vcpus))
 	for i, c := range v.vcpus {
 		answers[i] = c.post(r)
 	}
 	var errs []error
 	for i, a := range answers {
-		if err := <-a; err != nil {
+		if err := a.wait(); err != nil {
 			errs = append(errs, fmt.Errorf("vcpu %d: %w", v.vcpus[i].id, err))
 		}
 	}
