@@ -170,6 +170,10 @@ type Controller struct {
 	agentMu      sync.Mutex
 	agentClients map[string]*http.Client // by host: agentHTTP
 
+	// grantSync orders per-VM grants against syncVMGrants: a grant made
+	// while a sync had already read the pool and its held grants would
+	// be revoked by that sync as unexplained.
+	grantSync sync.Mutex
 	grantMu   sync.Mutex
 	hostUsers []string             // hosts with an etcd user
 	granted   map[string]time.Time // "host/vm" -> when grantVM granted it

@@ -258,6 +258,8 @@ func (c *Controller) grantVM(ctx context.Context, host, vm string) error {
 	if !c.etcdIsTLS() {
 		return nil
 	}
+	c.grantSync.Lock()
+	defer c.grantSync.Unlock()
 	c.noteGrant(host, vm)
 	err := store.GrantVM(ctx, c.cli, host, vm)
 	if errors.Is(err, rpctypes.ErrRoleNotFound) {
@@ -287,6 +289,8 @@ func (c *Controller) syncVMGrants(ctx context.Context) error {
 	if !c.etcdIsTLS() {
 		return nil
 	}
+	c.grantSync.Lock()
+	defer c.grantSync.Unlock()
 	began := c.clock.Now()
 	vms, _, err := c.st.ListVMs(ctx)
 	if err != nil {
