@@ -216,7 +216,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"no kernel flag", []string{}, "--kernel"},
 		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope.elf")}, "no such file"},
-		{"neither multiboot nor bzImage", []string{"--kernel", notKernel}, "neither a multiboot v1 ELF nor a Linux bzImage"},
+		{"neither multiboot nor bzImage", []string{"--kernel", notKernel}, "neither a multiboot v1 ELF nor a Linux kernel"},
 		{"too little memory", []string{"--kernel", elf, "--mem", "8M"}, "too little"},
 		{"bad memory size", []string{"--kernel", elf, "--mem", "lots"}, "not a size"},
 		{"zero vcpus", []string{"--kernel", elf, "--cpus", "0"}, "0 vCPUs"},

@@ -317,7 +317,7 @@ func vmCreateCommand(pf *poolFlags, stdout io.Writer) *cobra.Command {
 		Short: "Create a VM in the pool; the controller places and starts it",
 		Example: `  godwit vm create web1 --kernel /srv/guest.elf --mem 1G --cpus 2
   godwit vm create db1 --kernel /srv/guest.elf --disk /srv/pool/db1.img,storage=pool --nic br0 --ha --ha-priority 10
-  godwit vm create lx1 --kernel /srv/bzImage --initrd /srv/initramfs.cpio.gz --cmdline "console=ttyS0 nokaslr" --mem 512M`,
+  godwit vm create lx1 --kernel /srv/vmlinux --initrd /srv/initramfs.cpio.gz --cmdline "console=ttyS0 nokaslr" --mem 512M`,
 		Args: cli.Args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := f.request(cmd, args[0])
@@ -337,7 +337,7 @@ func vmCreateCommand(pf *poolFlags, stdout io.Writer) *cobra.Command {
 		},
 	}
 	fs := c.Flags()
-	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot ELF or a Linux bzImage (the same path on every host)")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot ELF, a Linux bzImage or a Linux vmlinux (the same path on every host)")
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs of a Linux kernel (the same path on every host)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "guest command line")
 	fs.StringVar(&f.mem, "mem", "512M", "guest memory, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")

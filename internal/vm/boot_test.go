@@ -87,12 +87,12 @@ func TestNewRefusesBadBoot(t *testing.T) {
 		cfg  vm.Config
 		want string
 	}{
-		{"initrd with a multiboot kernel", vm.Config{Kernel: multiboot, Initrd: initrd}, "--initrd needs a Linux bzImage kernel"},
+		{"initrd with a multiboot kernel", vm.Config{Kernel: multiboot, Initrd: initrd}, "--initrd needs a Linux kernel (a bzImage or a vmlinux)"},
 		{"initrd too large", vm.Config{Kernel: bz, Initrd: huge}, "initrd of 1024 MiB does not fit in 111 MiB of guest memory"},
 		{"command line too long", vm.Config{Kernel: bz, Cmdline: strings.Repeat("x", 300)}, "command line is 300 bytes; this kernel takes at most 255"},
 		{"missing initrd", vm.Config{Kernel: bz, Initrd: initrd + ".missing"}, "initrd " + initrd + ".missing: no such file"},
 		{"initrd without a kernel", vm.Config{Initrd: initrd}, "an initrd (--initrd) needs a Linux kernel (--kernel)"},
-		{"neither format", vm.Config{Kernel: initrd}, "is neither a multiboot v1 ELF nor a Linux bzImage"},
+		{"neither format", vm.Config{Kernel: initrd}, "is neither a multiboot v1 ELF nor a Linux kernel"},
 	}
 	for _, tt := range tests {
 		cfg := tt.cfg
@@ -135,6 +135,64 @@ func TestBootLinuxPowersOffByACPI(t *testing.T) {
 	}
 	if r := v.Status().Stopped; r != "guest powered off (ACPI S5)" {
 		t.Errorf("stop reason %q, want the ACPI S5 power-off", r)
+	}
+}
+
+// pvhS5Kernel is 32-bit code for a PVH entry: it checks the start info
+// EBX points at (magic, version 1, one module, the command line and the
+// RSDP) and then powers off through PM1a as s5Kernel does; on a failed
+// check it writes 1 to the debug-exit port.
+var pvhS5Kernel = []byte{
+	0x81, 0x3B, 0x78, 0xC5, 0x6E, 0x33, // cmp dword [ebx], 0x336ec578
+	0x75, 0x2E, // jne fail
+	0x83, 0x7B, 0x04, 0x01, // cmp dword [ebx+4], 1 (version)
+	0x75, 0x28, // jne fail
+	0x83, 0x7B, 0x0C, 0x01, // cmp dword [ebx+12], 1 (nr_modules)
+	0x75, 0x22, // jne fail
+	0x8B, 0x43, 0x18, // mov eax, [ebx+24] (cmdline_paddr)
+	0x81, 0x38, 'c', 'o', 'n', 's', // cmp dword [eax], "cons"
+	0x75, 0x19, // jne fail
+	0x8B, 0x43, 0x20, // mov eax, [ebx+32] (rsdp_paddr)
+	0x81, 0x38, 'R', 'S', 'D', ' ', // cmp dword [eax], "RSD "
+	0x75, 0x10, // jne fail
+	0x66, 0xBA, 0x04, 0x06, // mov dx, 0x604 (PM1a_CNT)
+	0x66, 0xB8, 0x00, 0x34, // mov ax, SLP_EN | SLP_TYP 5
+	0x66, 0xEF, // out dx, ax
+	0xF4,       // hlt
+	0xEB, 0xFD, // jmp hlt
+	0x90, 0x90, 0x90, // (padding to fail)
+	// fail:
+	0x66, 0xBA, 0xF4, 0x00, // mov dx, 0xf4
+	0xB0, 0x01, // mov al, 1
+	0xEE, // out dx, al
+	0xF4, // hlt
+}
+
+// TestBootPVHPowersOffByACPI boots an ELF kernel by its PVH entry note:
+// its code checks the hvm_start_info that EBX points at and powers off
+// through ACPI, which must end the VM with the S5 reason.
+func TestBootPVHPowersOffByACPI(t *testing.T) {
+	testenv.RequireVM(t)
+	cfg := vm.Config{Name: "pvh-s5", Kernel: writeFile(t, "vmlinux", x86test.PVHKernel(pvhS5Kernel, 0x10000)), Cmdline: "console=ttyS0",
+		Initrd: writeFile(t, "initrd", []byte("070701")), MemBytes: 64 << 20, VCPUs: 1}
+	v, err := vm.New(cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop("test over")
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the guest did not power off within 20 s")
+	}
+	if err := v.Wait(); err != nil {
+		t.Fatalf("VM failed: %v", err)
+	}
+	if r := v.Status().Stopped; r != "guest powered off (ACPI S5)" {
+		t.Errorf("stop reason %q, want the ACPI S5 power-off (the start info check failed?)", r)
 	}
 }
 

@@ -15,9 +15,9 @@ type Config struct {
 	Name     string // used in logs and as the default API socket name
 	MemBytes uint64 // guest RAM, a multiple of 2 MiB
 	VCPUs    int    // 1..limits.MaxVCPUs
-	Kernel   string // multiboot v1 ELF or Linux bzImage
+	Kernel   string // multiboot v1 ELF, Linux bzImage or Linux vmlinux (PVH)
 	Cmdline  string // kernel command line
-	Initrd   string // initial ramdisk for a bzImage, or ""
+	Initrd   string // initial ramdisk for a Linux kernel, or ""
 	// Accel names the accelerator: "auto" (or ""), "kvm" or "emu"
 	// (package accel).
 	Accel string

@@ -1,8 +1,9 @@
 // Package vm runs one virtual machine: guest RAM, the KVM VM with its
 // in-kernel interrupt controllers and PIT, one locked OS thread per vCPU, the
 // I/O-port bus and the emulated devices, and the boot paths: a multiboot v1
-// ELF (the test guest) or a Linux bzImage with an initrd, both with the
-// machine's ACPI tables.
+// ELF (the test guest), or Linux with an initrd, as a bzImage by the 32-bit
+// boot protocol or as a vmlinux by its PVH entry; all with the machine's
+// ACPI tables.
 //
 // vCPU threads are controlled by requests (pause, resume, run-on-thread,
 // exit), never by flags poked from outside; see vcpu.go.
@@ -115,8 +116,8 @@ func New(cfg Config, log *slog.Logger) (*VM, error) {
 	return create(cfg, log, boot)
 }
 
-// bootFiles is what New loads into a fresh VM: the kernel and, for a
-// bzImage, its initrd.
+// bootFiles is what New loads into a fresh VM: the kernel and, for
+// Linux, its initrd.
 type bootFiles struct {
 	kernel *x86.KernelImage
 	initrd []byte
@@ -130,9 +131,9 @@ func readBootFiles(cfg Config) (*bootFiles, error) {
 		return nil, err
 	}
 	b := &bootFiles{kernel: img}
-	if img.Linux == nil {
+	if !img.TakesInitrd() {
 		if cfg.Initrd != "" {
-			return nil, fmt.Errorf("vm: %s is a multiboot kernel: --initrd needs a Linux bzImage kernel", cfg.Kernel)
+			return nil, fmt.Errorf("vm: %s is a multiboot kernel: --initrd needs a Linux kernel (a bzImage or a vmlinux)", cfg.Kernel)
 		}
 		return b, nil
 	}
@@ -145,7 +146,12 @@ func readBootFiles(cfg Config) (*bootFiles, error) {
 		size = uint64(st.Size())
 	}
 	// Refuse an initrd too large for the VM before reading it.
-	if _, err := img.Linux.Layout(cfg.MemBytes, len(cfg.Cmdline), size); err != nil {
+	if img.Linux != nil {
+		_, err = img.Linux.Layout(cfg.MemBytes, len(cfg.Cmdline), size)
+	} else {
+		_, err = img.PVH.Layout(cfg.MemBytes, len(cfg.Cmdline), size)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if cfg.Initrd != "" {
@@ -264,6 +270,15 @@ func (v *VM) loadGuest(b *bootFiles) (bootEntry, error) {
 		v.log.Info("linux kernel loaded", "protocol", fmt.Sprintf("%d.%02d", k.Protocol>>8, k.Protocol&0xff),
 			"load", fmt.Sprintf("%#x", l.LoadAddr), "initrd", fmt.Sprintf("%#x+%#x", l.InitrdAddr, l.InitrdSize))
 		return bootEntry{x86.LinuxRegs(uint32(l.LoadAddr), x86.ZeroPageAddr), x86.LinuxSregs}, nil
+	}
+	if k := b.kernel.PVH; k != nil {
+		l, err := k.Load(v.mem, v.cfg.Cmdline, b.initrd, tables.RSDP)
+		if err != nil {
+			return bootEntry{}, err
+		}
+		v.log.Info("linux kernel loaded by PVH", "entry", fmt.Sprintf("%#x", k.Entry),
+			"kernel", fmt.Sprintf("%#x-%#x", l.LoadAddr, l.KernelEnd), "initrd", fmt.Sprintf("%#x+%#x", l.InitrdAddr, l.InitrdSize))
+		return bootEntry{x86.PVHRegs(k.Entry), x86.PVHSregs}, nil
 	}
 	k := b.kernel.Multiboot
 	info, err := k.Load(v.mem, v.cfg.Cmdline)

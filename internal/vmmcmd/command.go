@@ -53,9 +53,9 @@ var Features = []string{"fence-file", "owner-handover"}
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "VM name ("+limits.NameGrammar+"); names the API socket /run/godwit/NAME.sock")
-	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot v1 ELF (the test guest) or a Linux bzImage")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot v1 ELF (the test guest), a Linux bzImage, or a Linux vmlinux with a PVH entry (boots faster: no decompressor)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "guest kernel command line")
-	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (e.g. a cpio archive) for a Linux bzImage --kernel")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (e.g. a cpio archive) for a Linux --kernel")
 	fs.StringVar(&f.mem, "mem", "256M", "guest RAM, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+
 		" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
 	fs.StringVar(&f.cpus, "cpus", "1", fmt.Sprintf("number of vCPUs, 1 to %d", limits.MaxVCPUs))

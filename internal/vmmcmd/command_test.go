@@ -45,7 +45,7 @@ func TestRunInitrdFlag(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "initrd "+initrd+".missing") {
 		t.Errorf("missing --initrd file: %v", err)
 	}
-	if fl := Command("godwit-vmm", io.Discard).Flags().Lookup("initrd"); fl == nil || !strings.Contains(fl.Usage, "bzImage") {
-		t.Error("run has no --initrd flag saying it is for a bzImage")
+	if fl := Command("godwit-vmm", io.Discard).Flags().Lookup("initrd"); fl == nil || !strings.Contains(fl.Usage, "Linux --kernel") {
+		t.Error("run has no --initrd flag saying it is for a Linux kernel")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/godwit-vmm/godwit/internal/arch/x86/x86test"
 )
 
 func TestParseKernelImageDetectsFormat(t *testing.T) {
@@ -20,7 +22,7 @@ func TestParseKernelImageDetectsFormat(t *testing.T) {
 }
 
 func TestParseKernelImageRefuses(t *testing.T) {
-	const neither = `x86: guest.bin is neither a multiboot v1 ELF nor a Linux bzImage (no "HdrS" boot header at 0x202): build the test guest with ` + "`make guest`" + ` or give a bzImage`
+	const neither = `x86: guest.bin is neither a multiboot v1 ELF nor a Linux kernel (no "HdrS" boot header at 0x202, no ELF with a PVH note): build the test guest with ` + "`make guest`" + ` or give a bzImage or a vmlinux`
 	noHdrS := defaultBz().image()
 	copy(noHdrS[hdrMagic:], "XXXX")
 	oldBz := defaultBz()
@@ -34,7 +36,7 @@ func TestParseKernelImageRefuses(t *testing.T) {
 		{"text", []byte("#!/bin/sh\necho not a kernel\n"), neither},
 		{"boot sector without HdrS", noHdrS, neither},
 		{"old bzImage", oldBz.image(), "kernel boot protocol 2.06 is too old: need 2.10 or later"},
-		{"ELF without multiboot header", elf32(0x100000, 0x100000, make([]byte, 64), 0x1000), "no multiboot header"},
+		{"ELF without multiboot header", elf32(0x100000, 0x100000, make([]byte, 64), 0x1000), "neither a multiboot header nor a PVH entry note"},
 	}
 	for _, tt := range tests {
 		_, err := ParseKernelImage("guest.bin", tt.img)
@@ -68,9 +70,19 @@ func TestReadKernelImage(t *testing.T) {
 func FuzzParseKernelImage(f *testing.F) {
 	f.Add(defaultBz().image()[:0x800])
 	f.Add(elf32(0x100000, 0x100000, multibootPayload(0), 0x1000))
+	f.Add(x86test.PVHKernel(pvhCode, 0x2000))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		img, err := ParseKernelImage("fuzz", data)
-		if err == nil && (img.Linux == nil) == (img.Multiboot == nil) {
+		if err != nil {
+			return
+		}
+		n := 0
+		for _, set := range []bool{img.Linux != nil, img.Multiboot != nil, img.PVH != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
 			t.Fatalf("parsed as %+v: want exactly one format", img)
 		}
 	})

@@ -1,7 +1,8 @@
 // Package x86 holds the x86-64 knowledge of the VMM that does not need a
-// running VM: loading a multiboot v1 ELF or a Linux bzImage and writing
-// their boot information, the machine's ACPI tables, the CPU state a kernel
-// expects at entry, and the CPUID and MSR lists the VMM sets and migrates.
+// running VM: loading a multiboot v1 ELF, a Linux bzImage or a PVH vmlinux
+// and writing their boot information, the machine's ACPI tables, the CPU
+// state a kernel expects at entry, and the CPUID and MSR lists the VMM
+// sets and migrates.
 //
 // Who may import: the vm and migration layers. It imports kvm (for register
 // types) and memory, nothing above.
@@ -91,27 +92,53 @@ func ParseKernel(path string, data []byte) (*Kernel, error) {
 	if f.Entry >= 1<<32 {
 		return nil, fmt.Errorf("%s: %w: entry point %#x above 4 GiB", path, ErrNotMultiboot, f.Entry)
 	}
-	k := &Kernel{Path: path, Entry: uint32(f.Entry)}
+	segs, err := readSegments(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", path, ErrNotMultiboot, err)
+	}
+	k := &Kernel{Path: path, Entry: uint32(f.Entry), Segments: segs}
+	return k, nil
+}
+
+// readSegments reads an ELF kernel's PT_LOAD segments, placed at their
+// physical addresses: between 1 MiB (below are the boot structures) and
+// the PCI hole.
+func readSegments(f *elf.File) ([]Segment, error) {
+	var segs []Segment
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_LOAD || p.Memsz == 0 {
 			continue
 		}
 		if p.Filesz > p.Memsz || p.Paddr+p.Memsz < p.Paddr || p.Paddr+p.Memsz > memory.HoleStart {
-			return nil, fmt.Errorf("%s: %w: bad segment at %#x (file %d, memory %d bytes)", path, ErrNotMultiboot, p.Paddr, p.Filesz, p.Memsz)
+			return nil, fmt.Errorf("bad segment at %#x (file %d, memory %d bytes)", p.Paddr, p.Filesz, p.Memsz)
 		}
 		if p.Paddr < highMemStart {
-			return nil, fmt.Errorf("%s: segment at %#x is below 1 MiB, where the boot structures go", path, p.Paddr)
+			return nil, fmt.Errorf("segment at %#x is below 1 MiB, where the boot structures go", p.Paddr)
 		}
 		seg := Segment{Addr: p.Paddr, MemSize: p.Memsz, Data: make([]byte, p.Filesz)}
 		if _, err := io.ReadFull(p.Open(), seg.Data); err != nil {
-			return nil, fmt.Errorf("%s: %w: segment at %#x: %v", path, ErrNotMultiboot, p.Paddr, err)
+			return nil, fmt.Errorf("segment at %#x: %v", p.Paddr, err)
 		}
-		k.Segments = append(k.Segments, seg)
+		segs = append(segs, seg)
 	}
-	if len(k.Segments) == 0 {
-		return nil, fmt.Errorf("%s: %w: no loadable segments", path, ErrNotMultiboot)
+	if len(segs) == 0 {
+		return nil, errors.New("no loadable segments")
 	}
-	return k, nil
+	return segs, nil
+}
+
+// loadSegments copies segs into guest RAM and clears their bss.
+func loadSegments(mem *memory.Guest, segs []Segment) error {
+	for _, s := range segs {
+		if err := mem.WriteAt(s.Data, s.Addr); err != nil {
+			return fmt.Errorf("x86: load segment at %#x: %w", s.Addr, err)
+		}
+		zeros := make([]byte, s.MemSize-uint64(len(s.Data)))
+		if err := mem.WriteAt(zeros, s.Addr+uint64(len(s.Data))); err != nil {
+			return fmt.Errorf("x86: clear segment bss at %#x: %w", s.Addr, err)
+		}
+	}
+	return nil
 }
 
 // findMultibootHeader returns the header's flags.
@@ -147,14 +174,8 @@ func (k *Kernel) Load(mem *memory.Guest, cmdline string) (uint32, error) {
 	if end := k.MemEnd(); end > lowTop {
 		return 0, fmt.Errorf("x86: kernel needs RAM up to %#x, the VM has %d MiB: give it more memory", end, mem.Size()>>20)
 	}
-	for _, s := range k.Segments {
-		if err := mem.WriteAt(s.Data, s.Addr); err != nil {
-			return 0, fmt.Errorf("x86: load segment at %#x: %w", s.Addr, err)
-		}
-		zeros := make([]byte, s.MemSize-uint64(len(s.Data)))
-		if err := mem.WriteAt(zeros, s.Addr+uint64(len(s.Data))); err != nil {
-			return 0, fmt.Errorf("x86: clear segment bss at %#x: %w", s.Addr, err)
-		}
+	if err := loadSegments(mem, k.Segments); err != nil {
+		return 0, err
 	}
 	if len(cmdline)+1 > CmdlineMax {
 		return 0, fmt.Errorf("x86: command line is %d bytes, at most %d allowed", len(cmdline), CmdlineMax-1)
