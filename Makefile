@@ -32,10 +32,11 @@ build:
 guest:
 	$(MAKE) -C guest
 
-# The Linux guest: Debian's kernel (a bzImage) and an initramfs with
-# busybox-static, the virtio modules and the workload guest/linux/gwload,
-# built from apt packages into guest/build/linux (rebuilt only when an
-# input changes). See guest/linux/README.md.
+# The Linux guest: Debian's kernel (its bzImage, and the vmlinux inside it for
+# the PVH boot) and an initramfs with busybox-static, the virtio modules and
+# the workload guest/linux/gwload, built from apt packages into
+# guest/build/linux (rebuilt only when an input changes). See
+# guest/linux/README.md.
 LINUX_GUEST := guest/build/linux
 .PHONY: linux-guest
 linux-guest: deps

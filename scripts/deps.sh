@@ -9,7 +9,7 @@ set -euo pipefail
 export PATH=/usr/local/go/bin:$HOME/go/bin:$PATH
 
 STATICCHECK_VERSION=v0.8.2
-APT_PACKAGES=(gcc make binutils iproute2 git qemu-system-x86)
+APT_PACKAGES=(gcc make binutils iproute2 git qemu-system-x86 xz-utils)
 if [ "${1:-}" = "--bench" ]; then
 	[[ " ${APT_PACKAGES[*]} " == *" qemu-system-x86 "* ]] || APT_PACKAGES+=(qemu-system-x86)
 fi

@@ -1,5 +1,7 @@
 // Command linuxguest builds Godwit's Linux guest from Debian's packages
-// (make linux-guest): the kernel of linux-image-amd64 as a bzImage, and an
+// (make linux-guest): the kernel of linux-image-amd64 as a bzImage and as
+// the uncompressed vmlinux inside it (which the VMM boots by its PVH
+// entry, skipping the decompressor), and an
 // initramfs holding busybox-static, the virtio modules of that kernel, the
 // project's /init (guest/linux/init) and its workload gwload
 // (guest/linux/gwload), which speaks the test guest's serial protocol.
@@ -11,7 +13,7 @@
 //
 //	go run ./internal/tools/linuxguest [--out DIR]
 //
-// Outputs: DIR/bzImage, DIR/initramfs.cpio.gz, DIR/key.
+// Outputs: DIR/bzImage, DIR/vmlinux, DIR/initramfs.cpio.gz, DIR/key.
 package main
 
 import (
@@ -36,7 +38,7 @@ import (
 var modules = []string{"virtio_pci", "virtio_net", "virtio_blk"}
 
 // keyVersion changes when the layout of the image changes.
-const keyVersion = "linuxguest 2"
+const keyVersion = "linuxguest 3"
 
 func main() {
 	out := flag.String("out", "guest/build/linux", "output directory (kept between runs as a cache)")
@@ -96,6 +98,10 @@ func build(out string) error {
 	if err != nil {
 		return fmt.Errorf("the kernel package has no bzImage: %w", err)
 	}
+	elfKernel, err := vmlinux(kernel)
+	if err != nil {
+		return fmt.Errorf("vmlinux from %s: %w", "vmlinuz-"+kver, err)
+	}
 	gwload := filepath.Join(out, "gwload")
 	if err := goBuild(gwload); err != nil {
 		return err
@@ -104,7 +110,7 @@ func build(out string) error {
 	if err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{"bzImage": kernel, "initramfs.cpio.gz": img} {
+	for name, data := range map[string][]byte{"bzImage": kernel, "vmlinux": elfKernel, "initramfs.cpio.gz": img} {
 		if err := os.WriteFile(filepath.Join(out, name), data, 0o644); err != nil {
 			return err
 		}
@@ -113,7 +119,7 @@ func build(out string) error {
 	if err := os.WriteFile(filepath.Join(out, "key"), []byte(key), 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("linuxguest: %s/bzImage (%d KiB, %s) and initramfs.cpio.gz (%d KiB)\n", out, len(kernel)>>10, kver, len(img)>>10)
+	fmt.Printf("linuxguest: %s/bzImage (%d KiB, %s), vmlinux (%d KiB) and initramfs.cpio.gz (%d KiB)\n", out, len(kernel)>>10, kver, len(elfKernel)>>10, len(img)>>10)
 	return nil
 }
 
