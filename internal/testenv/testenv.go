@@ -158,16 +158,17 @@ func GuestELF(t testing.TB) string {
 	return p
 }
 
-// LinuxGuest returns the kernel and initramfs of the Linux guest (make
-// linux-guest: guest/build/linux, or the directory GODWIT_LINUX_GUEST
-// names), or skips t naming the build command when they are missing.
+// LinuxGuest returns the kernel (the vmlinux, booted by its PVH entry)
+// and initramfs of the Linux guest (make linux-guest: guest/build/linux,
+// or the directory GODWIT_LINUX_GUEST names), or skips t naming the build
+// command when they are missing.
 func LinuxGuest(t testing.TB) (kernel, initrd string) {
 	t.Helper()
 	dir := os.Getenv("GODWIT_LINUX_GUEST")
 	if dir == "" {
 		dir = filepath.Join(RepoRoot(t), "guest", "build", "linux")
 	}
-	kernel, initrd = filepath.Join(dir, "bzImage"), filepath.Join(dir, "initramfs.cpio.gz")
+	kernel, initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initramfs.cpio.gz")
 	for _, p := range []string{kernel, initrd} {
 		if _, err := os.Stat(p); err != nil {
 			skipf(t, "testenv: requires linux guest: %s missing (run `make linux-guest`)", p)

@@ -57,7 +57,8 @@ type bootSide struct {
 
 type bootResult struct {
 	MemMiB int       `json:"mem_mib"`
-	Godwit *bootSide `json:"godwit"` // godwit-vmm, sandboxed: what agents start
+	Kernel string    `json:"kernel,omitempty"` // linux-boot: vmlinux or bzImage
+	Godwit *bootSide `json:"godwit"`           // godwit-vmm, sandboxed: what agents start
 	// Unhardened is the all-in-one `godwit run --no-sandbox` (etcd
 	// server, controller, agent and Prometheus linked in; no seccomp, all
 	// capabilities): the VMM before the hardening, for its memory.

@@ -11,7 +11,8 @@ import (
 )
 
 // The Linux guest's boot: launch -> the workload's READY, Godwit against
-// QEMU on the same bzImage, initramfs, command line, memory and vCPUs.
+// QEMU on the same kernel file (the vmlinux by its PVH entry, or the
+// bzImage), initramfs, command line, memory and vCPUs.
 
 const (
 	linuxMemMiB = 512
@@ -23,8 +24,8 @@ const (
 
 // benchLinuxBoot boots the Linux guest e.bootRuns times in each VMM.
 func benchLinuxBoot(e *env) (*bootResult, error) {
-	kernel, initrd := filepath.Join(e.linuxDir, "bzImage"), filepath.Join(e.linuxDir, "initramfs.cpio.gz")
-	res := &bootResult{MemMiB: linuxMemMiB, Godwit: &bootSide{}}
+	kernel, initrd := filepath.Join(e.linuxDir, e.linuxKernel), filepath.Join(e.linuxDir, "initramfs.cpio.gz")
+	res := &bootResult{MemMiB: linuxMemMiB, Kernel: e.linuxKernel, Godwit: &bootSide{}}
 	var errs []string
 	vmm := filepath.Join(filepath.Dir(e.godwit), "godwit-vmm")
 	for i := 1; i <= e.bootRuns; i++ {
@@ -66,7 +67,11 @@ func renderLinuxBoot(b *strings.Builder, br *bootResult) {
 	if q == nil {
 		q = &bootSide{}
 	}
-	w("### Linux guest boot (Debian's bzImage and the project's initramfs, %d MiB, 1 vCPU, `%s`; median [min..max])\n\n", br.MemMiB, linuxCmdline)
+	how := map[string]string{"vmlinux": "Debian's kernel as a vmlinux, by its PVH entry", "bzImage": "Debian's bzImage, through its decompressor"}[br.Kernel]
+	if how == "" {
+		how = "Debian's kernel"
+	}
+	w("### Linux guest boot (%s, and the project's initramfs, %d MiB, 1 vCPU, `%s`; median [min..max])\n\n", how, br.MemMiB, linuxCmdline)
 	w("| | Godwit | QEMU | Godwit/QEMU |\n|---|---|---|---|\n")
 	w("| launch → READY of gwload, s (runs: Godwit %d, QEMU %d) | %s | %s | %s |\n", len(g.Runs), len(q.Runs), g.Ready.mmm(), q.Ready.mmm(), ratio(g.Ready, q.Ready))
 	w("| VMM RSS overhead (RSS − guest-RAM Rss), MiB | %s | %s | %s |\n\n", g.OverheadMiB.mmm(), q.OverheadMiB.mmm(), ratio(g.OverheadMiB, q.OverheadMiB))

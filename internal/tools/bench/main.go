@@ -71,6 +71,7 @@ type config struct {
 	godwit      string
 	guestELF    string
 	linuxDir    string // the Linux guest (make linux-guest)
+	linuxKernel string // which of its kernels linux-boot boots: vmlinux or bzImage
 	outBase     string
 	bootRuns    int
 	runs        int
@@ -135,6 +136,7 @@ func run(args []string) int {
 	fs.StringVar(&c.guestELF, "guest", filepath.Join(root, "guest", "build", "guest.elf"), "test guest ELF (make guest)")
 	fs.StringVar(&c.outBase, "out", envOr("BENCH_OUT", "/tmp/godwit-bench"), "results go to OUT/godwit-bench-<time>/ (default $BENCH_OUT)")
 	fs.StringVar(&c.linuxDir, "linux", filepath.Join(root, "guest", "build", "linux"), "linux-boot: the Linux guest's directory (make linux-guest)")
+	fs.StringVar(&c.linuxKernel, "linux-kernel", "vmlinux", "linux-boot: the kernel file of --linux both VMMs boot: vmlinux (PVH entry) or bzImage (through its decompressor)")
 	fs.IntVar(&c.bootRuns, "boot-runs", 5, "boot, linux-boot: launches per VMM")
 	fs.IntVar(&c.runs, "runs", 3, "migrate: migrations per scenario and VMM")
 	fs.StringVar(&scen, "scenarios", "idle,ws64,ws512,idle4g", "migrate: scenarios, comma-separated (linux-idle and linux-ws64 boot the Linux guest of --linux)")
@@ -265,8 +267,13 @@ func newEnv(c config, mode string) (*env, error) {
 			return nil, fmt.Errorf("test guest: %w (run `make guest`)", err)
 		}
 		if mode == "linux-boot" || strings.Contains(strings.Join(c.scenarios, ","), "linux-") {
-			if _, err := os.Stat(filepath.Join(e.linuxDir, "initramfs.cpio.gz")); err != nil {
-				return nil, fmt.Errorf("linux guest: %w (run `make linux-guest`)", err)
+			if c.linuxKernel != "vmlinux" && c.linuxKernel != "bzImage" {
+				return nil, fmt.Errorf("--linux-kernel %q: want vmlinux or bzImage", c.linuxKernel)
+			}
+			for _, f := range []string{"initramfs.cpio.gz", "vmlinux", c.linuxKernel} {
+				if _, err := os.Stat(filepath.Join(e.linuxDir, f)); err != nil {
+					return nil, fmt.Errorf("linux guest: %w (run `make linux-guest`)", err)
+				}
 			}
 		}
 		switch e.accel {

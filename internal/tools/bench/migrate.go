@@ -36,7 +36,7 @@ var allScenarios = []scenario{
 // guestArgs are the VMM flags that boot s's guest.
 func (e *env) guestArgs(s scenario) []string {
 	if s.Linux {
-		return []string{"--kernel", filepath.Join(e.linuxDir, "bzImage"), "--initrd", filepath.Join(e.linuxDir, "initramfs.cpio.gz"),
+		return []string{"--kernel", filepath.Join(e.linuxDir, "vmlinux"), "--initrd", filepath.Join(e.linuxDir, "initramfs.cpio.gz"),
 			"--cmdline", linuxCmdline}
 	}
 	return []string{"--kernel", e.guestELF}

@@ -104,7 +104,7 @@ func qemuScenarioRun(e *env, s scenario, v qemuVariant) *qemuScenario {
 	cfg := func() qemu.Config {
 		c := e.qemuConfig(s.MemMiB, 1)
 		if s.Linux {
-			c.Kernel, c.Initrd = filepath.Join(e.linuxDir, "bzImage"), filepath.Join(e.linuxDir, "initramfs.cpio.gz")
+			c.Kernel, c.Initrd = filepath.Join(e.linuxDir, "vmlinux"), filepath.Join(e.linuxDir, "initramfs.cpio.gz")
 			c.Append = linuxCmdline
 		}
 		c.QMP = e.sock(name())

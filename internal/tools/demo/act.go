@@ -159,7 +159,7 @@ func (d *demo) boot() (*vmm, bootTimes, error) {
 	args := []string{"--kernel", d.elf, "--cmdline", fmt.Sprintf("cpus=%d ip=%s", d.cpus, d.guestIP)}
 	if d.linux != "" {
 		what, timeout = "Linux (Debian's kernel, the project's initramfs)", linuxBootTimeout
-		args = []string{"--kernel", filepath.Join(d.linux, "bzImage"), "--initrd", filepath.Join(d.linux, "initramfs.cpio.gz"),
+		args = []string{"--kernel", filepath.Join(d.linux, "vmlinux"), "--initrd", filepath.Join(d.linux, "initramfs.cpio.gz"),
 			"--cmdline", "console=ttyS0 nokaslr godwit.ip=" + d.guestIP.String()}
 	}
 	say("booting %s on host A: %s RAM, %d vCPUs, virtio-net %s", what, d.mem, d.cpus, d.guestIP)

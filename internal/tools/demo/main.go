@@ -36,7 +36,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.godwit, "godwit", "bin/godwit", "godwit binary")
 	flag.StringVar(&o.elf, "guest", "guest/build/guest.elf", "test guest ELF")
-	flag.StringVar(&o.linux, "linux", "", "boot the Linux guest of this directory instead (bzImage and initramfs.cpio.gz, from make linux-guest)")
+	flag.StringVar(&o.linux, "linux", "", "boot the Linux guest of this directory instead (vmlinux and initramfs.cpio.gz, from make linux-guest)")
 	flag.StringVar(&o.mem, "mem", "1G", "guest RAM")
 	flag.IntVar(&o.cpus, "cpus", 2, "guest vCPUs")
 	flag.StringVar(&o.workload, "workload", "256 64 0", "guest workload: alloc_MiB wset_MiB pages_per_s (0 = flat out)")

@@ -79,7 +79,7 @@ func main() {
 	runs := flag.Int("runs", 5, "migrations per VMM setting and scenario (ping-pong A→B, B→A, …)")
 	godwitBin := flag.String("godwit", "bin/godwit", "godwit binary")
 	guestELF := flag.String("guest", "guest/build/guest.elf", "test guest ELF (booted by both VMMs)")
-	linuxDir := flag.String("linux", "", "boot the Linux guest of this directory in both VMMs instead (bzImage and initramfs.cpio.gz, make linux-guest)")
+	linuxDir := flag.String("linux", "", "boot the Linux guest of this directory in both VMMs instead (vmlinux and initramfs.cpio.gz, make linux-guest)")
 	scen := flag.String("scenarios", "idle,w64", "comma-separated scenarios: idle (heartbeats only), w64 (W 64 64 0: 64 MiB dirtied flat out)")
 	qemuDefault := flag.Bool("qemu-default", true, "also measure QEMU with its default bandwidth cap (idle scenario only: a dirtying guest does not converge under the cap)")
 	noQEMU := flag.Bool("no-qemu", false, "measure Godwit only")

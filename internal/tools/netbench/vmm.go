@@ -86,7 +86,7 @@ func (g *godwitVMM) name() string { return "Godwit" }
 // linuxArgs boots the Linux guest of dir with address ip:
 // --kernel K --initrd I --cmdline C (QEMU takes the same three).
 func linuxArgs(dir string, ip netip.Addr) []string {
-	return []string{"--kernel", filepath.Join(dir, "bzImage"), "--initrd", filepath.Join(dir, "initramfs.cpio.gz"),
+	return []string{"--kernel", filepath.Join(dir, "vmlinux"), "--initrd", filepath.Join(dir, "initramfs.cpio.gz"),
 		"--cmdline", "console=ttyS0 nokaslr godwit.ip=" + ip.String()}
 }
 

@@ -72,7 +72,7 @@ func Version() string {
 
 // Config is one QEMU virtual machine.
 type Config struct {
-	Kernel string // the multiboot guest ELF or a Linux bzImage
+	Kernel string // the multiboot guest ELF, a Linux bzImage or a PVH vmlinux
 	Initrd string // a Linux kernel's initramfs ("" for none)
 	MemMiB int
 	CPUs   int    // 0: 1
