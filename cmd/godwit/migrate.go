@@ -195,6 +195,9 @@ func printReport(w io.Writer, r *migration.Report) {
 		r.TotalMs, r.DowntimeMs, r.SetupMs, len(r.Rounds), r.Streams)
 	fmt.Fprintf(w, "  sent %s: %d data pages, %d zero pages, %d untouched pages skipped, state %s\n",
 		humanBytes(r.Bytes), r.DataPages, r.ZeroPages, r.SkippedPages, humanBytes(uint64(r.StateBytes)))
+	if r.RXHandedOver > 0 {
+		fmt.Fprintf(w, "  %d packets that reached the source during the switchover delivered on the destination\n", r.RXHandedOver)
+	}
 	if r.Verified {
 		fmt.Fprintln(w, "  RAM verified: CRC32C of every 2 MiB matched on the destination")
 	}

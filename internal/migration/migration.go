@@ -134,10 +134,13 @@ type Report struct {
 	ZeroPages    uint64  `json:"zero_pages"`
 	SkippedPages uint64  `json:"skipped_pages"`
 	StateBytes   int     `json:"state_bytes"`
-	Streams      int     `json:"streams"`
-	Verified     bool    `json:"verified"`
-	MaxThrottle  int     `json:"max_throttle_pct"`
-	Forced       bool    `json:"forced_switchover,omitempty"`
+	// RXHandedOver counts guest-bound packets that reached the source
+	// while it was paused and went to the destination with the state.
+	RXHandedOver int  `json:"rx_handed_over"`
+	Streams      int  `json:"streams"`
+	Verified     bool `json:"verified"`
+	MaxThrottle  int  `json:"max_throttle_pct"`
+	Forced       bool `json:"forced_switchover,omitempty"`
 	// Switchover is the downtime broken down by step, in ms: pause,
 	// save_state, last_pages, state_restored, verify, commit.
 	Switchover map[string]float64 `json:"switchover_ms,omitempty"`

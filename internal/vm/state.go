@@ -117,6 +117,24 @@ func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
 	return ms, nil
 }
 
+// AddPendingRX puts into st the guest-bound packets the paused VM's
+// network device received since it paused (virtio-net's PendingRX), so
+// that the destination delivers them, and returns how many. A migration
+// source calls it after its last round, just before sending st.
+func (v *VM) AddPendingRX(st *MachineState) int {
+	if v.dev.net == nil || st.Devices.Net == nil {
+		return 0
+	}
+	v.mu.Lock()
+	paused := v.state == StatePaused
+	v.mu.Unlock()
+	if !paused {
+		return 0
+	}
+	st.Devices.Net.Pending = v.dev.net.PendingRX()
+	return len(st.Devices.Net.Pending)
+}
+
 // RestoreState loads a machine state into a VM created with NewIncoming,
 // which has not run. The VM is left paused; Start runs it.
 func (v *VM) RestoreState(ms *MachineState) error {

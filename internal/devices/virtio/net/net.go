@@ -96,7 +96,11 @@ type Device struct {
 	mac     [6]byte
 
 	rxq        chan []byte // packets read from the backend, for the worker
-	held       []byte      // packet taken from rxq waiting for a guest buffer (worker only)
+	held       []byte      // packet waiting for a guest buffer (worker only)
+	// backlog holds packets delivered before rxq's, oldest first: those
+	// PendingRX set aside while paused, or a migration source's
+	// (Restore). Worker only, or while paused.
+	backlog [][]byte
 	readerDone chan struct{}
 	closing    atomic.Bool
 
@@ -222,6 +226,9 @@ func (d *Device) readLoop() {
 // after it refills, brings the worker back.
 func (d *Device) processRX(q *virtio.Queue) error {
 	for {
+		if d.held == nil && len(d.backlog) > 0 {
+			d.held, d.backlog = d.backlog[0], d.backlog[1:]
+		}
 		if d.held == nil {
 			select {
 			case d.held = <-d.rxq:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -339,5 +340,83 @@ func TestTAP(t *testing.T) {
 	}
 	if _, err := OpenTAP("this-name-is-too-long"); err == nil {
 		t.Error("accepted a 21-character name")
+	}
+}
+
+// TestPendingRXHandedOver: packets that reach a paused device go, with
+// its state, to the device that takes over, which delivers them first
+// and in order; the source keeps them too, for a migration that fails.
+func TestPendingRXHandedOver(t *testing.T) {
+	mem, d, _, drv, host := setup(t, allFeatures)
+	d.Pause()
+	var sent [][]byte
+	for i := range 3 {
+		pkt := arpFrame([4]byte{10, 0, 0, byte(i + 1)})
+		if _, err := host.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, pkt)
+	}
+	waitFor(t, func() bool { return len(d.rxq) == 3 })
+	pending := d.PendingRX()
+	if !reflect.DeepEqual(pending, sent) {
+		t.Fatalf("PendingRX = %d packets, want the 3 sent in order", len(pending))
+	}
+	if again := d.PendingRX(); !reflect.DeepEqual(again, sent) {
+		t.Errorf("a second PendingRX = %d packets: the packets must stay queued", len(again))
+	}
+	s := d.Save()
+	s.Pending = pending
+
+	be2, host2 := socketPair(t)
+	d2 := New(mem, be2, testMAC, &irqCounter{}, nil)
+	defer d2.Close()
+	if err := d2.Restore(s); err != nil {
+		t.Fatal(err)
+	}
+	// A packet the destination's own backend reads comes after them.
+	later := arpFrame([4]byte{10, 0, 0, 9})
+	if _, err := host2.Write(later); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(d2.rxq) == 1 })
+	drv.Dev = d2
+	rx := drv.Queues[queueRX]
+	for i := range 4 {
+		base := uint64(bufBase + i*0x2000)
+		rx.Add(virtiotest.Buf{Addr: base, Len: HeaderSize, Write: true}, virtiotest.Buf{Addr: base + 0x1000, Len: 1514, Write: true})
+	}
+	d2.Resume()
+	used := rx.WaitUsed(t, 4)
+	for i, want := range append(sent, later) {
+		base := uint64(bufBase + i*0x2000)
+		got := make([]byte, len(want))
+		mem.ReadAt(got[:HeaderSize], base)
+		mem.ReadAt(got[HeaderSize:], base+0x1000)
+		if used[i].Len != uint32(len(want)) || !bytes.Equal(got, want) {
+			t.Errorf("packet %d on the destination: used %+v, got %x, want %x", i, used[i], got, want)
+		}
+	}
+
+	// Bad pending lists from a peer are refused.
+	d3 := New(mem, fileBackend{mustDevNull(t)}, testMAC, nil, nil)
+	defer d3.Close()
+	for name, p := range map[string][][]byte{
+		"too many":  make([][]byte, maxPendingPackets+1),
+		"too short": {make([]byte, HeaderSize-1)},
+		"too long":  {make([]byte, MaxPacket+1)},
+		"too large": func() [][]byte {
+			var l [][]byte
+			for range 20 {
+				l = append(l, make([]byte, 60000))
+			}
+			return l
+		}(),
+	} {
+		bad := s
+		bad.Pending = p
+		if err := d3.Restore(bad); err == nil || !strings.Contains(err.Error(), "pending") {
+			t.Errorf("%s: restore = %v, want a refusal naming the pending packets", name, err)
+		}
 	}
 }
