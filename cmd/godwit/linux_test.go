@@ -102,9 +102,11 @@ func TestLinuxGuestMigrates(t *testing.T) {
 		"--incoming", "tcp:"+addr.String(), "--tap", "gwlin0", "--bridge", dst.Bridge, "--disk", disk,
 		"--migration-tls-dir", tlsDirs[dst])
 	d.waitAPI(t)
+	const probes = 600 // 6 s: the whole migration, checked below
 	pings := make(chan netlab.ProbeResult, 1)
+	probing := time.Now()
 	go func() {
-		r, _ := netlab.Ping(lab.Client.Name, ip, 300, 10*time.Millisecond, time.Second)
+		r, _ := netlab.Ping(lab.Client.Name, ip, probes, 10*time.Millisecond, time.Second)
 		pings <- r
 	}()
 	time.Sleep(500 * time.Millisecond)
@@ -112,12 +114,16 @@ func TestLinuxGuestMigrates(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("migrate: %s %s", out, errOut)
 	}
+	if d := time.Since(probing); d > probes*10*time.Millisecond-500*time.Millisecond {
+		t.Errorf("the migration returned %v after the pings began: they ended before the switchover and measured nothing", d)
+	}
 	src.wait(t)
 	var rep api.MigrateReply
 	json.Unmarshal([]byte(out), &rep)
 	p := <-pings
-	t.Logf("A -> B: total %.0f ms, downtime %.1f ms, %d bytes; ping %v", rep.Report.TotalMs, rep.Report.DowntimeMs,
-		rep.Report.Bytes, p)
+	t.Logf("A -> B: total %.0f ms, downtime %.1f ms, %d bytes, %d packets handed over; ping %v", rep.Report.TotalMs, rep.Report.DowntimeMs,
+		rep.Report.Bytes, rep.Report.RXHandedOver, p)
+	t.Logf("switchover steps, ms: %v", rep.Report.Switchover)
 	if allowed := int(rep.Report.DowntimeMs/10) + 1; p.Lost > allowed || p.Duplicates > 0 {
 		t.Errorf("ping lost %d replies (%d duplicates) across a %.1f ms pause; at most %d allowed", p.Lost, p.Duplicates,
 			rep.Report.DowntimeMs, allowed)

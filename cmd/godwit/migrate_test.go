@@ -130,20 +130,27 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 		d := startNS(t, dst, con, filepath.Join(dir, fmt.Sprintf("d%d.sock", i)), "--name", "mig",
 			"--incoming", "tcp:"+addr.String(), "--tap", "gwmig0", "--bridge", dst.Bridge, "--migration-tls-dir", tlsDirs[dst])
 		d.waitAPI(t)
+		// The probes run 5 s, which must cover the whole migration
+		// (checked below), switchover included.
+		const probes = 500
 		pings := make(chan netlab.ProbeResult, 1)
 		udps := make(chan netlab.ProbeResult, 1)
+		probing := time.Now()
 		go func() {
-			r, _ := netlab.Ping(lab.Client.Name, ip, 150, 10*time.Millisecond, 300*time.Millisecond)
+			r, _ := netlab.Ping(lab.Client.Name, ip, probes, 10*time.Millisecond, 300*time.Millisecond)
 			pings <- r
 		}()
 		go func() {
-			r, _ := netlab.UDPEcho(lab.Client.Name, netip.AddrPortFrom(ip, 7), 150, 10*time.Millisecond, 300*time.Millisecond)
+			r, _ := netlab.UDPEcho(lab.Client.Name, netip.AddrPortFrom(ip, 7), probes, 10*time.Millisecond, 300*time.Millisecond)
 			udps <- r
 		}()
 		time.Sleep(300 * time.Millisecond)
 		out, errOut, code := godwit(t, "migrate", "--api-socket", src.sock, "--to", addr.String(), "--verify", "--json")
 		if code != 0 {
 			t.Fatalf("migrate %s -> %s: %s %s", src.sock, addr, out, errOut)
+		}
+		if d := time.Since(probing); d > probes*10*time.Millisecond-500*time.Millisecond {
+			t.Errorf("the migration returned %v after the probes began: they ended before the switchover and measured nothing", d)
 		}
 		// Right after the handover the shared bridge forwards the
 		// guest's MAC to the destination host's port.
@@ -161,7 +168,8 @@ func TestMigrateBetweenNamespaces(t *testing.T) {
 		var rep api.MigrateReply
 		json.Unmarshal([]byte(out), &rep)
 		p, u := <-pings, <-udps
-		t.Logf("%s -> %s: total %.0f ms, downtime %.1f ms; ping %v; udp %v", src.sock, addr, rep.Report.TotalMs, rep.Report.DowntimeMs, p, u)
+		t.Logf("%s -> %s: total %.0f ms, downtime %.1f ms, %d packets handed over; ping %v; udp %v", src.sock, addr, rep.Report.TotalMs,
+			rep.Report.DowntimeMs, rep.Report.RXHandedOver, p, u)
 		// A probe is lost for each 10 ms the guest is paused, plus the
 		// one or two in flight at the switch.
 		allowed := int(rep.Report.DowntimeMs/10) + 3
