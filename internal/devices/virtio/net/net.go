@@ -95,12 +95,12 @@ type Device struct {
 	log     *slog.Logger
 	mac     [6]byte
 
-	rxq        chan []byte // packets read from the backend, for the worker
-	held       []byte      // packet waiting for a guest buffer (worker only)
+	rxq  chan []byte // packets read from the backend, for the worker
+	held []byte      // packet waiting for a guest buffer (worker only)
 	// backlog holds packets delivered before rxq's, oldest first: those
 	// PendingRX set aside while paused, or a migration source's
 	// (Restore). Worker only, or while paused.
-	backlog [][]byte
+	backlog    [][]byte
 	readerDone chan struct{}
 	closing    atomic.Bool
 
