@@ -185,16 +185,26 @@ func (k *Linux) Layout(ramSize uint64, cmdlineLen int, initrdSize uint64) (Linux
 		return l, nil
 	}
 	top := min(lowTop, k.initrdAddrMax+1)
-	floor := alignUp(l.KernelEnd, memory.PageSize)
-	if top < floor || initrdSize > top || alignDown(top-initrdSize, memory.PageSize) < floor {
-		room := uint64(0)
-		if top > floor {
-			room = top - floor
-		}
+	addr, room, ok := placeInitrd(l.KernelEnd, top, initrdSize)
+	if !ok {
 		return LinuxLayout{}, fmt.Errorf("x86: initrd of %s does not fit in %s of guest memory between the kernel and %#x: give the VM more memory (--mem)", mib(initrdSize), mib(room), top)
 	}
-	l.InitrdAddr, l.InitrdSize = alignDown(top-initrdSize, memory.PageSize), initrdSize
+	l.InitrdAddr, l.InitrdSize = addr, initrdSize
 	return l, nil
+}
+
+// placeInitrd puts an initrd of size bytes on the highest page boundary
+// that keeps it below top and above kernelEnd, as boot loaders do. When
+// it does not fit, room is the space there is.
+func placeInitrd(kernelEnd, top, size uint64) (addr, room uint64, ok bool) {
+	floor := alignUp(kernelEnd, memory.PageSize)
+	if top > floor {
+		room = top - floor
+	}
+	if top < floor || size > top || alignDown(top-size, memory.PageSize) < floor {
+		return 0, room, false
+	}
+	return alignDown(top-size, memory.PageSize), room, true
 }
 
 // Load copies the kernel, the initrd (nil: none) and the command line into

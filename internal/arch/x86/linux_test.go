@@ -224,13 +224,7 @@ func TestLinuxLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		read := func(addr uint64, n int) []byte {
-			b := make([]byte, n)
-			if err := mem.ReadAt(b, addr); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
+		read := guestReader(t, mem)
 		if !bytes.Equal(read(l.LoadAddr, len(o.payload)), o.payload) {
 			t.Errorf("payload not at %#x", l.LoadAddr)
 		}
@@ -340,4 +334,16 @@ func FuzzParseLinux(f *testing.F) {
 			t.Fatalf("initrd at [%#x, +%#x) with the kernel ending at %#x", l.InitrdAddr, l.InitrdSize, l.KernelEnd)
 		}
 	})
+}
+
+// guestReader returns a function reading n bytes of guest RAM at addr.
+func guestReader(t *testing.T, mem *memory.Guest) func(addr uint64, n int) []byte {
+	return func(addr uint64, n int) []byte {
+		t.Helper()
+		b := make([]byte, n)
+		if err := mem.ReadAt(b, addr); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
 }

@@ -154,11 +154,11 @@ func (k *PVH) Layout(ramSize uint64, cmdlineLen int, initrdSize uint64) (LinuxLa
 	if initrdSize == 0 {
 		return l, nil
 	}
-	floor := alignUp(l.KernelEnd, memory.PageSize)
-	if initrdSize > lowTop || alignDown(lowTop-initrdSize, memory.PageSize) < floor {
-		return LinuxLayout{}, fmt.Errorf("x86: initrd of %s does not fit in %s of guest memory above the kernel: give the VM more memory (--mem)", mib(initrdSize), mib(lowTop-min(floor, lowTop)))
+	addr, room, ok := placeInitrd(l.KernelEnd, lowTop, initrdSize)
+	if !ok {
+		return LinuxLayout{}, fmt.Errorf("x86: initrd of %s does not fit in %s of guest memory above the kernel: give the VM more memory (--mem)", mib(initrdSize), mib(room))
 	}
-	l.InitrdAddr, l.InitrdSize = alignDown(lowTop-initrdSize, memory.PageSize), initrdSize
+	l.InitrdAddr, l.InitrdSize = addr, initrdSize
 	return l, nil
 }
 

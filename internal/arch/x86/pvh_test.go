@@ -71,13 +71,7 @@ func TestPVHLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func(addr uint64, n int) []byte {
-		b := make([]byte, n)
-		if err := mem.ReadAt(b, addr); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := guestReader(t, mem)
 	if !bytes.Equal(read(x86test.LoadAddr, len(pvhCode)), pvhCode) {
 		t.Error("code not loaded at its physical address")
 	}
