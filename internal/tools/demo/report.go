@@ -22,6 +22,7 @@ func report(accel string, boot bootTimes, legs []legResult, end ending) error {
 		fmt.Printf("    downtime by step (ms): %s\n", steps(r.Switchover))
 		fmt.Printf("    RAM checksums verified on the destination: %v\n", r.Verified)
 		fmt.Printf("    client pings every 10 ms: %s\n", l.ping)
+		fmt.Printf("    packets that reached the source while paused, delivered on the destination: %d\n", r.RXHandedOver)
 	}
 	hb := end.hb
 	fmt.Printf("  heartbeats: %d seen, seq %d..%d, sequence errors: %d\n", hb.Count, hb.FirstSeq, hb.LastSeq, len(hb.SeqErrors))
