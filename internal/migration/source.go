@@ -340,7 +340,7 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	s.report.Rounds = append(s.report.Rounds, rd)
 	steps.mark("last_pages")
 	// Packets that reached this host since the pause go with the state:
-	// the destination delivers them, where QEMU's loses them. Taken as
+	// the destination delivers them, where QEMU loses them. Taken as
 	// late as possible, they cover most of the blackout.
 	s.report.RXHandedOver = v.AddPendingRX(st)
 	state, err := st.Encode()

@@ -45,14 +45,14 @@ func (d *Device) PendingRX() [][]byte {
 		d.backlog = append([][]byte{d.held}, d.backlog...)
 		d.held = nil
 	}
+drain:
 	for len(d.backlog) < maxPendingPackets {
 		select {
 		case p := <-d.rxq:
 			d.backlog = append(d.backlog, p)
-			continue
 		default:
+			break drain
 		}
-		break
 	}
 	var out [][]byte
 	total := 0
@@ -110,10 +110,8 @@ func (d *Device) Restore(s State) error {
 	if err := d.t.Restore(s.Transport); err != nil {
 		return err
 	}
-	d.backlog = nil
-	for _, p := range s.Pending {
-		d.backlog = append(d.backlog, append([]byte(nil), p...))
-	}
+	// The worker only reads the packets; they need no copy.
+	d.backlog = append([][]byte(nil), s.Pending...)
 	d.mu.Lock()
 	d.status = s.Status&StatusAnnounce | StatusLinkUp
 	d.guestIP = ip
