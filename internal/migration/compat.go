@@ -95,6 +95,7 @@ func (s *Source) wireConfig(info vm.MigrationInfo) wire.Config {
 		MSRs:      info.MSRs,
 		Streams:   s.opts.Streams,
 		Verify:    s.opts.Verify,
+		Features:  []string{wire.FeatureLateRX},
 	}
 	for _, r := range s.vm.Memory().Regions() {
 		cfg.RAM = append(cfg.RAM, wire.Region{GPA: r.GPA, Size: r.Size()})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,6 +286,7 @@ type incoming struct {
 	// must be gone before the VM is discarded.
 	readers   sync.WaitGroup
 	closeOnce sync.Once
+	lateRX    bool // granted wire.FeatureLateRX
 }
 
 // session runs one control connection whose CONFIG has arrived. It
@@ -387,7 +389,18 @@ func (in *incoming) run(ctx context.Context, cfgPayload []byte) (*vm.VM, error) 
 	if err := checkCompatible(cfg, local); err != nil {
 		return nil, in.refuse(err)
 	}
-	if err := in.ctrl.WriteFrame(wire.TypeAck, 0, 0, nil); err != nil {
+	// Grant what this side supports of what the source asked for; a
+	// source that asked for nothing gets the empty ACK it expects.
+	var ack []byte
+	if len(cfg.Features) > 0 {
+		var granted []string
+		if slices.Contains(cfg.Features, wire.FeatureLateRX) {
+			granted = append(granted, wire.FeatureLateRX)
+			in.lateRX = true
+		}
+		ack = wire.EncodeAccept(granted)
+	}
+	if err := in.ctrl.WriteFrame(wire.TypeAck, 0, 0, ack); err != nil {
 		return nil, err
 	}
 	d.log.Info("incoming migration accepted", "mem_mib", vcfg.MemBytes>>20, "vcpus", vcfg.VCPUs, "streams", cfg.Streams)
@@ -536,6 +549,17 @@ func (in *incoming) control(ctx context.Context) (*vm.VM, error) {
 			if err := c.WriteFrame(wire.TypeAck, 0, h.Iteration, nil); err != nil {
 				return nil, err
 			}
+		case wire.TypeRX:
+			if !in.lateRX || !restored {
+				return nil, errors.New("migration: RX before STATE, or not granted")
+			}
+			pk, err := wire.DecodeRX(p)
+			if err != nil {
+				return nil, err
+			}
+			if err := in.vm.QueueRX(pk); err != nil {
+				return nil, err
+			}
 		case wire.TypeCommit:
 			if !restored {
 				return nil, errors.New("migration: COMMIT before STATE")
@@ -588,14 +612,16 @@ func (in *incoming) commit() (*vm.VM, error) {
 	in.d.mu.Lock()
 	in.d.sessions[in.hello.Session] = wire.Committed
 	in.d.mu.Unlock()
+	// Tell the network before anything else, even before the vCPUs
+	// run and take the host's CPUs: every millisecond the switches
+	// point at the old port is lost traffic. What arrives meanwhile
+	// waits in the TAP for the guest.
+	v.Announce(in.d.Announce)
 	if err := v.Start(); err != nil {
 		// The state is loaded but the vCPUs will not run: nothing ran
 		// twice, but the VM is lost here; say so loudly.
 		return nil, fmt.Errorf("migration: start the VM after COMMIT: %w", err)
 	}
-	// Tell the network before anything else: every millisecond the
-	// switches point at the old port is lost traffic.
-	v.Announce(in.d.Announce)
 	if err := in.ctrl.WriteFrame(wire.TypeCommitted, 0, 0, nil); err != nil {
 		in.d.log.Warn("COMMITTED not delivered; the source will ask", "err", err)
 	}

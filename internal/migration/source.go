@@ -58,6 +58,9 @@ type Source struct {
 	bytes   atomic.Uint64
 
 	sessionID wire.SessionID
+	// lateRX: the destination takes the packets that reach the paused
+	// VM in an RX frame before COMMIT (wire.FeatureLateRX).
+	lateRX bool
 }
 
 // NewSource prepares a migration of v to the destination at addr.
@@ -185,6 +188,11 @@ func (s *Source) run(ctx context.Context, start time.Time) (err error) {
 	}
 	switch h.Type {
 	case wire.TypeAck:
+		acc, err := wire.DecodeAccept(payload)
+		if err != nil {
+			return s.abort(err)
+		}
+		s.lateRX = acc.Grants(wire.FeatureLateRX)
 	case wire.TypeError:
 		why, _ := wire.DecodeReason(h.Type, payload)
 		s.report.Result = "refused"
@@ -339,10 +347,13 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	rd.DurationMs = ms(time.Since(paused))
 	s.report.Rounds = append(s.report.Rounds, rd)
 	steps.mark("last_pages")
-	// Packets that reached this host since the pause go with the state:
-	// the destination delivers them, where QEMU loses them. Taken as
-	// late as possible, they cover most of the blackout.
-	s.report.RXHandedOver = v.AddPendingRX(st)
+	// Packets that reached this host since the pause go to the
+	// destination, which delivers them, where QEMU loses them. A
+	// destination that cannot take them just before COMMIT gets them
+	// with the state.
+	if !s.lateRX {
+		s.report.RXHandedOver = v.AddPendingRX(st)
+	}
 	state, err := st.Encode()
 	if err != nil {
 		return resume(err)
@@ -383,6 +394,23 @@ func (s *Source) switchover(ctx context.Context, iter uint32) (bool, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return resume(fmt.Errorf("migration: cancelled: %w", err))
+	}
+	// The packets taken last cover the whole blackout but the COMMIT
+	// round trip and the destination's start; COMMIT follows without
+	// waiting, and a destination that refuses them never commits.
+	if s.lateRX {
+		pk := v.PendingRX()
+		if len(pk) > 0 {
+			p, err := wire.EncodeRX(pk)
+			if err != nil {
+				return resume(err)
+			}
+			if err := s.sendControl(wire.TypeRX, iter, p); err != nil {
+				return resume(err)
+			}
+		}
+		s.report.RXHandedOver = len(pk)
+		steps.mark("rx")
 	}
 	// Once COMMIT is out, a cancel can no longer take the handover back:
 	// the answer is awaited (within ReplyTimeout), or asked for, anyway.

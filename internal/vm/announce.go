@@ -27,14 +27,21 @@ var DefaultAnnounce = AnnounceConfig{Rounds: 5, Initial: 50 * time.Millisecond, 
 // IPv4 address, a gratuitous ARP for it; and it asks the guest to announce
 // itself through VIRTIO_NET_F_GUEST_ANNOUNCE if its driver took the feature.
 // The first round is sent before it returns; the others run in the
-// background until done or the VM stops.
+// background until done or the VM stops. A migration destination calls
+// it after COMMIT but before Start, so that the switches learn the new
+// port before the vCPUs compete for the host's CPUs; the guest is then
+// asked by Start, once its devices run.
 func (v *VM) Announce(cfg AnnounceConfig) {
 	d := v.dev
 	if d.net == nil {
 		return
 	}
 	mac := v.MAC()
-	guestAsked := d.net.Announce()
+	v.mu.Lock()
+	started := v.state != StateCreated
+	v.announceGuest = !started
+	v.mu.Unlock()
+	guestAsked := started && d.net.Announce()
 	v.log.Info("announcing the guest on the network", "mac", mac.String(), "rounds", cfg.Rounds, "guest_announce", guestAsked)
 	send := func() bool {
 		frames := [][]byte{rarpFrame(mac)}

@@ -117,22 +117,53 @@ func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
 	return ms, nil
 }
 
-// AddPendingRX puts into st the guest-bound packets the paused VM's
-// network device received since it paused (virtio-net's PendingRX), so
-// that the destination delivers them, and returns how many. A migration
-// source calls it after its last round, just before sending st.
-func (v *VM) AddPendingRX(st *MachineState) int {
-	if v.dev.net == nil || st.Devices.Net == nil {
-		return 0
+// PendingRX returns the guest-bound packets the paused VM's network
+// device received since it paused (virtio-net's PendingRX), oldest first,
+// for a migration source to hand over as late as it can. They stay queued
+// here too, for a VM that resumes after all. It returns nil for a VM
+// without a network device or not paused.
+func (v *VM) PendingRX() [][]byte {
+	if v.dev.net == nil {
+		return nil
 	}
 	v.mu.Lock()
 	paused := v.state == StatePaused
 	v.mu.Unlock()
 	if !paused {
+		return nil
+	}
+	return v.dev.net.PendingRX()
+}
+
+// AddPendingRX puts PendingRX into st, so that the destination delivers
+// the packets, and returns how many. A migration source whose destination
+// does not take the packets after the state calls it just before sending
+// st.
+func (v *VM) AddPendingRX(st *MachineState) int {
+	if st.Devices.Net == nil {
 		return 0
 	}
-	st.Devices.Net.Pending = v.dev.net.PendingRX()
+	st.Devices.Net.Pending = v.PendingRX()
 	return len(st.Devices.Net.Pending)
+}
+
+// QueueRX queues packets a migration source handed over after the state
+// for the guest, after those the state carried. Call it on a restored VM
+// before Start.
+func (v *VM) QueueRX(packets [][]byte) error {
+	if v.dev.net == nil {
+		return fmt.Errorf("vm %s: %d packets for a VM without a network device", v.cfg.Name, len(packets))
+	}
+	v.mu.Lock()
+	state := v.state
+	v.mu.Unlock()
+	if state != StateCreated || !v.incoming {
+		return fmt.Errorf("vm %s: queue packets: vm is %s, not an incoming VM before Start", v.cfg.Name, state)
+	}
+	if err := v.dev.net.AddPending(packets); err != nil {
+		return fmt.Errorf("vm %s: %w", v.cfg.Name, err)
+	}
+	return nil
 }
 
 // RestoreState loads a machine state into a VM created with NewIncoming,

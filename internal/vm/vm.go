@@ -55,6 +55,9 @@ type VM struct {
 	started  time.Time
 	info     MigrationInfo // probed at creation
 	incoming bool          // created by NewIncoming: state comes by migration
+	// announceGuest: Announce ran before Start, which asks the guest
+	// for its own announcement once its devices run.
+	announceGuest bool
 
 	// mu guards state, stopErr, stopReason and the throttle fields.
 	mu           sync.Mutex
@@ -325,8 +328,12 @@ func (v *VM) Start() error {
 	}
 	v.state = StateRunning
 	v.started = time.Now()
+	announce := v.announceGuest
 	v.mu.Unlock()
 	v.startDevices()
+	if announce {
+		v.log.Info("asking the guest to announce itself", "guest_announce", v.dev.net.Announce())
+	}
 	return v.eachVCPU(request{kind: reqResume})
 }
 

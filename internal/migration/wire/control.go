@@ -3,7 +3,9 @@ package wire
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -34,6 +36,10 @@ type Config struct {
 	Devices   []Device     `json:"devices"` // in the order STATE holds their state
 	Streams   int          `json:"streams"` // data streams, as in HELLO
 	Verify    bool         `json:"verify"`  // a VERIFY will follow STATE_OK
+	// Features the source can use (FeatureLateRX); the destination's ACK
+	// says which it grants. A destination that predates the field
+	// ignores it and grants none.
+	Features []string `json:"features,omitempty"`
 }
 
 // Region is one range of guest RAM.
@@ -286,4 +292,102 @@ func DecodeVerify(p []byte) ([]uint32, error) {
 		sums[i] = binary.LittleEndian.Uint32(p[4+4*i:])
 	}
 	return sums, nil
+}
+
+// Features a source may ask for in [Config.Features] and a destination
+// grants in the ACK that answers CONFIG ([Accept]). A source uses only
+// what was granted, so either side may be older than the other.
+const (
+	// FeatureLateRX: the source sends the guest-bound packets that reached
+	// it while paused in an RX frame right before COMMIT, instead of in
+	// STATE, so that they cover the whole switchover, verify included.
+	FeatureLateRX = "late-rx"
+)
+
+// Accept is the payload of the ACK that answers a CONFIG which asked for
+// features: the ones the destination grants. The ACK of a CONFIG that asked
+// for none, and of VERIFY, is empty.
+type Accept struct {
+	Version  int      `json:"version"`
+	Features []string `json:"features"`
+}
+
+// EncodeAccept returns the ACK payload granting features.
+func EncodeAccept(features []string) []byte {
+	b, _ := json.Marshal(Accept{Version: MessageVersion, Features: features}) // cannot fail
+	return b
+}
+
+// DecodeAccept decodes the ACK that answers CONFIG. An empty payload (a
+// destination that predates features) grants none.
+func DecodeAccept(p []byte) (Accept, error) {
+	if len(p) == 0 {
+		return Accept{Version: MessageVersion}, nil
+	}
+	var a Accept
+	if err := decodeJSON(TypeAck, p, &a, &a.Version); err != nil {
+		return Accept{}, err
+	}
+	return a, nil
+}
+
+// Grants reports whether a grants feature f.
+func (a Accept) Grants(f string) bool { return slices.Contains(a.Features, f) }
+
+// EncodeRX returns the RX payload for packets: count u32, then per packet
+// its length u32 and its bytes. Empty packets, more than [MaxRXPackets]
+// or more than [MaxRXBytes] of packet bytes are errors.
+func EncodeRX(packets [][]byte) ([]byte, error) {
+	if len(packets) > MaxRXPackets {
+		return nil, fmt.Errorf("wire: RX: %d packets exceed %d", len(packets), MaxRXPackets)
+	}
+	total := 0
+	for _, pk := range packets {
+		if len(pk) == 0 {
+			return nil, errors.New("wire: RX: empty packet")
+		}
+		total += len(pk)
+	}
+	if total > MaxRXBytes {
+		return nil, fmt.Errorf("wire: RX: %d bytes of packets exceed %d", total, MaxRXBytes)
+	}
+	b := make([]byte, 0, 4+4*len(packets)+total)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(packets)))
+	for _, pk := range packets {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(pk)))
+		b = append(b, pk...)
+	}
+	return b, nil
+}
+
+// DecodeRX decodes an RX payload. The packets alias p.
+func DecodeRX(p []byte) ([][]byte, error) {
+	if len(p) < 4 {
+		return nil, fmt.Errorf("wire: RX: payload %d bytes, too short for the count", len(p))
+	}
+	n := binary.LittleEndian.Uint32(p)
+	if n > MaxRXPackets {
+		return nil, fmt.Errorf("wire: RX: %d packets exceed %d", n, MaxRXPackets)
+	}
+	p = p[4:]
+	if uint64(len(p)) > 4*uint64(n)+MaxRXBytes {
+		return nil, fmt.Errorf("wire: RX: more than %d bytes of packets", MaxRXBytes)
+	}
+	packets := make([][]byte, 0, n)
+	for i := range n {
+		if len(p) < 4 {
+			return nil, fmt.Errorf("wire: RX: packet %d: length cut short", i)
+		}
+		l := binary.LittleEndian.Uint32(p)
+		p = p[4:]
+		if l == 0 || uint64(l) > uint64(len(p)) {
+			return nil, fmt.Errorf("wire: RX: packet %d: length %d, %d bytes left", i, l, len(p))
+		}
+		packets = append(packets, p[:l:l])
+		p = p[l:]
+	}
+	if len(p) != 0 {
+		return nil, fmt.Errorf("wire: RX: %d bytes after the last packet", len(p))
+	}
+	return packets, nil
 }

@@ -48,7 +48,7 @@
 // Control frames travel on the control connection only. Their payloads:
 //
 //	CONFIG        JSON [Config]: VM shape, CPUID, MSR list, XSAVE size, TSC kHz
-//	ACK           empty: the destination accepts CONFIG (or VERIFY)
+//	ACK           the destination accepts CONFIG (JSON [Accept] if CONFIG asked for features, else empty) or VERIFY (empty)
 //	ERROR         JSON {version, reason} ([EncodeReason]): the destination refuses CONFIG
 //	ITER_BEGIN    empty: round <iteration> starts
 //	ITER_END      empty: the source has queued every page of the round
@@ -56,6 +56,7 @@
 //	STATE         opaque bytes: vCPU, VM and device state (the engine's format)
 //	STATE_OK      empty: state loaded, VM not running
 //	VERIFY        binary: count u32, then count × CRC32C u32 (see below)
+//	RX            binary: count u32, then count × (length u32, packet bytes): guest-bound packets (late-rx)
 //	COMMIT        empty: the destination must start the VM now
 //	COMMITTED     empty: the destination's vCPUs run
 //	ABORT         JSON {version, reason}: either side gives up (never after COMMIT)
@@ -72,7 +73,15 @@
 //
 //	HELLO → CONFIG → ← ACK | ← ERROR
 //	{ ITER_BEGIN(i) … PAGES(i)… DATA_END(i) on each data stream … ITER_END(i) → ← ITER_DONE(i) }*
-//	STATE → ← STATE_OK → [VERIFY → ← ACK | ← ABORT] → COMMIT → ← COMMITTED
+//	STATE → ← STATE_OK → [VERIFY → ← ACK | ← ABORT] → [RX] → COMMIT → ← COMMITTED
+//
+// Features extend the sequence without a version change: CONFIG lists
+// those the source can use ([Config.Features]), the ACK grants a subset,
+// and the source uses only what was granted. With [FeatureLateRX] the
+// packets that reached the paused source (each with its virtio-net
+// header) travel in one RX frame, sent with COMMIT and as late as
+// possible, rather than inside STATE; the destination delivers them to
+// the guest before anything its own network backend reads.
 //
 // ABORT may be sent by either side at any point before COMMIT. After COMMIT
 // the source never resumes on its own: if COMMITTED is lost it opens a new

@@ -29,6 +29,7 @@ const (
 	TypeProgress   Type = 13
 	TypeQuery      Type = 14
 	TypeQueryReply Type = 15
+	TypeRX         Type = 16
 
 	TypePages   Type = 0x100
 	TypeDataEnd Type = 0x101
@@ -53,6 +54,13 @@ const (
 	// are bounded by the sink's address range only.
 	MaxRuns      = 4096
 	MaxDataPages = 4096
+	// MaxRXPackets and MaxRXBytes bound one RX frame: the guest-bound
+	// packets a source held while paused (what one virtio-net receive
+	// queue holds, and 1 MiB of packet bytes).
+	MaxRXPackets = 256
+	MaxRXBytes   = 1 << 20
+	// MaxRXPayload is the largest RX payload.
+	MaxRXPayload = 4 + 4*MaxRXPackets + MaxRXBytes
 	// MaxPagesPayload is the largest PAGES payload.
 	MaxPagesPayload = 4 + MaxRuns*runSize + MaxDataPages*PageSize
 )
@@ -62,7 +70,7 @@ var typeInfo = map[Type]struct {
 	max  uint64
 }{
 	TypeConfig:     {"CONFIG", MaxConfigPayload},
-	TypeAck:        {"ACK", 0},
+	TypeAck:        {"ACK", MaxMessagePayload},
 	TypeError:      {"ERROR", MaxMessagePayload},
 	TypeIterBegin:  {"ITER_BEGIN", 0},
 	TypeIterEnd:    {"ITER_END", 0},
@@ -76,6 +84,7 @@ var typeInfo = map[Type]struct {
 	TypeProgress:   {"PROGRESS", MaxMessagePayload},
 	TypeQuery:      {"QUERY", 0},
 	TypeQueryReply: {"QUERY_REPLY", MaxMessagePayload},
+	TypeRX:         {"RX", MaxRXPayload},
 	TypePages:      {"PAGES", MaxPagesPayload},
 	TypeDataEnd:    {"DATA_END", 0},
 }

@@ -74,11 +74,13 @@ func FuzzReadFrame(f *testing.F) {
 	cfg, _ := EncodeConfig(testConfig())
 	verify, _ := EncodeVerify([]uint32{7, 8})
 	qr, _ := EncodeQueryReply(QueryReply{State: NotCommitted})
+	rx, _ := EncodeRX([][]byte{{1, 2}, {3}})
 	for _, fr := range []struct {
 		t Type
 		p []byte
 	}{
-		{TypeConfig, cfg}, {TypeAck, nil}, {TypeAbort, EncodeReason("x")}, {TypeVerify, verify},
+		{TypeConfig, cfg}, {TypeAck, nil}, {TypeAck, EncodeAccept([]string{FeatureLateRX})}, {TypeRX, rx},
+		{TypeAbort, EncodeReason("x")}, {TypeVerify, verify},
 		{TypeProgress, EncodeProgress(Progress{Iteration: 2})}, {TypeQueryReply, qr}, {TypeState, []byte{1, 2, 3}},
 	} {
 		b, _ := EncodeFrame(fr.t, 0, 3, fr.p)
@@ -116,6 +118,14 @@ func FuzzReadFrame(f *testing.F) {
 			DecodeProgress(p)
 		case TypeQueryReply:
 			DecodeQueryReply(p)
+		case TypeAck:
+			DecodeAccept(p)
+		case TypeRX:
+			if pk, err := DecodeRX(p); err == nil {
+				if re, err := EncodeRX(pk); err != nil || !bytes.Equal(re, p) {
+					t.Fatalf("RX does not round-trip: %v", err)
+				}
+			}
 		case TypeVerify:
 			if s, err := DecodeVerify(p); err == nil {
 				if v, _ := EncodeVerify(s); !bytes.Equal(v, p) {

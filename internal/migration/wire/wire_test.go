@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -83,6 +84,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	qr, _ := EncodeQueryReply(QueryReply{State: Committed})
+	rx, _ := EncodeRX([][]byte{{1, 2, 3}})
 	frames := []struct {
 		t Type
 		p []byte
@@ -92,9 +94,9 @@ func TestFrameRoundTrip(t *testing.T) {
 		{TypeState, state}, {TypeStateOK, nil}, {TypeVerify, verify},
 		{TypeCommit, nil}, {TypeCommitted, nil}, {TypeAbort, EncodeReason("cancelled")},
 		{TypeProgress, EncodeProgress(Progress{Iteration: 3})}, {TypeQuery, nil},
-		{TypeQueryReply, qr}, {TypeDataEnd, nil},
+		{TypeQueryReply, qr}, {TypeDataEnd, nil}, {TypeRX, rx}, {TypeAck, EncodeAccept([]string{FeatureLateRX})},
 	}
-	if len(frames) != len(typeInfo)-1 { // PAGES has its own tests
+	if len(frames) != len(typeInfo) { // PAGES has its own tests; ACK comes twice
 		t.Fatalf("test covers %d types of %d", len(frames), len(typeInfo)-1)
 	}
 	var buf bytes.Buffer
@@ -133,7 +135,8 @@ func TestFrameMalformed(t *testing.T) {
 	}{
 		{"unknown type", header(99, 0, 0, 0), MaxControlPayload, "unknown frame type 0x63"},
 		{"flags", header(TypeAck, 4, 0, 0), MaxControlPayload, "ACK frame: unknown flags 0x4"},
-		{"ACK with payload", header(TypeAck, 0, 0, 1), MaxControlPayload, "ACK frame: payload 1 bytes exceeds limit 0"},
+		{"COMMIT with payload", header(TypeCommit, 0, 0, 1), MaxControlPayload, "COMMIT frame: payload 1 bytes exceeds limit 0"},
+		{"huge RX", header(TypeRX, 0, 0, MaxRXPayload+1), MaxControlPayload, "RX frame: payload 1049605 bytes exceeds limit 1049604"},
 		{"huge STATE", header(TypeState, 0, 0, 1<<40), MaxControlPayload, "exceeds limit"},
 		{"caller limit", header(TypeState, 0, 0, 100), 10, "payload 100 bytes exceeds limit 10"},
 		{"truncated header", header(TypeAck, 0, 0, 0)[:9], MaxControlPayload, "unexpected EOF"},
@@ -218,6 +221,36 @@ func TestControlMessages(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(gots, sums) {
 		t.Errorf("VERIFY: %v, %v", gots, err)
 	}
+
+	acc, err := DecodeAccept(EncodeAccept([]string{FeatureLateRX}))
+	if err != nil || !acc.Grants(FeatureLateRX) || acc.Grants("other") {
+		t.Errorf("ACK granting late-rx: %+v, %v", acc, err)
+	}
+	if acc, err := DecodeAccept(nil); err != nil || acc.Grants(FeatureLateRX) {
+		t.Errorf("empty ACK (an older destination): %+v, %v; want no features granted", acc, err)
+	}
+
+	packets := [][]byte{{1}, bytes.Repeat([]byte{2}, 1514), {3, 4}}
+	rp, err := EncodeRX(packets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rp) != 4+3*4+1+1514+2 {
+		t.Errorf("RX payload is %d bytes", len(rp))
+	}
+	gotpk, err := DecodeRX(rp)
+	if err != nil || !reflect.DeepEqual(gotpk, packets) {
+		t.Errorf("RX: %d packets, %v", len(gotpk), err)
+	}
+	for name, bad := range map[string][][]byte{
+		"empty packet": {{1}, {}},
+		"too many":     slices.Repeat([][]byte{{1}}, MaxRXPackets+1),
+		"too large":    {make([]byte, MaxRXBytes), {1}},
+	} {
+		if _, err := EncodeRX(bad); err == nil {
+			t.Errorf("EncodeRX %s: no error", name)
+		}
+	}
 }
 
 func TestControlMalformed(t *testing.T) {
@@ -258,6 +291,15 @@ func TestControlMalformed(t *testing.T) {
 		{"verify count", decodeVerify, verify(3, 8), "want 16 for 3 checksums"},
 		{"verify extra", decodeVerify, verify(1, 8), "want 8 for 1 checksums"},
 		{"verify huge", decodeVerify, verify(1<<30, 0), "exceed"},
+		{"ack not json", decodeAccept, []byte("["), "ACK: "},
+		{"ack no version", decodeAccept, []byte(`{"features":["late-rx"]}`), "ACK: version field missing"},
+		{"rx short", decodeRX, []byte{1, 0}, "too short"},
+		{"rx count", decodeRX, verify(MaxRXPackets+1, 0), "257 packets exceed 256"},
+		{"rx cut length", decodeRX, verify(1, 2), "packet 0: length cut short"},
+		{"rx zero length", decodeRX, append(verify(1, 0), 0, 0, 0, 0), "packet 0: length 0"},
+		{"rx beyond payload", decodeRX, append(verify(1, 0), 9, 0, 0, 0, 1), "packet 0: length 9, 1 bytes left"},
+		{"rx trailing", decodeRX, append(verify(1, 0), 1, 0, 0, 0, 7, 8), "1 bytes after the last packet"},
+		{"rx too large", decodeRX, verify(1, 4+MaxRXBytes+1), "more than 1048576 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode(tc.in)
@@ -278,6 +320,8 @@ func decodeConfig(p []byte) error     { _, err := DecodeConfig(p); return err }
 func decodeAbort(p []byte) error      { _, err := DecodeReason(TypeAbort, p); return err }
 func decodeQueryReply(p []byte) error { _, err := DecodeQueryReply(p); return err }
 func decodeVerify(p []byte) error     { _, err := DecodeVerify(p); return err }
+func decodeAccept(p []byte) error     { _, err := DecodeAccept(p); return err }
+func decodeRX(p []byte) error         { _, err := DecodeRX(p); return err }
 
 func TestStreamFor(t *testing.T) {
 	for _, tc := range []struct {

@@ -365,14 +365,28 @@ func TestPendingRXHandedOver(t *testing.T) {
 	if again := d.PendingRX(); !reflect.DeepEqual(again, sent) {
 		t.Errorf("a second PendingRX = %d packets: the packets must stay queued", len(again))
 	}
+	// Two packets travel in the state, the third after it (a source
+	// with late-rx sends what arrived while the state travelled).
 	s := d.Save()
-	s.Pending = pending
+	s.Pending = pending[:2]
 
 	be2, host2 := socketPair(t)
 	d2 := New(mem, be2, testMAC, &irqCounter{}, nil)
 	defer d2.Close()
 	if err := d2.Restore(s); err != nil {
 		t.Fatal(err)
+	}
+	if err := d2.AddPending(pending[2:]); err != nil {
+		t.Fatal(err)
+	}
+	// One more than the bound, counting those already held, is refused
+	// and leaves the held ones alone.
+	small := make([][]byte, maxPendingPackets-2)
+	for i := range small {
+		small[i] = make([]byte, HeaderSize+60)
+	}
+	if err := d2.AddPending(small); err == nil || !strings.Contains(err.Error(), "257 pending") || len(d2.backlog) != 3 {
+		t.Errorf("AddPending beyond %d packets = %v, %d held; want a refusal and 3 held", maxPendingPackets, err, len(d2.backlog))
 	}
 	// A packet the destination's own backend reads comes after them.
 	later := arpFrame([4]byte{10, 0, 0, 9})
@@ -417,6 +431,9 @@ func TestPendingRXHandedOver(t *testing.T) {
 		bad.Pending = p
 		if err := d3.Restore(bad); err == nil || !strings.Contains(err.Error(), "pending") {
 			t.Errorf("%s: restore = %v, want a refusal naming the pending packets", name, err)
+		}
+		if err := d3.AddPending(p); err == nil || !strings.Contains(err.Error(), "pending") || len(d3.backlog) != 0 {
+			t.Errorf("%s: AddPending = %v (%d held), want a refusal naming the pending packets", name, err, len(d3.backlog))
 		}
 	}
 }

@@ -94,18 +94,8 @@ func (d *Device) Restore(s State) error {
 			return fmt.Errorf("virtio-net: restore: guest IPv4 %q is not an IPv4 address", s.GuestIPv4)
 		}
 	}
-	if len(s.Pending) > maxPendingPackets {
-		return fmt.Errorf("virtio-net: restore: %d pending packets, at most %d", len(s.Pending), maxPendingPackets)
-	}
-	total := 0
-	for _, p := range s.Pending {
-		if len(p) < HeaderSize || len(p) > MaxPacket {
-			return fmt.Errorf("virtio-net: restore: pending packet of %d bytes", len(p))
-		}
-		total += len(p)
-	}
-	if total > maxPendingBytes {
-		return fmt.Errorf("virtio-net: restore: %d bytes of pending packets, at most %d", total, maxPendingBytes)
+	if err := checkPending(s.Pending); err != nil {
+		return fmt.Errorf("virtio-net: restore: %w", err)
 	}
 	if err := d.t.Restore(s.Transport); err != nil {
 		return err
@@ -116,5 +106,37 @@ func (d *Device) Restore(s State) error {
 	d.status = s.Status&StatusAnnounce | StatusLinkUp
 	d.guestIP = ip
 	d.mu.Unlock()
+	return nil
+}
+
+// AddPending queues packets (header and frame, oldest first) for the guest
+// after those the device already holds, as if they had reached it while
+// paused: a migration destination calls it, before Resume, with the
+// packets a source handed over after the state. It refuses packets that
+// could not have come from PendingRX, and more than it would hand over.
+func (d *Device) AddPending(packets [][]byte) error {
+	if err := checkPending(append(d.backlog[:len(d.backlog):len(d.backlog)], packets...)); err != nil {
+		return fmt.Errorf("virtio-net: %w", err)
+	}
+	d.backlog = append(d.backlog, packets...)
+	return nil
+}
+
+// checkPending validates packets held for the guest against the bounds of
+// PendingRX.
+func checkPending(packets [][]byte) error {
+	if len(packets) > maxPendingPackets {
+		return fmt.Errorf("%d pending packets, at most %d", len(packets), maxPendingPackets)
+	}
+	total := 0
+	for _, p := range packets {
+		if len(p) < HeaderSize || len(p) > MaxPacket {
+			return fmt.Errorf("pending packet of %d bytes", len(p))
+		}
+		total += len(p)
+	}
+	if total > maxPendingBytes {
+		return fmt.Errorf("%d bytes of pending packets, at most %d", total, maxPendingBytes)
+	}
 	return nil
 }
