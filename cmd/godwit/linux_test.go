@@ -56,7 +56,8 @@ func expect(t *testing.T, con *guest.Console, sock, line, prefix, ok string, wai
 // dirties memory and a client pings it every 10 ms. The workload's
 // heartbeats must continue in sequence, its memory must verify in the
 // guest, the blocks written before the move must read back after it, the
-// client may lose at most one reply, and poweroff must end the VM.
+// client may lose at most one reply, the guest must reboot on its new
+// host, and poweroff must end the VM.
 func TestLinuxGuestMigrates(t *testing.T) {
 	lab, _ := newLab(t, 2)
 	kernel, initrd := testenv.LinuxGuest(t)
@@ -73,10 +74,11 @@ func TestLinuxGuestMigrates(t *testing.T) {
 	for i, h := range hosts {
 		tlsDirs[h] = ca.Issue(t, pki.RoleHost, fmt.Sprintf("h%d", i), h.MigAddr.String())
 	}
+	cmdline := "console=ttyS0 nokaslr godwit.ip=" + ip.String()
 	con := guest.NewConsole(nil)
 	start := time.Now()
 	src := startNS(t, hosts[0], con, filepath.Join(dir, "a.sock"), "--name", "linux", "--kernel", kernel, "--initrd", initrd,
-		"--mem", "512M", "--cpus", "2", "--cmdline", "console=ttyS0 nokaslr godwit.ip="+ip.String(),
+		"--mem", "512M", "--cpus", "2", "--cmdline", cmdline,
 		"--tap", "gwlin0", "--bridge", hosts[0].Bridge, "--mac", mac, "--disk", disk, "--migration-tls-dir", tlsDirs[hosts[0]])
 	ctx, cancel := context.WithTimeout(context.Background(), linuxBoot)
 	defer cancel()
@@ -97,9 +99,11 @@ func TestLinuxGuestMigrates(t *testing.T) {
 
 	dst := hosts[1]
 	addr := netip.AddrPortFrom(dst.MigAddr, 4600)
+	// The destination knows what the VM boots, should the guest reboot
+	// there.
 	d := startNS(t, dst, con, filepath.Join(dir, "b.sock"), "--name", "linux",
 		"--incoming", "tcp:"+addr.String(), "--tap", "gwlin0", "--bridge", dst.Bridge, "--disk", disk,
-		"--migration-tls-dir", tlsDirs[dst])
+		"--migration-tls-dir", tlsDirs[dst], "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline)
 	d.waitAPI(t)
 	const probes = 600 // 6 s: the whole migration, checked below
 	pings := make(chan netlab.ProbeResult, 1)
@@ -131,6 +135,24 @@ func TestLinuxGuestMigrates(t *testing.T) {
 		t.Errorf("heartbeats: %d, errors %v", g.Count, g.SeqErrors)
 	}
 	expect(t, con, d.sock, "V", "VERIFY ", "VERIFY OK", 2*time.Minute)
+	expect(t, con, d.sock, "BLKV 8 64 42", "BLKV ", "BLKV OK 8 64", time.Minute)
+
+	// The migrated guest reboots on its new host: the machine resets,
+	// Linux boots again from the destination's --kernel and finds its
+	// disk as it left it.
+	mark := con.Mark()
+	rebooting := time.Now()
+	api.NewClient(d.sock).Console(context.Background(), []byte("REBOOT\n"))
+	rctx, rcancel := context.WithTimeout(context.Background(), linuxBoot)
+	defer rcancel()
+	if _, err := con.WaitPrefix(rctx, mark, "READY"); err != nil {
+		t.Fatalf("Linux did not boot again after REBOOT: %v\n%s", err, tail(con, 40))
+	}
+	t.Logf("Linux rebooted to READY in %v", time.Since(rebooting).Round(time.Millisecond))
+	st, err := api.NewClient(d.sock).Status(context.Background())
+	if err != nil || st.State != "running" || st.Reboots != 1 {
+		t.Errorf("status after the reboot: %+v, %v; want running after 1 reboot", st, err)
+	}
 	expect(t, con, d.sock, "BLKV 8 64 42", "BLKV ", "BLKV OK 8 64", time.Minute)
 	expect(t, con, d.sock, "OFF", "POWEROFF", "POWEROFF", time.Minute)
 	d.wait(t)

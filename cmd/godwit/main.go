@@ -185,6 +185,9 @@ func printStatus(w io.Writer, s vm.Status, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "name:    %s\nstate:   %s\naccel:   %s\nvcpus:   %d\nmemory:  %d MiB\nkernel:  %s\nuptime:  %.1f s\nexits:   %d\n",
 		s.Name, s.State, s.Accel, s.VCPUs, s.MemMiB, s.Kernel, s.UptimeSec, s.Exits)
+	if s.Reboots > 0 {
+		fmt.Fprintf(w, "reboots: %d\n", s.Reboots)
+	}
 	for _, d := range s.Devices {
 		fmt.Fprintf(w, "device:  %-8s %s\n", d.Kind, d.Detail)
 	}

@@ -47,6 +47,13 @@ static __noreturn void power_off(void)
 	halt_forever();
 }
 
+static __noreturn void reboot(void)
+{
+	kprintf("REBOOT\n");
+	outb(0x64, 0xFE);	/* keyboard-controller reset line */
+	halt_forever();
+}
+
 static void cmd_status(void)
 {
 	char wls[64];
@@ -105,8 +112,10 @@ static void run_command(char *line)
 		kprintf("ECHO %s\n", args);
 	else if (!strcasecmp(p, "OFF"))
 		power_off();
+	else if (!strcasecmp(p, "REBOOT"))
+		reboot();
 	else if (!strcasecmp(p, "HELP"))
-		kprintf("HELP W V STATUS CPUS NETSTAT BLKW BLKR BLKV WPAUSE WRESUME POKE LOOP ECHO OFF\n");
+		kprintf("HELP W V STATUS CPUS NETSTAT BLKW BLKR BLKV WPAUSE WRESUME POKE LOOP ECHO OFF REBOOT\n");
 	else
 		kprintf("ERR unknown command %s\n", p);
 }

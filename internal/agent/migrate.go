@@ -381,6 +381,8 @@ func (a *Agent) startIncoming(ctx context.Context, req IncomingRequest) (string,
 	}
 	args := a.vmmArgs(req.VM, int64(lease.ID()))
 	args = append(args, "--incoming", "tcp:"+addr, "--migration-peer", req.Src)
+	// What the VM boots, should the guest reboot here.
+	args = append(args, bootArgs(req.Spec)...)
 	if a.vmmHandover {
 		args = append(args, "--owner-rev", strconv.FormatInt(req.OwnerRev, 10), "--migration-id", req.MigrationID)
 	}

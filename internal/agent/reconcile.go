@@ -257,15 +257,8 @@ func (a *Agent) startVM(ctx context.Context, lease *store.HostLease, v *store.VM
 		return
 	}
 	args := a.vmmArgs(v.Name, int64(lease.ID()))
-	args = append(args, "--kernel", spec.Kernel, "--mem", strconv.FormatUint(spec.MemBytes>>20, 10)+"M",
-		"--cpus", strconv.Itoa(max(spec.VCPUs, 1)))
-	if spec.Initrd != "" {
-		args = append(args, "--initrd", spec.Initrd)
-	}
-	if spec.Cmdline != "" {
-		args = append(args, "--cmdline", spec.Cmdline)
-	}
-	args = append(args, dev...)
+	args = append(args, "--mem", strconv.FormatUint(spec.MemBytes>>20, 10)+"M", "--cpus", strconv.Itoa(max(spec.VCPUs, 1)))
+	args = append(append(args, bootArgs(*spec)...), dev...)
 	meta := vmmMeta{VM: v.Name, Lease: int64(lease.ID()), TAP: tap, MemBytes: spec.MemBytes, VCPUs: spec.VCPUs}
 	a.spawnMu.Lock()
 	defer a.spawnMu.Unlock()

@@ -71,6 +71,19 @@ func tapName(host, vm string) string {
 	return "gw" + hex.EncodeToString(sum[:])[:12]
 }
 
+// bootArgs name what the VM boots: its first boot, and a reboot after it
+// arrived by migration.
+func bootArgs(spec store.VMSpec) []string {
+	args := []string{"--kernel", spec.Kernel}
+	if spec.Initrd != "" {
+		args = append(args, "--initrd", spec.Initrd)
+	}
+	if spec.Cmdline != "" {
+		args = append(args, "--cmdline", spec.Cmdline)
+	}
+	return args
+}
+
 // vmmArgs are the arguments every VMM of this agent gets.
 func (a *Agent) vmmArgs(vm string, lease int64) []string {
 	args := []string{"run", "--name", vm,

@@ -211,6 +211,21 @@ func (g *Guest) MarkDirty(gpa, n uint64) error {
 	return nil
 }
 
+// Zero makes all guest RAM read as zeros again, as after New, giving the
+// host pages back; every page counts as written (dirty and observed), so
+// that a migration in progress sends it again. A machine reset calls it
+// with the vCPUs stopped.
+func (g *Guest) Zero() error {
+	for _, r := range g.regions {
+		if err := unix.Madvise(r.Host, unix.MADV_DONTNEED); err != nil {
+			return fmt.Errorf("memory: zero the region at %#x: %w", r.GPA, err)
+		}
+		r.markDirty(0, r.Size())
+		g.observe(r.GPA, r.Size())
+	}
+	return nil
+}
+
 func (r *Region) markDirty(off, n uint64) {
 	if n == 0 {
 		return

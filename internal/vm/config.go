@@ -29,7 +29,18 @@ type Config struct {
 	Net *NetConfig
 	// Disk, if set, adds a virtio-blk device on that raw image.
 	Disk *DiskConfig
+
+	// OnReboot says what a guest reboot does: RebootRestart (also "")
+	// resets the machine and boots Kernel again, RebootStop ends the VM
+	// (QEMU's -no-reboot).
+	OnReboot string
 }
+
+// What a guest reboot does (Config.OnReboot).
+const (
+	RebootRestart = "restart"
+	RebootStop    = "stop"
+)
 
 // NetConfig is a virtio-net device.
 type NetConfig struct {
@@ -83,6 +94,9 @@ func (c Config) validate(needKernel, shapeKnown bool) error {
 		} else if st.Size() == 0 {
 			errs = append(errs, fmt.Errorf("initrd %s is empty", c.Initrd))
 		}
+	}
+	if c.OnReboot != "" && c.OnReboot != RebootRestart && c.OnReboot != RebootStop {
+		errs = append(errs, fmt.Errorf("on reboot %q: want %q or %q (--on-reboot)", c.OnReboot, RebootRestart, RebootStop))
 	}
 	if c.Net != nil && c.Net.TAP == "" {
 		errs = append(errs, errors.New("a NIC needs a TAP name (--tap)"))

@@ -85,7 +85,7 @@ func (v *VM) createDevices() (_ *deviceSet, err error) {
 		return nil, err
 	}
 	d.uart = serial.New(com1, comIRQ, console)
-	reset := func() { v.guestStop("guest reset (i8042/0xcf9)") }
+	reset := func() { v.guestReset("i8042/0xcf9") }
 	d.i8042 = legacy.NewI8042(reset)
 	d.cmos = legacy.NewCMOS(time.Now)
 	d.acpiPM = legacy.NewACPIPM(x86.ACPIPMBase, func() { v.guestStop("guest powered off (ACPI S5)") })

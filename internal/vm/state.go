@@ -23,6 +23,10 @@ type MachineState struct {
 	VCPUs   []*x86.VCPUState
 	VM      *x86.VMState
 	Devices DeviceState
+	// ResetPending: the guest asked for a reset that the pause deferred;
+	// the destination reboots the VM when it starts. A VMM that predates
+	// the field neither sends nor reads it.
+	ResetPending bool
 }
 
 // Encode serialises the state.
@@ -111,6 +115,7 @@ func (v *VM) SaveState(info MigrationInfo) (*MachineState, error) {
 		return nil, fmt.Errorf("vm %s: %w", v.cfg.Name, err)
 	}
 	ms.SavedAt = time.Now()
+	ms.ResetPending = v.resetPending.Load()
 	if ms.Devices, err = v.dev.save(); err != nil {
 		return nil, fmt.Errorf("vm %s: save devices: %w", v.cfg.Name, err)
 	}
@@ -198,5 +203,6 @@ func (v *VM) RestoreState(ms *MachineState) error {
 	if err := v.dev.restore(ms.Devices); err != nil {
 		return fmt.Errorf("vm %s: restore devices: %w", v.cfg.Name, err)
 	}
+	v.resetPending.Store(ms.ResetPending)
 	return nil
 }

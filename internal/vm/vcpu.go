@@ -252,7 +252,7 @@ func (c *vcpu) handleExit(cpu hv.VCPU, reason hv.Exit) error {
 		case hv.SystemEventShutdown:
 			c.vm.guestStop("guest powered off")
 		case hv.SystemEventReset:
-			c.vm.guestStop("guest reset")
+			c.vm.guestReset("system event")
 		default:
 			return fmt.Errorf("guest system event %d", t)
 		}

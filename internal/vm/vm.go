@@ -59,13 +59,29 @@ type VM struct {
 	// for its own announcement once its devices run.
 	announceGuest bool
 
-	// mu guards state, stopErr, stopReason and the throttle fields.
+	// mu guards state and the throttle fields. Pause, Resume and a
+	// reboot hold it while they wait for the vCPUs, so a vCPU thread
+	// never takes it.
 	mu           sync.Mutex
 	state        State
-	stopErr      error
-	stopReason   string
 	throttlePct  int
 	throttleStop chan struct{}
+
+	// endMu guards stopErr and stopReason; vCPU threads take it (to say
+	// why the VM ends), and it is never held while waiting.
+	endMu      sync.Mutex
+	stopErr    error
+	stopReason string
+
+	// reset is the machine as created, which a guest reboot restores;
+	// rebooting is set while one runs, and reboots counts them.
+	reset     *resetState
+	rebooting atomic.Bool
+	reboots   atomic.Int64
+	// resetPending: a guest reset came while the VM was paused; the
+	// reboot runs when it runs again, here or on a migration's
+	// destination.
+	resetPending atomic.Bool
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the VM has stopped for good
@@ -242,6 +258,9 @@ func create(cfg Config, log *slog.Logger, boot *bootFiles) (_ *VM, err error) {
 			return nil, fmt.Errorf("vm: set up vcpu %d: %w", c.id, err)
 		}
 	}
+	if err = v.saveResetState(); err != nil {
+		return nil, err
+	}
 	log.Info("vm created", "accel", v.accel, "mem_mib", cfg.MemBytes>>20, "vcpus", cfg.VCPUs, "kernel", cfg.Kernel, "incoming", boot == nil)
 	return v, nil
 }
@@ -329,6 +348,17 @@ func (v *VM) Start() error {
 	v.state = StateRunning
 	v.started = time.Now()
 	announce := v.announceGuest
+	if v.resetPending.Swap(false) {
+		// The guest asked for a reset right before it left its source:
+		// it boots afresh here.
+		err := v.resetMachine()
+		v.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("vm %s: start: the reboot the guest asked for: %w", v.cfg.Name, err)
+		}
+		v.log.Info("guest rebooted", "how", "deferred from the migration source", "reboots", v.reboots.Add(1))
+		return nil
+	}
 	v.mu.Unlock()
 	v.startDevices()
 	if announce {
@@ -381,6 +411,7 @@ func (v *VM) Resume() error {
 	}
 	v.state = StateRunning
 	v.log.Info("vm resumed")
+	v.runDeferredReset()
 	return nil
 }
 
@@ -405,40 +436,43 @@ func (v *VM) eachVCPU(r request) error {
 // any goroutine except a vCPU thread (those use guestStop).
 func (v *VM) Stop(reason string) {
 	v.stopOnce.Do(func() {
-		v.mu.Lock()
-		if v.stopReason == "" {
-			v.stopReason = reason
-		}
-		v.mu.Unlock()
+		v.setStopReason(reason)
 		v.eachVCPU(request{kind: reqExit})
 		v.release()
 		v.mu.Lock()
 		v.state = StateStopped
 		v.mu.Unlock()
+		v.endMu.Lock()
 		v.log.Info("vm stopped", "reason", v.stopReason, "error", v.stopErr)
+		v.endMu.Unlock()
 		close(v.stopped)
 	})
+}
+
+// setStopReason records why the VM ends, unless a reason is already known.
+func (v *VM) setStopReason(reason string) {
+	v.endMu.Lock()
+	if v.stopReason == "" {
+		v.stopReason = reason
+	}
+	v.endMu.Unlock()
 }
 
 // guestStop is called on a vCPU thread when the guest powers off or resets:
 // the stop itself runs on another goroutine, since it waits for every vCPU
 // thread including the caller.
 func (v *VM) guestStop(reason string) {
-	v.mu.Lock()
-	if v.stopReason == "" {
-		v.stopReason = reason
-	}
-	v.mu.Unlock()
+	v.setStopReason(reason)
 	go v.Stop(reason)
 }
 
 // fail records a fatal error from a vCPU and stops the VM.
 func (v *VM) fail(err error) {
-	v.mu.Lock()
+	v.endMu.Lock()
 	if v.stopErr == nil {
 		v.stopErr = err
 	}
-	v.mu.Unlock()
+	v.endMu.Unlock()
 	v.log.Error("vm failed", "err", err)
 	v.guestStop("error: " + err.Error())
 }
@@ -447,8 +481,8 @@ func (v *VM) fail(err error) {
 // or nil for a clean power-off or Stop.
 func (v *VM) Wait() error {
 	<-v.stopped
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
 	return v.stopErr
 }
 
@@ -493,6 +527,7 @@ type Status struct {
 	Kernel    string         `json:"kernel"`
 	UptimeSec float64        `json:"uptime_s"`
 	Exits     uint64         `json:"exits"`
+	Reboots   int64          `json:"reboots,omitempty"` // guest reboots this VMM restarted it from
 	Stopped   string         `json:"stopped_reason,omitempty"`
 	Error     string         `json:"error,omitempty"`
 	Devices   []DeviceStatus `json:"devices,omitempty"`
@@ -514,15 +549,18 @@ func (v *VM) Status() Status {
 		VCPUs:   v.cfg.VCPUs,
 		MemMiB:  v.cfg.MemBytes >> 20,
 		Kernel:  v.cfg.Kernel,
-		Stopped: v.stopReason,
-	}
-	if v.stopErr != nil {
-		s.Error = v.stopErr.Error()
+		Reboots: v.reboots.Load(),
 	}
 	if !v.started.IsZero() {
 		s.UptimeSec = time.Since(v.started).Seconds()
 	}
 	v.mu.Unlock()
+	v.endMu.Lock()
+	s.Stopped = v.stopReason
+	if v.stopErr != nil {
+		s.Error = v.stopErr.Error()
+	}
+	v.endMu.Unlock()
 	for _, c := range v.vcpus {
 		s.Exits += c.exits.Load()
 	}

@@ -23,7 +23,7 @@ import (
 // runFlags are the command line of `godwit run`.
 type runFlags struct {
 	name, kernel, cmdline, mem    string
-	initrd                        string
+	initrd, onReboot              string
 	cpus                          string
 	tap, mac, bridge              string
 	announceRounds                int
@@ -56,6 +56,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a multiboot v1 ELF (the test guest), a Linux bzImage, or a Linux vmlinux with a PVH entry (boots faster: no decompressor)")
 	fs.StringVar(&f.cmdline, "cmdline", "", "guest kernel command line")
 	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (e.g. a cpio archive) for a Linux --kernel")
+	fs.StringVar(&f.onReboot, "on-reboot", vm.RebootRestart, "what a guest reboot does: restart (reset the machine and boot --kernel again) or stop (end the VM)")
 	fs.StringVar(&f.mem, "mem", "256M", "guest RAM, "+limits.FormatBytes(limits.MinMemBytes)+" to "+limits.FormatBytes(limits.MaxMemBytes)+
 		" in 2M steps: "+limits.SizeGrammar+"; a bare number is MiB")
 	fs.StringVar(&f.cpus, "cpus", "1", fmt.Sprintf("number of vCPUs, 1 to %d", limits.MaxVCPUs))
@@ -103,7 +104,8 @@ func Command(prog string, stderr io.Writer) *cobra.Command {
 		Long: `Run one VM in this process until it stops. Its API socket (--api-socket,
 default /run/godwit/NAME.sock) serves godwit status, pause, resume, stop,
 console and migrate. With --incoming the VMM waits for the VM to arrive by
-live migration instead of booting one.`,
+live migration instead of booting one; give it --kernel (and --initrd,
+--cmdline) too and a guest that reboots after the move boots them.`,
 		Example: strings.ReplaceAll(`  PROG run --name vm1 --kernel guest/build/guest.elf --mem 1G --cpus 2
   PROG run --name vm1 --kernel vmlinuz --initrd initrd.cpio --cmdline "console=ttyS0" --mem 512M
   PROG run --name vm1 --kernel guest.elf --tap tap0 --bridge br0 --disk vm1.img
@@ -167,7 +169,8 @@ func (f *runFlags) plan(stderr io.Writer) (*runPlan, error) {
 	if _, err := accel.Parse(f.accel); err != nil {
 		return nil, fmt.Errorf("--accel: %w", err)
 	}
-	p.cfg = vm.Config{Name: f.name, MemBytes: memBytes, VCPUs: cpus, Kernel: f.kernel, Cmdline: f.cmdline, Initrd: f.initrd, Accel: f.accel}
+	p.cfg = vm.Config{Name: f.name, MemBytes: memBytes, VCPUs: cpus, Kernel: f.kernel, Cmdline: f.cmdline, Initrd: f.initrd, Accel: f.accel,
+		OnReboot: f.onReboot}
 	if err := f.devices(&p.cfg); err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}

@@ -142,7 +142,7 @@ func (g *session) heartbeats() {
 	}
 }
 
-var commands = []string{"W", "V", "VERIFY", "STATUS", "CPUS", "NETSTAT", "BLKW", "BLKR", "BLKV", "WPAUSE", "WRESUME", "POKE", "ECHO", "HELP", "OFF"}
+var commands = []string{"W", "V", "VERIFY", "STATUS", "CPUS", "NETSTAT", "BLKW", "BLKR", "BLKV", "WPAUSE", "WRESUME", "POKE", "ECHO", "HELP", "OFF", "REBOOT"}
 
 // command runs one command line.
 func (g *session) command(line string) {
@@ -230,6 +230,12 @@ func (g *session) command(line string) {
 		unix.Sync()
 		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 			g.o.printf("ERR OFF %v", err)
+		}
+	case "REBOOT":
+		g.o.printf("REBOOT")
+		unix.Sync()
+		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+			g.o.printf("ERR REBOOT %v", err)
 		}
 	default:
 		g.o.printf("ERR unknown command %s", f[0])
