@@ -54,6 +54,11 @@ func (v *VM) saveResetState() error {
 // machine: it reboots the VM, or stops it if so configured. The reboot
 // runs on another goroutine, since it waits for every vCPU thread.
 func (v *VM) guestReset(how string) {
+	if v.stopping.Load() {
+		// Ending already: a guest that powers off and then resets, as
+		// the test guest does in case the power-off port is missing.
+		return
+	}
 	if v.cfg.OnReboot == RebootStop {
 		v.guestStop("guest reset (" + how + ")")
 		return
@@ -73,8 +78,11 @@ func (v *VM) guestReset(how string) {
 // that Resume ends.
 func (v *VM) reboot(how string) {
 	start := time.Now()
+	// The kernel is read before anything stops: if it is gone, the VM
+	// stops with nothing of it undone.
+	boot, berr := v.bootFilesAgain()
 	v.mu.Lock()
-	if v.state != StateRunning {
+	if v.state != StateRunning || v.stopping.Load() {
 		state := v.state
 		if state == StatePaused {
 			v.resetPending.Store(true)
@@ -84,9 +92,16 @@ func (v *VM) reboot(how string) {
 		v.log.Info("guest reset while the VM is not running", "how", how, "state", state, "deferred", state == StatePaused)
 		return
 	}
-	err := v.resetMachine()
+	err := berr
+	if err == nil {
+		err = v.resetMachine(boot)
+	}
 	v.rebooting.Store(false)
 	v.mu.Unlock()
+	if err != nil && v.stopping.Load() {
+		v.log.Info("guest reboot abandoned: the VM is stopping", "err", err)
+		return
+	}
 	if err != nil {
 		v.fail(fmt.Errorf("guest reboot: %w", err))
 		return
@@ -95,21 +110,23 @@ func (v *VM) reboot(how string) {
 	v.log.Info("guest rebooted", "how", how, "reboots", n, "ms", time.Since(start).Milliseconds())
 }
 
+// bootFilesAgain reads the kernel and initrd for a reboot.
+func (v *VM) bootFilesAgain() (*bootFiles, error) {
+	if v.cfg.Kernel == "" {
+		return nil, errors.New("no kernel to boot again: the VM arrived by migration at a VMM started without --kernel (give it --kernel, --initrd and --cmdline to let a migrated guest reboot)")
+	}
+	boot, err := readBootFiles(v.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("read the kernel again: %w", err)
+	}
+	return boot, nil
+}
+
 // resetMachine stops the vCPUs and devices, puts back the state the VM was
-// created with, loads the guest again and runs it. v.mu is held.
-func (v *VM) resetMachine() error {
+// created with, loads boot into RAM and runs the guest. v.mu is held.
+func (v *VM) resetMachine(boot *bootFiles) error {
 	if v.reset == nil {
 		return errors.New("no reset state")
-	}
-	// The kernel is read first: if it is gone, the VM stops before
-	// anything of it was undone.
-	var boot *bootFiles
-	var err error
-	if v.cfg.Kernel == "" {
-		return errors.New("no kernel to boot again: the VM arrived by migration at a VMM started without --kernel (give it --kernel, --initrd and --cmdline to let a migrated guest reboot)")
-	}
-	if boot, err = readBootFiles(v.cfg); err != nil {
-		return fmt.Errorf("read the kernel again: %w", err)
 	}
 	if err := v.eachVCPU(request{kind: reqPause}); err != nil {
 		return fmt.Errorf("stop the vCPUs: %w", err)

@@ -77,6 +77,21 @@ func TestGuestReboot(t *testing.T) {
 			t.Errorf("after reboot %d: %s", round, line)
 		}
 	}
+	// The test guest's OFF writes the power-off port, then resets in
+	// case that port is missing: the reset must not turn the power-off
+	// into a reboot, nor into an error.
+	v.ConsoleInput([]byte("OFF\n"))
+	select {
+	case <-v.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the VM still runs 30 s after the guest powered off")
+	}
+	if err := v.Wait(); err != nil {
+		t.Errorf("power-off after reboots: %v", err)
+	}
+	if st := v.Status(); !strings.Contains(st.Stopped, "powered off") || st.Reboots != 2 {
+		t.Errorf("status after power-off: %+v", st)
+	}
 }
 
 // TestGuestRebootStops: with OnReboot "stop" a guest reset ends the VM

@@ -3,7 +3,7 @@
 // I/O-port bus and the emulated devices, and the boot paths: a multiboot v1
 // ELF (the test guest), or Linux with an initrd, as a bzImage by the 32-bit
 // boot protocol or as a vmlinux by its PVH entry; all with the machine's
-// ACPI tables.
+// ACPI tables. A guest reboot resets the machine in place (reset.go).
 //
 // vCPU threads are controlled by requests (pause, resume, run-on-thread,
 // exit), never by flags poked from outside; see vcpu.go.
@@ -76,6 +76,7 @@ type VM struct {
 	// reset is the machine as created, which a guest reboot restores;
 	// rebooting is set while one runs, and reboots counts them.
 	reset     *resetState
+	stopping  atomic.Bool // Stop was asked for: no reboot
 	rebooting atomic.Bool
 	reboots   atomic.Int64
 	// resetPending: a guest reset came while the VM was paused; the
@@ -351,7 +352,10 @@ func (v *VM) Start() error {
 	if v.resetPending.Swap(false) {
 		// The guest asked for a reset right before it left its source:
 		// it boots afresh here.
-		err := v.resetMachine()
+		boot, err := v.bootFilesAgain()
+		if err == nil {
+			err = v.resetMachine(boot)
+		}
 		v.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("vm %s: start: the reboot the guest asked for: %w", v.cfg.Name, err)
@@ -450,7 +454,9 @@ func (v *VM) Stop(reason string) {
 }
 
 // setStopReason records why the VM ends, unless a reason is already known.
+// From here on a guest reset is ignored: the VM is ending.
 func (v *VM) setStopReason(reason string) {
+	v.stopping.Store(true)
 	v.endMu.Lock()
 	if v.stopReason == "" {
 		v.stopReason = reason
