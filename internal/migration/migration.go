@@ -141,11 +141,15 @@ type Report struct {
 	Verified     bool `json:"verified"`
 	MaxThrottle  int  `json:"max_throttle_pct"`
 	Forced       bool `json:"forced_switchover,omitempty"`
-	// Switchover is the downtime broken down by step, in ms: pause,
-	// save_state, last_pages, state_restored, verify, commit.
+	// Switchover is the downtime broken down by step, in ms, keyed by
+	// the names of SwitchoverSteps.
 	Switchover map[string]float64 `json:"switchover_ms,omitempty"`
 	Rounds     []Round            `json:"rounds"`
 }
+
+// SwitchoverSteps names the steps of Report.Switchover in the order they
+// happen; verify and rx are there only when the migration had them.
+var SwitchoverSteps = []string{"pause", "save_state", "last_pages", "state_restored", "verify", "rx", "commit"}
 
 // newSessionID returns a random session id.
 func newSessionID() wire.SessionID {

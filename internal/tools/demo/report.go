@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
 // report prints the demo's results and fails if the guest found its
@@ -38,7 +40,7 @@ func report(accel string, boot bootTimes, legs []legResult, end ending) error {
 // steps formats the switchover breakdown in the order the steps happen.
 func steps(m map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"pause", "save_state", "last_pages", "state_restored", "verify", "commit"} {
+	for _, k := range migration.SwitchoverSteps {
 		if v, ok := m[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.1f", k, v))
 		}

@@ -86,10 +86,10 @@ func main() {
 	redo := flag.Int("redo-disturbed", 3, "per setting, repeat up to this many runs during which the host was so loaded that the probe sender itself stalled > 50 ms (they stay in the JSON, marked discarded)")
 	accelName := flag.String("accel", "auto", "accelerator: auto (KVM when /dev/kvm exists, else the software CPU), kvm or emu; QEMU runs the same kind (KVM or TCG)")
 	render := flag.String("render", "", "only print the markdown tables of an earlier results.json")
-	save := flag.String("save", "", "also write the results as DIR/<date>-bench-net.json and .md (e.g. docs/results)")
+	save := flag.String("save", "", "also write the results as DIR/<date>-bench-net[-linux].json and .md (e.g. docs/results); with --render, write that run's")
 	flag.Parse()
 	if *render != "" {
-		if err := renderFile(*render); err != nil {
+		if err := renderFile(*render, *save); err != nil {
 			progress("error: %v", err)
 			os.Exit(1)
 		}
@@ -106,8 +106,9 @@ func main() {
 	}
 }
 
-// renderFile prints the markdown of a results.json written earlier.
-func renderFile(path string) error {
+// renderFile prints the markdown of a results.json written earlier and,
+// with save, writes it there as a run would have.
+func renderFile(path, save string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -116,8 +117,28 @@ func renderFile(path string) error {
 	if err := json.Unmarshal(b, &res); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	fmt.Print(res.markdown())
+	md := res.markdown()
+	if save != "" {
+		if err := res.writeCompact(md, save, res.saveName()); err != nil {
+			return err
+		}
+	}
+	fmt.Print(md)
 	return nil
+}
+
+// linuxGuestNote ends results.Guest for a run of the Linux guest.
+const linuxGuestNote = " (the Linux guest)"
+
+// saveName names the files of --save: the run's date, and which guest,
+// so that the test guest's and Linux's results of a day do not overwrite
+// each other.
+func (r *results) saveName() string {
+	name := r.Started.Format("2006-01-02") + "-bench-net"
+	if strings.HasSuffix(r.Guest, linuxGuestNote) {
+		name += "-linux"
+	}
+	return name
 }
 
 // cleanup stops every child and removes the lab, once.
@@ -203,7 +224,7 @@ func run(runs, redo int, godwitBin, guestELF, linuxDir, scenList string, qemuDef
 	res := &results{Started: time.Now(), Runs: runs, Redo: redo, OutDir: outDir, Lab: lab.Prefix, CPUs: runtime.NumCPU(),
 		LoadBefore: loadavg(), Godwit: godwitBin, Guest: guestELF, Scenarios: scens}
 	if linuxDir != "" {
-		res.Guest = linuxDir + " (the Linux guest)"
+		res.Guest = linuxDir + linuxGuestNote
 	}
 	res.Host, _ = os.Hostname()
 	res.Kernel = strings.TrimSpace(string(must(exec.Command("uname", "-r").Output())))
@@ -253,7 +274,7 @@ func run(runs, redo int, godwitBin, guestELF, linuxDir, scenList string, qemuDef
 		return err
 	}
 	if save != "" {
-		if err := res.writeCompact(md, save, time.Now().Format("2006-01-02")+"-bench-net"); err != nil {
+		if err := res.writeCompact(md, save, res.saveName()); err != nil {
 			return err
 		}
 		progress("results saved in %s", save)

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/godwit-vmm/godwit/internal/migration"
 )
 
 // runResult is one migration under probes. Times named …Ms without "_ms"
@@ -452,7 +454,7 @@ func steps(m map[string]float64) string {
 	if len(m) == 0 {
 		return ""
 	}
-	order := []string{"pause", "save_state", "last_pages", "state_restored", "verify", "commit"}
+	order := migration.SwitchoverSteps
 	var out []string
 	for _, k := range order {
 		if v, ok := m[k]; ok {
