@@ -132,15 +132,7 @@ func bootToS5(t *testing.T, cfg vm.Config) {
 	if err := v.Start(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-v.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the guest did not power off within 20 s")
-	}
-	if err := v.Wait(); err != nil {
-		t.Fatalf("VM failed: %v", err)
-	}
-	if r := v.Status().Stopped; r != "guest powered off (ACPI S5)" {
+	if r := waitCleanStop(t, v, 20*time.Second, "the guest's power-off").Stopped; r != "guest powered off (ACPI S5)" {
 		t.Errorf("stop reason %q, want the ACPI S5 power-off (the guest's entry checks failed?)", r)
 	}
 }

@@ -81,15 +81,7 @@ func TestGuestReboot(t *testing.T) {
 	// case that port is missing: the reset must not turn the power-off
 	// into a reboot, nor into an error.
 	v.ConsoleInput([]byte("OFF\n"))
-	select {
-	case <-v.Done():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the VM still runs 30 s after the guest powered off")
-	}
-	if err := v.Wait(); err != nil {
-		t.Errorf("power-off after reboots: %v", err)
-	}
-	if st := v.Status(); !strings.Contains(st.Stopped, "powered off") || st.Reboots != 2 {
+	if st := waitCleanStop(t, v, 30*time.Second, "the guest powered off"); !strings.Contains(st.Stopped, "powered off") || st.Reboots != 2 {
 		t.Errorf("status after power-off: %+v", st)
 	}
 }
@@ -99,15 +91,7 @@ func TestGuestReboot(t *testing.T) {
 func TestGuestRebootStops(t *testing.T) {
 	v, con := startGuest(t, vm.Config{OnReboot: vm.RebootStop})
 	v.ConsoleInput([]byte("REBOOT\n"))
-	select {
-	case <-v.Done():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the VM still runs 30 s after the guest reset it")
-	}
-	if err := v.Wait(); err != nil {
-		t.Errorf("Wait = %v, want a clean stop", err)
-	}
-	if st := v.Status(); !strings.Contains(st.Stopped, "guest reset") || st.Reboots != 0 {
+	if st := waitCleanStop(t, v, 30*time.Second, "the guest reset it"); !strings.Contains(st.Stopped, "guest reset") || st.Reboots != 0 {
 		t.Errorf("status %+v, want stopped by the guest reset", st)
 	}
 	time.Sleep(200 * time.Millisecond)

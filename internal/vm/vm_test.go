@@ -77,6 +77,22 @@ func startGuest(t *testing.T, cfg vm.Config) (*vm.VM, *guest.Console) {
 	return v, con
 }
 
+// waitCleanStop waits up to d for v to stop after what (the guest's
+// doing) and fails the test unless it stopped without an error; it
+// returns the status then.
+func waitCleanStop(t *testing.T, v *vm.VM, d time.Duration, what string) vm.Status {
+	t.Helper()
+	select {
+	case <-v.Done():
+	case <-time.After(d):
+		t.Fatalf("the VM still runs %v after %s", d, what)
+	}
+	if err := v.Wait(); err != nil {
+		t.Errorf("the VM stopped after %s with an error: %v", what, err)
+	}
+	return v.Status()
+}
+
 // command types cmd on the guest console and waits for a line starting with
 // reply.
 func command(t *testing.T, v *vm.VM, con *guest.Console, cmd, reply string, timeout time.Duration) string {
