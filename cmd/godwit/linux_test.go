@@ -154,6 +154,10 @@ func TestLinuxGuestMigrates(t *testing.T) {
 		t.Errorf("status after the reboot: %+v, %v; want running after 1 reboot", st, err)
 	}
 	expect(t, con, d.sock, "BLKV 8 64 42", "BLKV ", "BLKV OK 8 64", time.Minute)
+	// Its network card was reset with the machine and works again.
+	if r, err := netlab.Ping(lab.Client.Name, ip, 5, 10*time.Millisecond, time.Second); err != nil || r.Received == 0 {
+		t.Errorf("the rebooted guest does not answer ping: %v %v", r, err)
+	}
 	expect(t, con, d.sock, "OFF", "POWEROFF", "POWEROFF", time.Minute)
 	d.wait(t)
 	if !d.cmd.ProcessState.Success() {
