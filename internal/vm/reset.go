@@ -54,7 +54,7 @@ func (v *VM) saveResetState() error {
 // machine: it reboots the VM, or stops it if so configured. The reboot
 // runs on another goroutine, since it waits for every vCPU thread.
 func (v *VM) guestReset(how string) {
-	if v.stopping.Load() {
+	if v.ending() {
 		// Ending already: a guest that powers off and then resets, as
 		// the test guest does in case the power-off port is missing.
 		return
@@ -82,7 +82,7 @@ func (v *VM) reboot(how string) {
 	// stops with nothing of it undone.
 	boot, berr := v.bootFilesAgain()
 	v.mu.Lock()
-	if v.state != StateRunning || v.stopping.Load() {
+	if v.state != StateRunning || v.ending() {
 		state := v.state
 		if state == StatePaused {
 			v.resetPending.Store(true)
@@ -98,7 +98,7 @@ func (v *VM) reboot(how string) {
 	}
 	v.rebooting.Store(false)
 	v.mu.Unlock()
-	if err != nil && v.stopping.Load() {
+	if err != nil && v.ending() {
 		v.log.Info("guest reboot abandoned: the VM is stopping", "err", err)
 		return
 	}

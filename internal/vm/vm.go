@@ -76,7 +76,6 @@ type VM struct {
 	// reset is the machine as created, which a guest reboot restores;
 	// rebooting is set while one runs, and reboots counts them.
 	reset     *resetState
-	stopping  atomic.Bool // Stop was asked for: no reboot
 	rebooting atomic.Bool
 	reboots   atomic.Int64
 	// resetPending: a guest reset came while the VM was paused; the
@@ -454,14 +453,23 @@ func (v *VM) Stop(reason string) {
 }
 
 // setStopReason records why the VM ends, unless a reason is already known.
-// From here on a guest reset is ignored: the VM is ending.
 func (v *VM) setStopReason(reason string) {
-	v.stopping.Store(true)
+	if reason == "" {
+		reason = "stopped"
+	}
 	v.endMu.Lock()
 	if v.stopReason == "" {
 		v.stopReason = reason
 	}
 	v.endMu.Unlock()
+}
+
+// ending reports whether the VM was asked to stop (it has a stop reason):
+// from then on a guest reset is ignored.
+func (v *VM) ending() bool {
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	return v.stopReason != ""
 }
 
 // guestStop is called on a vCPU thread when the guest powers off or resets:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/godwit-vmm/godwit/internal/devices/virtio"
 )
@@ -115,10 +116,11 @@ func (d *Device) Restore(s State) error {
 // packets a source handed over after the state. It refuses packets that
 // could not have come from PendingRX, and more than it would hand over.
 func (d *Device) AddPending(packets [][]byte) error {
-	if err := checkPending(append(d.backlog[:len(d.backlog):len(d.backlog)], packets...)); err != nil {
+	all := append(slices.Clip(d.backlog), packets...)
+	if err := checkPending(all); err != nil {
 		return fmt.Errorf("virtio-net: %w", err)
 	}
-	d.backlog = append(d.backlog, packets...)
+	d.backlog = all
 	return nil
 }
 
